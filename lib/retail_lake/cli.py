@@ -1,0 +1,225 @@
+"""`retail-lake`: run jobs and the pipeline, look at tables, query with SQL.
+
+    retail-lake run <job> [--profile P] [--set key=value ...] [--run-date YYYY-MM-DD]
+    retail-lake pipeline [--resume] [--steps a,b,c]
+    retail-lake tables
+    retail-lake sql "SELECT ..."
+    retail-lake history <layer.table>
+    retail-lake catalog [--readme README.md] [--check]
+
+Errors are one line and exit status 1 (2 for bad usage); `--verbose` adds the stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from datetime import date
+
+from retail_lake.config import Config, ConfigError, load_config
+
+log = logging.getLogger("retail_lake")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="local", help="conf/profiles/<profile>.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value (repeatable)")
+    parser.add_argument("--root", help="shortcut for --set paths.root=ROOT")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="debug logging and stack traces on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retail-lake", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run one job")
+    p.add_argument("job")
+    p.add_argument("--run-date", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                   help="logical run date / as-of snapshot for time-dependent jobs")
+    _common(p)
+
+    p = sub.add_parser("pipeline", help="run the job DAG (pipeline.steps)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the steps that succeeded in the last pipeline run if it failed")
+    p.add_argument("--steps", help="comma-separated subset of steps, in order")
+    p.add_argument("--run-date", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    _common(p)
+
+    p = sub.add_parser("tables", help="list tables: layer, Delta version, rows, last modified")
+    _common(p)
+
+    p = sub.add_parser("sql", help="run a SQL query over the lake's tables and print it")
+    p.add_argument("query")
+    p.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    _common(p)
+
+    p = sub.add_parser("history", help="Delta history of a table")
+    p.add_argument("table")
+    p.add_argument("--limit", type=int, default=20)
+    _common(p)
+
+    p = sub.add_parser("catalog", help="print the table catalog (markdown) from the contracts")
+    p.add_argument("--readme", help="rewrite the catalog section of this README")
+    p.add_argument("--check", action="store_true",
+                   help="with --readme: fail if the README's catalog is out of date")
+    return parser
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S", stream=sys.stderr, force=True,
+    )
+    for noisy in ("py4j", "urllib3", "great_expectations", "alembic", "mlflow", "filelock",
+                  "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = list(args.overrides)
+    if args.root:
+        overrides.append(f"paths.root={args.root}")
+    return load_config(args.profile, overrides)
+
+
+def format_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain fixed-width text table."""
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    sep = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join([line, sep, *body])
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
+    from retail_lake.pipeline import run_single
+
+    run_single(cfg, args.job, args.run_date, args.overrides)
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace, cfg: Config) -> int:
+    from retail_lake.pipeline import run_pipeline
+
+    steps = args.steps.split(",") if args.steps else None
+    run_pipeline(cfg, steps=steps, resume=args.resume, run_date=args.run_date,
+                 overrides=args.overrides)
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace, cfg: Config) -> int:
+    from retail_lake.lake import Lake
+    from retail_lake.session import build_session, register_tables
+
+    spark = build_session(cfg)
+    lake = Lake(spark, cfg.root)
+    rows = []
+    for name in register_tables(spark, cfg.root):
+        last = lake.history(name, 1).first()
+        detail = spark.sql(f"DESCRIBE DETAIL {name}").first()
+        count = spark.table(name).count()
+        rows.append((name, name.split(".")[0], last["version"], count,
+                     f"{detail['lastModified']:%Y-%m-%d %H:%M:%S}", detail["numFiles"]))
+    if not rows:
+        print(f"no tables under {cfg.root} yet (run: retail-lake pipeline)")
+        return 0
+    print(format_table(["table", "layer", "version", "rows", "last_modified_utc", "files"], rows))
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace, cfg: Config) -> int:
+    from retail_lake.session import build_session
+
+    spark = build_session(cfg)
+    df = spark.sql(args.query)
+    rows = df.limit(args.limit + 1).collect()
+    print(format_table(df.columns, [tuple(r) for r in rows[: args.limit]]))
+    if len(rows) > args.limit:
+        print(f"(first {args.limit} rows; use --limit)")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, cfg: Config) -> int:
+    from retail_lake.lake import Lake
+    from retail_lake.session import build_session
+
+    spark = build_session(cfg)
+    hist = Lake(spark, cfg.root).history(args.table, args.limit).select(
+        "version", "timestamp", "operation", "operationParameters", "operationMetrics")
+    rows = []
+    for r in hist.collect():
+        metrics = r["operationMetrics"] or {}
+        keep = {k: v for k, v in metrics.items() if k in (
+            "numOutputRows", "numTargetRowsInserted", "numTargetRowsUpdated",
+            "numTargetRowsDeleted", "numDeletedRows")}
+        rows.append((r["version"], f"{r['timestamp']:%Y-%m-%d %H:%M:%S}", r["operation"],
+                     ", ".join(f"{k}={v}" for k, v in sorted(keep.items()))))
+    print(format_table(["version", "timestamp_utc", "operation", "metrics"], rows))
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from retail_lake.catalog import render_catalog, update_readme
+
+    if args.readme:
+        changed = update_readme(args.readme, check=args.check)
+        if args.check and changed:
+            print(f"{args.readme}: the table catalog is out of date; run "
+                  f"'retail-lake catalog --readme {args.readme}'", file=sys.stderr)
+            return 1
+        return 0
+    print(render_catalog())
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "pipeline": cmd_pipeline, "tables": cmd_tables, "sql": cmd_sql,
+            "history": cmd_history}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    setup_logging(verbose)
+    started = time.monotonic()
+    try:
+        if args.command == "catalog":
+            return cmd_catalog(args)
+        cfg = config_from_args(args)
+        code = COMMANDS[args.command](args, cfg)
+        if args.command in ("run", "pipeline"):
+            log.info("done in %.1fs", time.monotonic() - started)
+        return code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if verbose:
+            logging.getLogger("retail_lake").exception("failed")
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The readable part of an exception (py4j errors carry pages of JVM trace)."""
+    text = str(exc).strip() or type(exc).__name__
+    name = type(exc).__name__
+    # Quality/conservation summaries are several short lines: keep them whole.
+    if name in ("QualityGateError", "ConservationError"):
+        return text
+    first = text.splitlines()[0]
+    return first if len(first) < 2000 else first[:2000] + "..."
+
+
+if __name__ == "__main__":
+    sys.exit(main())

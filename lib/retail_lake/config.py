@@ -1,0 +1,238 @@
+"""Configuration: conf/base.yaml, a profile overlay, --set overrides and the environment.
+
+`conf/base.yaml` is the schema: it lists every key with its default. A profile
+(`conf/profiles/<name>.yaml`) and `--set key=value` may only change keys that exist there, and
+only with a value of the same type; anything else is a `ConfigError` naming the file and key.
+Mappings that are empty in base (such as `spark.conf`) are free-form.
+
+Environment variables (read at load time):
+    RETAIL_LAKE_CONF_DIR   the conf folder (default: ./conf, else the one beside the package)
+    RETAIL_LAKE_ROOT       overrides paths.root
+    RETAIL_LAKE_IVY_DIR    overrides spark.ivy_dir
+Secrets are never stored in config: keys name the environment variable that holds them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_OVERRIDES = {
+    "RETAIL_LAKE_ROOT": "paths.root",
+    "RETAIL_LAKE_IVY_DIR": "spark.ivy_dir",
+}
+
+
+TRAINING_BACKENDS = ("horovod",)
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used: missing file, unknown key, wrong type."""
+
+
+def find_conf_dir() -> Path:
+    """Locates the conf folder: $RETAIL_LAKE_CONF_DIR, ./conf, or the checkout's conf."""
+    env = os.environ.get("RETAIL_LAKE_CONF_DIR")
+    candidates = [Path(env)] if env else []
+    candidates += [
+        Path.cwd() / "conf",
+        Path(__file__).resolve().parent / "_conf",  # inside a shipped archive
+        Path(__file__).resolve().parents[2] / "conf",  # lib/retail_lake -> checkout
+    ]
+    for cand in candidates:
+        if (cand / "base.yaml").is_file():
+            return cand
+    tried = ", ".join(str(c) for c in candidates)
+    raise ConfigError(f"no conf/base.yaml found (tried {tried}); set RETAIL_LAKE_CONF_DIR")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
+            dict: "mapping"}.get(type(value), type(value).__name__)
+
+
+def _coerce(base_value: Any, value: Any, key: str, origin: str) -> Any:
+    """Returns `value` checked (and widened where safe) against the type of `base_value`."""
+    if base_value is None:
+        return value
+    if isinstance(base_value, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(base_value, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(base_value, float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(base_value, str):
+        if isinstance(value, str):
+            return value
+        if origin.startswith("--set") and isinstance(value, int | float | bool):
+            return str(value)
+    elif isinstance(base_value, list):
+        if isinstance(value, list):
+            return value
+    elif isinstance(base_value, dict) and isinstance(value, dict):
+        return value
+    raise ConfigError(
+        f"{origin}: '{key}' must be a {_type_name(base_value)}, "
+        f"got {_type_name(value)} {value!r}"
+    )
+
+
+def _merge(base: dict[str, Any], overlay: Mapping[str, Any], origin: str, prefix: str = "") -> None:
+    for key, value in overlay.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            if not base and prefix:  # free-form mapping (empty in base.yaml)
+                base[key] = value
+                continue
+            known = ", ".join(sorted(base)) or "(none)"
+            raise ConfigError(f"{origin}: unknown key '{dotted}' (known here: {known})")
+        current = base[key]
+        if isinstance(current, dict) and current and isinstance(value, dict):
+            _merge(current, value, origin, f"{dotted}.")
+        elif isinstance(current, dict) and not current and isinstance(value, dict):
+            current.update(value)
+        else:
+            base[key] = _coerce(current, value, dotted, origin)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
+    parts = dotted.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{origin}: unknown key '{'.'.join(parts[: i + 1])}'")
+        node = node[part]
+        if isinstance(node, dict) and not node:  # free-form: the rest is one key
+            node[".".join(parts[i + 1:])] = value
+            return
+    _merge(node, {parts[-1]: value}, origin, ".".join(parts[:-1]) + "." if parts[:-1] else "")
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """Parses one `key=value` override; the value is read as YAML (so `2` is an integer)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated configuration. Read values with `cfg.get("spark.master")` or `cfg["paths"]`."""
+
+    data: dict[str, Any]
+    profile: str
+    sources: tuple[str, ...] = field(default_factory=tuple)
+
+    def get(self, dotted: str, default: Any = ...) -> Any:
+        node: Any = self.data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                if default is not ...:
+                    return default
+                raise KeyError(f"no config key '{dotted}'")
+            node = node[part]
+        return copy.deepcopy(node)
+
+    def __getitem__(self, section: str) -> Any:
+        return self.get(section)
+
+    def with_overrides(self, overrides: Iterable[str]) -> Config:
+        """A copy with more `key=value` overrides applied (validated the same way)."""
+        data = copy.deepcopy(self.data)
+        for item in overrides:
+            key, value = parse_set(item)
+            _set_dotted(data, key, value, f"--set {key}")
+        return Config(_finish(data), self.profile, self.sources)
+
+    @property
+    def root(self) -> str:
+        return self.data["paths"]["root"]
+
+
+def _absolute(path: str) -> str:
+    if "://" in path or path.startswith("file:"):
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def _finish(data: dict[str, Any]) -> dict[str, Any]:
+    data["paths"]["root"] = _absolute(data["paths"]["root"])
+    if data["paths"]["landing"]:
+        data["paths"]["landing"] = _absolute(data["paths"]["landing"])
+    data["spark"]["ivy_dir"] = _absolute(data["spark"]["ivy_dir"])
+    if data["training"]["num_proc"] < 1:
+        raise ConfigError("training.num_proc must be at least 1")
+    if data["training"]["backend"] not in TRAINING_BACKENDS:
+        raise ConfigError(
+            f"training.backend must be one of {TRAINING_BACKENDS}, "
+            f"got {data['training']['backend']!r}"
+        )
+    return data
+
+
+def load_config(
+    profile: str = "local",
+    overrides: Iterable[str] = (),
+    conf_dir: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Loads base.yaml, the profile overlay, environment overrides and `--set` items.
+
+    Args:
+        profile: name of `conf/profiles/<profile>.yaml`.
+        overrides: `key=value` strings, applied last.
+        conf_dir: the conf folder; found with `find_conf_dir()` when omitted.
+        environ: environment to read (default: `os.environ`).
+
+    Raises:
+        ConfigError: a missing file, unknown key or wrong type, naming it.
+    """
+    env = os.environ if environ is None else environ
+    folder = Path(conf_dir) if conf_dir else find_conf_dir()
+    base_path = folder / "base.yaml"
+    data = _read_yaml(base_path)
+    profile_path = folder / "profiles" / f"{profile}.yaml"
+    if not profile_path.is_file():
+        available = sorted(p.stem for p in (folder / "profiles").glob("*.yaml"))
+        raise ConfigError(
+            f"profile '{profile}' not found: no file {profile_path} (profiles: {', '.join(available)})"
+        )
+    _merge(data, _read_yaml(profile_path), str(profile_path))
+    for var, dotted in ENV_OVERRIDES.items():
+        if env.get(var):
+            _set_dotted(data, dotted, env[var], f"--set {dotted} (from ${var})")
+    for item in overrides:
+        key, value = parse_set(item)
+        _set_dotted(data, key, value, f"--set {key}")
+    return Config(_finish(data), profile, tuple(sorted(data.get("sources", {}))))

@@ -1,0 +1,170 @@
+"""Table contracts: the one description of each table that writes, gates and docs use.
+
+A contract names a table (`layer.name`), its columns with types and comments, keys,
+partitioning, Delta properties and retention. Its expectation suite is the contract's key
+rules (keys not null, keys unique) plus `conf/suites/<layer>.<name>.yaml`.
+
+Metadata columns start with `_` (`_run_id`, `_content_hash`, provenance); they never enter
+the content hash, so a re-run that brings the same content changes no row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql.types import StructType
+
+RUN_ID = "_run_id"
+CONTENT_HASH = "_content_hash"
+
+LAYER_PROPERTIES: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    # Column mapping lets columns be renamed or added (schema drift) without a rewrite.
+    "bronze": {"delta.columnMapping.mode": "name", "delta.minReaderVersion": "2",
+               "delta.minWriterVersion": "5"},
+    # Change Data Feed: downstream jobs read only what changed.
+    "silver": {"delta.columnMapping.mode": "name", "delta.minReaderVersion": "2",
+               "delta.minWriterVersion": "5", "delta.enableChangeDataFeed": "true"},
+    "gold": {"delta.columnMapping.mode": "name", "delta.minReaderVersion": "2",
+             "delta.minWriterVersion": "5", "delta.enableChangeDataFeed": "true"},
+    "ops": {"delta.columnMapping.mode": "name", "delta.minReaderVersion": "2",
+            "delta.minWriterVersion": "5"},
+})
+
+
+class ContractError(ValueError):
+    """A DataFrame or a name that does not match its table contract."""
+
+
+@dataclass(frozen=True)
+class Col:
+    """One column: name, Spark SQL type, comment for analysts, nullability."""
+
+    name: str
+    type: str
+    comment: str
+    nullable: bool = True
+
+
+def meta_columns() -> tuple[Col, ...]:
+    """Columns every silver/gold/scored table carries for idempotent upserts and lineage."""
+    return (
+        Col(RUN_ID, "string", "run that last wrote this row (ops.job_runs.run_id)", False),
+        Col(CONTENT_HASH, "string",
+            "SHA-256 of the row's content columns; MERGE updates a row only when it changes",
+            False),
+    )
+
+
+@dataclass(frozen=True)
+class TableContract:
+    """What a table promises analysts; drives creation, writes, gates and the catalog."""
+
+    name: str
+    description: str
+    columns: tuple[Col, ...]
+    keys: tuple[str, ...] = ()
+    partition_by: tuple[str, ...] = ()
+    properties: Mapping[str, str] = field(default_factory=dict)
+    retention_days: int = 30
+    # How jobs usually write it: merge | replace_where | overwrite | append.
+    write_mode: str = "merge"
+    # Which table feeds it (free text for the catalog).
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.name.count(".") != 1:
+            raise ContractError(f"table name must be layer.name, got {self.name!r}")
+        names = [c.name for c in self.columns]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ContractError(f"{self.name}: duplicate columns {sorted(dupes)}")
+        for col in (*self.keys, *self.partition_by):
+            if col not in names:
+                raise ContractError(f"{self.name}: key/partition column {col!r} is not a column")
+
+    @property
+    def layer(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split(".", 1)[1]
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def content_columns(self) -> tuple[str, ...]:
+        """Columns that make up the content hash: everything but `_` metadata."""
+        return tuple(c.name for c in self.columns if not c.name.startswith("_"))
+
+    @property
+    def delta_properties(self) -> dict[str, str]:
+        props = dict(LAYER_PROPERTIES.get(self.layer, {}))
+        props["delta.logRetentionDuration"] = f"interval {max(self.retention_days, 7)} days"
+        props["delta.deletedFileRetentionDuration"] = f"interval {self.retention_days} days"
+        props.update(self.properties)
+        return props
+
+    @property
+    def has_content_hash(self) -> bool:
+        return CONTENT_HASH in self.column_names
+
+    def spark_schema(self) -> StructType:
+        """The contract as a StructType, with comments in the field metadata."""
+        from pyspark.sql.types import StructField, StructType, _parse_datatype_string
+
+        return StructType([
+            StructField(c.name, _parse_datatype_string(c.type), c.nullable,
+                        {"comment": c.comment})
+            for c in self.columns
+        ])
+
+    def ddl_columns(self) -> str:
+        """`name type [NOT NULL] COMMENT '...'` list for CREATE TABLE."""
+        parts = []
+        for c in self.columns:
+            comment = c.comment.replace("\\", "\\\\").replace("'", "\\'")
+            null = "" if c.nullable else " NOT NULL"
+            parts.append(f"`{c.name}` {c.type}{null} COMMENT '{comment}'")
+        return ",\n  ".join(parts)
+
+
+class Registry:
+    """All contracts by name; the single place tables are described."""
+
+    def __init__(self, contracts: Iterable[TableContract] = ()) -> None:
+        self._by_name: dict[str, TableContract] = {}
+        for c in contracts:
+            self.add(c)
+
+    def add(self, contract: TableContract) -> None:
+        if contract.name in self._by_name:
+            raise ContractError(f"table {contract.name} is described twice")
+        self._by_name[contract.name] = contract
+
+    def __getitem__(self, name: str) -> TableContract:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            known = ", ".join(sorted(self._by_name))
+            raise ContractError(f"no table contract named {name!r} (known: {known})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self):
+        return iter(sorted(self._by_name.values(), key=_catalog_order))
+
+    def names(self) -> list[str]:
+        return [c.name for c in self]
+
+
+def _catalog_order(c: TableContract) -> tuple[int, str]:
+    order = {"bronze": 0, "silver": 1, "gold": 2, "ops": 3}
+    return (order.get(c.layer, 9), c.name)

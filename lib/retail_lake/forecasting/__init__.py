@@ -1,0 +1,1 @@
+"""Store sales (Rossmann): cleansing, store-day features, the sales forecaster."""

@@ -1,0 +1,261 @@
+"""The job runner: run ids, ops.job_runs, write-audit-publish, row conservation.
+
+A job is a function `run(ctx: JobContext) -> JobResult`. It reads through `ctx.read` (which
+records the Delta version it read), computes its outputs and returns them unwritten. The
+runner then audits every output (contract schema, expectation suite, row conservation) and
+only when all pass writes them. A failing critical expectation or conservation check
+writes nothing, records the quality results, and fails the run with a readable summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from retail_lake.config import Config
+from retail_lake.contracts import Registry
+from retail_lake.lake import Lake, WriteResult, with_metadata
+from retail_lake.quality import ExpectationResult, gate, load_suite, utc_now, validate
+from retail_lake.tables import REGISTRY
+
+log = logging.getLogger(__name__)
+
+JOB_RUNS = "ops.job_runs"
+QUALITY_RESULTS = "ops.quality_results"
+
+
+class JobError(RuntimeError):
+    """A job failed for a reason its message states (bad input, missing table, ...)."""
+
+
+class ConservationError(JobError):
+    """Rows were lost or invented between a stage's input and its outputs."""
+
+
+@dataclass(frozen=True)
+class Output:
+    """A pending write: validated against the table's suite, then written."""
+
+    table: str
+    df: DataFrame
+    mode: str | None = None  # default: the contract's write_mode
+    replace_where: str | None = None
+
+
+@dataclass(frozen=True)
+class Conservation:
+    """inputs == sum(outputs): e.g. bronze rows = silver + quarantined + duplicates."""
+
+    name: str
+    inputs: dict[str, int]
+    outputs: dict[str, int]
+
+    @property
+    def holds(self) -> bool:
+        return sum(self.inputs.values()) == sum(self.outputs.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "inputs": self.inputs, "outputs": self.outputs,
+                "holds": self.holds}
+
+
+@dataclass
+class JobResult:
+    """What a job hands back to the runner."""
+
+    outputs: list[Output] = field(default_factory=list)
+    conservation: list[Conservation] = field(default_factory=list)
+    rows_read: dict[str, int] = field(default_factory=dict)
+    # Called after every output was written (e.g. publish a model version).
+    after_publish: Callable[[dict[str, WriteResult]], None] | None = None
+
+
+@dataclass
+class JobContext:
+    """What a running job may use."""
+
+    spark: SparkSession
+    cfg: Config
+    lake: Lake
+    job: str
+    run_id: str
+    run_date: date | None
+    parent_run_id: str | None = None
+    registry: Registry = REGISTRY
+    versions_read: dict[str, int] = field(default_factory=dict)
+
+    def read(self, table: str, version: int | None = None) -> DataFrame:
+        """Reads `table` at `version` (default: latest) and records the version read."""
+        pinned = self.lake.version(table) if version is None else version
+        self.versions_read[table] = pinned
+        return self.lake.read(table, pinned)
+
+
+def new_run_id(job: str) -> str:
+    return f"{job}-{datetime.utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+# ----------------------------------------------------------------------------- ops tables
+def _ops_write(lake: Lake, table: str, rows: list[dict[str, Any]], run_id: str,
+               merge_key: str | None = None, attempts: int = 8) -> None:
+    """Appends (or upserts on `merge_key`) ops records, retrying Delta write conflicts."""
+    if not rows:
+        return
+    contract = lake_registry(table)
+    lake.ensure(contract)
+    df = lake.spark.createDataFrame(rows, contract.spark_schema())
+    for attempt in range(1, attempts + 1):
+        try:
+            if merge_key:
+                (lake.delta_table(table).alias("t")
+                 .merge(df.alias("s"), f"t.{merge_key} = s.{merge_key}")
+                 .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+            else:
+                df.write.format("delta").mode("append").save(lake.location(table))
+            return
+        except Exception as exc:  # Delta concurrency exceptions come through py4j
+            if "Concurrent" not in type(exc).__name__ + str(exc)[:500] or attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
+            log.debug("retrying %s write after a concurrent commit (%d)", table, attempt)
+
+
+def lake_registry(table: str):
+    return REGISTRY[table]
+
+
+def _run_row(ctx: JobContext, status: str, started: datetime, params: dict[str, str],
+             **extra: Any) -> dict[str, Any]:
+    row = {c: None for c in REGISTRY[JOB_RUNS].column_names}
+    row.update({
+        "run_id": ctx.run_id, "job": ctx.job, "parent_run_id": ctx.parent_run_id,
+        "status": status, "profile": ctx.cfg.profile, "run_date": ctx.run_date,
+        "started_at": started, "parameters": params, "host": socket.gethostname(),
+        "spark_app_id": ctx.spark.sparkContext.applicationId,
+    })
+    row.update(extra)
+    return row
+
+
+# ----------------------------------------------------------------------------- running
+def run_job(
+    spark: SparkSession,
+    cfg: Config,
+    job: str,
+    fn: Callable[[JobContext], JobResult],
+    run_date: date | None = None,
+    params: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> tuple[JobContext, dict[str, WriteResult]]:
+    """Runs one job under the runner's rules; returns its context and write results.
+
+    Raises the job's exception after recording the failure in ops.job_runs.
+    """
+    lake = Lake(spark, cfg.root)
+    ctx = JobContext(spark, cfg, lake, job, new_run_id(job), run_date, parent_run_id)
+    params = {k: str(v) for k, v in (params or {}).items()}
+    started = utc_now()
+    clock = time.monotonic()
+    log.info("[%s] %s started (profile %s, root %s)", ctx.run_id, job, cfg.profile, cfg.root)
+    _ops_write(lake, JOB_RUNS, [_run_row(ctx, "running", started, params)], ctx.run_id,
+               merge_key="run_id")
+    quality: list[ExpectationResult] = []
+    result: JobResult | None = None
+    persisted: list[DataFrame] = []
+    try:
+        result = fn(ctx)
+        quality, persisted = _audit(ctx, result)
+        writes = _publish(ctx, result)
+        if result.after_publish:
+            result.after_publish(writes)
+    except Exception as exc:
+        if not quality and hasattr(exc, "results"):
+            quality = exc.results  # QualityGateError carries them
+        _record_quality(lake, ctx.run_id, quality)
+        _ops_write(lake, JOB_RUNS, [_run_row(
+            ctx, "failed", started, params, ended_at=utc_now(),
+            duration_s=round(time.monotonic() - clock, 3),
+            rows_read=(result.rows_read if result else None) or None,
+            versions_read=ctx.versions_read or None,
+            conservation=_conservation_json(result),
+            error=f"{type(exc).__name__}: {exc}"[:4000],
+        )], ctx.run_id, merge_key="run_id")
+        log.error("[%s] %s failed after %.1fs: %s", ctx.run_id, job, time.monotonic() - clock,
+                  str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
+    finally:
+        for df in persisted:
+            df.unpersist()
+    _record_quality(lake, ctx.run_id, quality)
+    _ops_write(lake, JOB_RUNS, [_run_row(
+        ctx, "succeeded", started, params, ended_at=utc_now(),
+        duration_s=round(time.monotonic() - clock, 3),
+        rows_read=result.rows_read or None,
+        rows_written={t: w.rows_changed for t, w in writes.items()} or None,
+        versions_read=ctx.versions_read or None,
+        versions_written={t: w.version for t, w in writes.items() if w.version is not None}
+        or None,
+        conservation=_conservation_json(result),
+    )], ctx.run_id, merge_key="run_id")
+    log.info("[%s] %s succeeded in %.1fs", ctx.run_id, job, time.monotonic() - clock)
+    return ctx, writes
+
+
+def _conservation_json(result: JobResult | None) -> str | None:
+    if not result or not result.conservation:
+        return None
+    return json.dumps([c.as_dict() for c in result.conservation], sort_keys=True)
+
+
+def _audit(ctx: JobContext, result: JobResult) -> tuple[list[ExpectationResult], list[DataFrame]]:
+    """Checks conservation and every output's suite before anything is written."""
+    broken = [c for c in result.conservation if not c.holds]
+    if broken:
+        lines = [f"  - {c.name}: inputs {c.inputs} != outputs {c.outputs}" for c in broken]
+        raise ConservationError("row conservation failed; nothing was written\n" + "\n".join(lines))
+    results: list[ExpectationResult] = []
+    persisted = []
+    for out in result.outputs:
+        contract = ctx.registry[out.table]
+        # The contract check (columns, types) runs here, before any write.
+        rows = with_metadata(out.df, contract, ctx.run_id)
+        out.df.persist(StorageLevel.MEMORY_AND_DISK)
+        persisted.append(out.df)
+        specs = load_suite(contract)
+        log.info("[%s] validating %s against %d expectations", ctx.run_id, out.table, len(specs))
+        results.extend(validate(rows, contract, specs))
+    gate(results)
+    return results, persisted
+
+
+def _publish(ctx: JobContext, result: JobResult) -> dict[str, WriteResult]:
+    writes: dict[str, WriteResult] = {}
+    for out in result.outputs:
+        contract = ctx.registry[out.table]
+        writes[out.table] = ctx.lake.write(out.df, contract, ctx.run_id, out.mode,
+                                           out.replace_where)
+    return writes
+
+
+def _record_quality(lake: Lake, run_id: str, results: list[ExpectationResult]) -> None:
+    at = utc_now()
+    _ops_write(lake, QUALITY_RESULTS, [r.as_row(run_id, at) for r in results], run_id)
+
+
+def job_runs(spark: SparkSession, cfg: Config) -> DataFrame:
+    """ops.job_runs as a DataFrame (empty schema when no run was recorded yet)."""
+    lake = Lake(spark, cfg.root)
+    if not lake.exists(JOB_RUNS):
+        return spark.createDataFrame([], REGISTRY[JOB_RUNS].spark_schema())
+    return lake.read(JOB_RUNS).orderBy(F.col("started_at"))

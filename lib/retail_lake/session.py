@@ -1,0 +1,160 @@
+"""The one Spark session factory: Delta configured, UTC, settings from config.
+
+Local sessions (no metastore URI) keep an in-memory catalog and register every Delta table
+found under the root at start, one database per layer, so any number of processes can use
+table names at once (Delta's log arbitrates writers). A cluster profile sets
+`spark.metastore_uri` and uses a Hive metastore instead.
+
+`python -m retail_lake.session --resolve-jars` starts a session once so that Ivy downloads
+the Delta jars into the configured Ivy folder (setup_cluster.sh calls it at install).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from retail_lake.config import Config, load_config
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+LAYERS = ("bronze", "silver", "gold", "ops")
+
+
+def delta_package() -> str:
+    """The Maven coordinate of the Delta jar matching the installed delta-spark."""
+    from importlib.metadata import version
+
+    return f"io.delta:delta-spark_2.13:{version('delta-spark')}"
+
+
+def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
+    """Returns the session for `cfg`, creating it with Delta on first use.
+
+    Under spark-submit the session (and its master and packages) already exists; the
+    settings that can still change at run time are applied to it.
+    """
+    from pyspark.sql import SparkSession
+
+    spark_cfg = cfg["spark"]
+    builder = (
+        SparkSession.builder.appName(app_name or spark_cfg["app_name"])
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(spark_cfg["shuffle_partitions"]))
+        .config("spark.driver.memory", spark_cfg["driver_memory"])
+        .config("spark.ui.enabled", str(spark_cfg["ui_enabled"]).lower())
+        .config("spark.jars.ivy", spark_cfg["ivy_dir"])
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+        # Delta: allow MERGE schema checks to see comments; keep CDF readable.
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.python.worker.reuse", "true")
+    )
+    if not _under_spark_submit():
+        builder = builder.master(spark_cfg["master"])
+    if spark_cfg["metastore_uri"]:
+        builder = (
+            builder.config("spark.sql.catalogImplementation", "hive")
+            .config("spark.hadoop.hive.metastore.uris", spark_cfg["metastore_uri"])
+            .enableHiveSupport()
+        )
+    else:
+        builder = builder.config("spark.sql.catalogImplementation", "in-memory")
+    for key, value in spark_cfg["conf"].items():
+        builder = builder.config(key, str(value))
+    if spark_cfg["delta_jars"]:
+        builder = builder.config("spark.jars", ",".join(spark_cfg["delta_jars"]))
+    elif not _under_spark_submit():
+        builder = builder.config("spark.jars.packages", delta_package())
+
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(spark_cfg["log_level"])
+    # Settings a pre-existing (spark-submit) session still accepts at run time.
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    spark.conf.set("spark.sql.shuffle.partitions", str(spark_cfg["shuffle_partitions"]))
+    if not spark_cfg["metastore_uri"]:
+        register_tables(spark, cfg.root)
+    return spark
+
+
+def _under_spark_submit() -> bool:
+    # spark-submit starts the JVM first and tells the Python driver through these.
+    return "PYSPARK_GATEWAY_PORT" in os.environ or "SPARK_SUBMIT_OPTS" in os.environ
+
+
+def _list_dirs(spark: SparkSession, uri: str) -> list[str]:
+    """Child folder names of `uri`, through Hadoop's FileSystem (local, HDFS, S3...)."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(conf)
+    if not fs.exists(path):
+        return []
+    return [st.getPath().getName() for st in fs.listStatus(path) if st.isDirectory()]
+
+
+def register_tables(spark: SparkSession, root: str) -> list[str]:
+    """Registers every Delta table under `root` as `<layer>.<name>`; returns the names."""
+    registered = []
+    for layer in LAYERS:
+        layer_uri = f"{root.rstrip('/')}/{layer}"
+        names = [n for n in _list_dirs(spark, layer_uri) if not n.startswith(("_", "."))]
+        if not names:
+            continue
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
+        for name in names:
+            location = f"{layer_uri}/{name}"
+            if "_delta_log" not in _list_dirs(spark, location):
+                continue
+            register_table(spark, f"{layer}.{name}", location)
+            registered.append(f"{layer}.{name}")
+    log.debug("registered %d tables under %s", len(registered), root)
+    return registered
+
+
+def register_table(spark: SparkSession, name: str, location: str) -> None:
+    """Makes `name` point at the Delta table at `location` in this session's catalog."""
+    layer = name.split(".", 1)[0]
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{location}'")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolve-jars", action="store_true",
+                        help="start a session once so Ivy fetches the Delta jars, then stop")
+    parser.add_argument("--profile", default="local")
+    args = parser.parse_args(argv)
+    if not args.resolve_jars:
+        parser.print_help()
+        return 2
+    cfg = load_config(args.profile, ["spark.ui_enabled=false", "spark.master=local[1]"])
+    from pyspark.sql import SparkSession
+
+    # No table registration here: only the jars matter.
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .config("spark.jars.ivy", cfg.get("spark.ivy_dir"))
+        .config("spark.jars.packages", delta_package())
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    jars = spark.sparkContext.getConf().get("spark.jars", "")
+    spark.range(1).count()
+    spark.stop()
+    print(f"Delta jars resolved into {cfg.get('spark.ivy_dir')}: {jars}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

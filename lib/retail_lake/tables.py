@@ -1,0 +1,251 @@
+"""The table contracts of retail-lake, by layer. `REGISTRY` is the one registry.
+
+The README's table catalog is generated from here (`retail-lake catalog --readme README.md`).
+"""
+
+from __future__ import annotations
+
+from retail_lake.contracts import Col, Registry, TableContract, meta_columns
+
+# ----------------------------------------------------------------------------- bronze
+PROVENANCE = (
+    Col("_source_file", "string", "landing file, relative to the landing folder", False),
+    Col("_line_number", "bigint", "1-based line of the record in its file (header is line 1)",
+        False),
+    Col("_ingested_at", "timestamp", "when the ingest run read the file (UTC)", False),
+    Col("_run_id", "string", "ingest run that added the row", False),
+    Col("_row_hash", "string", "SHA-256 of the raw fields; detects change, not identity", False),
+)
+
+
+def _raw(name: str, source: str, columns: list[tuple[str, str]], description: str
+         ) -> TableContract:
+    return TableContract(
+        name=name,
+        description=description,
+        columns=tuple(Col(c, "string", f"as it arrived: {orig}") for c, orig in columns)
+        + PROVENANCE,
+        keys=("_source_file", "_line_number"),
+        write_mode="append",
+        source=source,
+        retention_days=90,
+    )
+
+
+BRONZE = [
+    _raw("bronze.rossmann_sales_raw", "rossmann/train.csv.gz", [
+        ("store", "Store"), ("day_of_week", "DayOfWeek"), ("date", "Date"), ("sales", "Sales"),
+        ("customers", "Customers"), ("open", "Open"), ("promo", "Promo"),
+        ("state_holiday", "StateHoliday"), ("school_holiday", "SchoolHoliday"),
+    ], "Rossmann daily sales per store, every field as text, with provenance."),
+    _raw("bronze.rossmann_stores_raw", "rossmann/store.csv.gz", [
+        ("store", "Store"), ("store_type", "StoreType"), ("assortment", "Assortment"),
+        ("competition_distance", "CompetitionDistance"),
+        ("competition_open_since_month", "CompetitionOpenSinceMonth"),
+        ("competition_open_since_year", "CompetitionOpenSinceYear"),
+        ("promo2", "Promo2"), ("promo2_since_week", "Promo2SinceWeek"),
+        ("promo2_since_year", "Promo2SinceYear"), ("promo_interval", "PromoInterval"),
+    ], "Rossmann store attributes, every field as text, with provenance."),
+]
+
+# ----------------------------------------------------------------------------- silver
+LINEAGE = (
+    Col("_source_file", "string", "bronze provenance: landing file"),
+    Col("_line_number", "bigint", "bronze provenance: line in that file"),
+)
+
+SILVER = [
+    TableContract(
+        name="silver.store_daily_sales",
+        description="One row per Rossmann store and day, typed. Closed days are kept "
+                    "(open = false, sales 0); gaps in a store's series are not filled.",
+        columns=(
+            Col("store", "int", "Rossmann store number (1..1115)", False),
+            Col("date", "date", "calendar day (UTC)", False),
+            Col("day_of_week", "int", "ISO day of week, 1 = Monday .. 7 = Sunday", False),
+            Col("sales", "int", "turnover of the day (EUR); 0 on closed days", False),
+            Col("customers", "int", "customers served that day", False),
+            Col("open", "boolean", "store was open", False),
+            Col("promo", "boolean", "a store promotion ran that day", False),
+            Col("state_holiday", "string",
+                "state holiday code: 0 none, a public, b Easter, c Christmas", False),
+            Col("school_holiday", "boolean", "store affected by school holidays", False),
+            *LINEAGE,
+            *meta_columns(),
+        ),
+        keys=("store", "date"),
+        source="bronze.rossmann_sales_raw",
+    ),
+    TableContract(
+        name="silver.stores",
+        description="One row per Rossmann store with its attributes parsed into dates.",
+        columns=(
+            Col("store", "int", "Rossmann store number", False),
+            Col("store_type", "string", "store model a..d", False),
+            Col("assortment", "string", "assortment level: a basic, b extra, c extended", False),
+            Col("competition_distance_m", "double",
+                "metres to the nearest competitor; null when unknown"),
+            Col("competition_open_since", "date",
+                "first day of the month the nearest competitor opened; null when unknown"),
+            Col("promo2", "boolean", "store takes part in the continuing promotion Promo2",
+                False),
+            Col("promo2_since", "date", "Monday of the ISO week Promo2 started; null if none"),
+            Col("promo2_months", "array<int>",
+                "months (1..12) in which a Promo2 round starts; empty if none", False),
+            *LINEAGE,
+            *meta_columns(),
+        ),
+        keys=("store",),
+        source="bronze.rossmann_stores_raw",
+    ),
+    TableContract(
+        name="silver.quarantine",
+        description="Every rejected record, with where it came from, the rule it broke and "
+                    "its raw payload (personal fields pseudonymised).",
+        columns=(
+            Col("source", "string", "source or table the record came from", False),
+            Col("stage", "string", "ingest or cleanse", False),
+            Col("rule", "string", "machine-readable rule name, e.g. column_count", False),
+            Col("column", "string", "the column at fault, when one is"),
+            Col("reason", "string", "readable reason", False),
+            Col("payload", "string", "the raw line (ingest) or the bronze fields as JSON"),
+            Col("_source_file", "string", "landing file", False),
+            Col("_line_number", "bigint", "line in that file", False),
+            Col("quarantined_at", "timestamp", "when the record was rejected (UTC)", False),
+            *meta_columns(),
+        ),
+        keys=("source", "stage", "_source_file", "_line_number", "rule"),
+        source="ingest, cleanse",
+        retention_days=365,
+    ),
+]
+
+# ----------------------------------------------------------------------------- gold
+MODEL_LINEAGE = (
+    Col("model_name", "string", "registered model name", False),
+    Col("model_version", "string", "registered model version that produced the row", False),
+    Col("input_versions", "map<string,bigint>",
+        "Delta version of every input table the row was computed from", False),
+)
+
+GOLD = [
+    TableContract(
+        name="gold.store_day_features",
+        description="Per store and day: the day's facts plus calendar and store features. "
+                    "Features use only the day itself and the store's attributes.",
+        columns=(
+            Col("store", "int", "Rossmann store number", False),
+            Col("date", "date", "calendar day", False),
+            Col("sales", "int", "turnover (the forecasting target)", False),
+            Col("customers", "int", "customers (not known in advance; not a feature)", False),
+            Col("open", "boolean", "store open", False),
+            Col("promo", "boolean", "promotion day", False),
+            Col("state_holiday", "string", "0, a, b or c", False),
+            Col("school_holiday", "boolean", "school holiday", False),
+            Col("day_of_week", "int", "1 = Monday .. 7 = Sunday", False),
+            Col("day_of_month", "int", "1..31", False),
+            Col("month", "int", "1..12", False),
+            Col("year", "int", "calendar year", False),
+            Col("week_of_year", "int", "ISO week 1..53", False),
+            Col("store_type", "string", "store model a..d", False),
+            Col("assortment", "string", "assortment level a..c", False),
+            Col("competition_distance_m", "double", "metres to the nearest competitor"),
+            Col("competition_open", "boolean", "the nearest competitor was open that day", False),
+            Col("promo2_active", "boolean", "a Promo2 round was running that day", False),
+            *meta_columns(),
+        ),
+        keys=("store", "date"),
+        partition_by=("year",),
+        source="silver.store_daily_sales, silver.stores",
+    ),
+    TableContract(
+        name="gold.sales_forecasts",
+        description="Daily sales forecasts per store from a registered model, for the "
+                    "backtest period and for future dates whose covariates are known.",
+        columns=(
+            Col("store", "int", "Rossmann store number", False),
+            Col("date", "date", "forecast day", False),
+            Col("forecast", "double", "forecast turnover (EUR); 0 on closed days", False),
+            Col("actual", "int", "observed turnover when known (backtest), else null"),
+            *MODEL_LINEAGE,
+            *meta_columns(),
+        ),
+        keys=("store", "date", "model_name"),
+        source="gold.store_day_features + the sales forecaster",
+    ),
+]
+
+# ----------------------------------------------------------------------------- ops
+OPS = [
+    TableContract(
+        name="ops.job_runs",
+        description="One row per job run: written as 'running' when it starts, completed "
+                    "with its outcome when it ends.",
+        columns=(
+            Col("run_id", "string", "unique id of the run", False),
+            Col("job", "string", "job name", False),
+            Col("parent_run_id", "string", "the pipeline run this step belongs to"),
+            Col("status", "string", "running, succeeded or failed", False),
+            Col("profile", "string", "configuration profile", False),
+            Col("run_date", "date", "logical run date / as-of snapshot"),
+            Col("started_at", "timestamp", "start (UTC)", False),
+            Col("ended_at", "timestamp", "end (UTC); null while running"),
+            Col("duration_s", "double", "wall-clock seconds"),
+            Col("parameters", "map<string,string>", "job parameters and --set overrides"),
+            Col("rows_read", "map<string,bigint>", "rows read per input"),
+            Col("rows_written", "map<string,bigint>",
+                "rows inserted+updated+deleted per output table"),
+            Col("versions_read", "map<string,bigint>", "Delta version read per input table"),
+            Col("versions_written", "map<string,bigint>",
+                "Delta version written per output table"),
+            Col("conservation", "string", "row-conservation checks as JSON"),
+            Col("error", "string", "error summary when failed"),
+            Col("host", "string", "driver host"),
+            Col("spark_app_id", "string", "Spark application id"),
+        ),
+        keys=("run_id",),
+        write_mode="merge",
+        source="every job",
+        retention_days=365,
+    ),
+    TableContract(
+        name="ops.quality_results",
+        description="One row per expectation evaluated by a quality gate.",
+        columns=(
+            Col("run_id", "string", "run that evaluated it", False),
+            Col("table_name", "string", "table whose pending output was validated", False),
+            Col("expectation", "string", "Great Expectations expectation type", False),
+            Col("column", "string", "column, when the expectation has one"),
+            Col("kwargs", "string", "the expectation's arguments as JSON", False),
+            Col("severity", "string", "critical (stops the publish) or warning", False),
+            Col("success", "boolean", "whether it held", False),
+            Col("element_count", "bigint", "rows evaluated"),
+            Col("unexpected_count", "bigint", "rows that broke it"),
+            Col("observed", "string", "observed value / partial unexpected list as JSON"),
+            Col("evaluated_at", "timestamp", "when (UTC)", False),
+        ),
+        write_mode="append",
+        source="quality gates",
+        retention_days=365,
+    ),
+    TableContract(
+        name="ops.model_metrics",
+        description="Metrics of every model run (MLflow holds the full tracking).",
+        columns=(
+            Col("run_id", "string", "job run", False),
+            Col("model_name", "string", "model", False),
+            Col("model_version", "string", "registered version; null when not published"),
+            Col("mlflow_run_id", "string", "MLflow run id"),
+            Col("split", "string", "train, validation, test or baseline name", False),
+            Col("metric", "string", "metric name", False),
+            Col("value", "double", "metric value", False),
+            Col("input_versions", "map<string,bigint>", "Delta versions of the inputs"),
+            Col("recorded_at", "timestamp", "when (UTC)", False),
+        ),
+        write_mode="append",
+        source="training jobs",
+        retention_days=365,
+    ),
+]
+
+REGISTRY = Registry([*BRONZE, *SILVER, *GOLD, *OPS])

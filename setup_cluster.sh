@@ -1,0 +1,332 @@
+#!/usr/bin/env bash
+# retail-lake: install the stack, and run a Spark standalone cluster on this host.
+#
+#   ./setup_cluster.sh install                 venv + pinned stack + horovod build + Delta jars
+#   ./setup_cluster.sh start [--workers N]     master + N workers (loopback by default)
+#   ./setup_cluster.sh status                  what is running, and the spark-submit line
+#   ./setup_cluster.sh stop                    stops every process `start` began
+#   ./setup_cluster.sh submit-line             prints the spark-submit line for the cluster
+#
+# Everything heavy lives outside the checkout, under RETAIL_LAKE_HOME
+# (default ~/.cache/retail-lake): the virtual environment, the horovod wheel (keyed by
+# horovod + torch versions), the Ivy cache holding the Delta jars, cluster pids and logs.
+#
+# Environment (all optional):
+#   RETAIL_LAKE_HOME      cache root                     (~/.cache/retail-lake)
+#   RETAIL_LAKE_VENV      virtual environment            ($RETAIL_LAKE_HOME/venv)
+#   PYTHON                interpreter for the venv       (python3.11, else python3)
+#   HOROVOD_GPU_OPERATIONS=NCCL   build horovod with NCCL (GPU clusters with the CUDA toolkit)
+#   SPARK_MASTER_HOST     master bind address            (127.0.0.1)
+#   SPARK_MASTER_PORT     master port                    (7077)
+#   SPARK_MASTER_WEBUI_PORT                              (8080)
+#   SPARK_WORKER_CORES    cores per worker               (1)
+#   SPARK_WORKER_MEMORY   memory per worker              (2g)
+#   SPARK_WORKER_WEBUI_PORT  first worker UI port, +1 each (8081)
+#   RETAIL_LAKE_WORKER_HOSTS  file with one host per line: workers are started there over
+#                         ssh (multi-host; the same venv path must exist on every host)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+RL_HOME="${RETAIL_LAKE_HOME:-$HOME/.cache/retail-lake}"
+VENV="${RETAIL_LAKE_VENV:-$RL_HOME/venv}"
+IVY_DIR="$RL_HOME/ivy"
+WHEEL_DIR="$RL_HOME/wheels"
+CLUSTER_DIR="$RL_HOME/cluster"
+HOROVOD_VERSION="0.28.1"
+
+log() { printf '[setup_cluster] %s\n' "$*" >&2; }
+die() { printf '[setup_cluster] error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------- checks
+check_java() {
+  command -v java >/dev/null 2>&1 || die "Java not found: install OpenJDK 17 or newer (Debian: apt-get install openjdk-17-jre-headless) and put it on PATH or set JAVA_HOME."
+  local ver major
+  ver="$(java -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')"
+  major="${ver%%.*}"
+  [ "$major" = "1" ] && major="$(echo "$ver" | cut -d. -f2)"
+  [[ "$major" =~ ^[0-9]+$ ]] || die "could not read the Java version from 'java -version' (got '$ver')"
+  [ "$major" -ge 17 ] || die "Java $ver found; Spark 4 needs Java 17 or newer (install OpenJDK 17 and set JAVA_HOME)."
+  log "java $ver"
+}
+
+pick_python() {
+  local py="${PYTHON:-}"
+  if [ -z "$py" ]; then
+    if command -v python3.11 >/dev/null 2>&1; then py=python3.11; else py=python3; fi
+  fi
+  command -v "$py" >/dev/null 2>&1 || die "Python interpreter '$py' not found (need 3.11)"
+  local v
+  v="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  [ "$v" = "3.11" ] || die "Python $v at '$py'; the pinned stack needs Python 3.11 (set PYTHON=...)"
+  echo "$py"
+}
+
+check_build_tools() {
+  local missing=()
+  for t in cmake g++ make; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      log "installing build tools from Debian: ${missing[*]}"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ make >/dev/null
+    else
+      die "horovod's build needs: ${missing[*]} (Debian: apt-get install cmake g++ make)"
+    fi
+  fi
+}
+
+# ---------------------------------------------------------------------------- install
+pip_in_venv() { "$VENV/bin/python" -m pip "$@"; }
+
+install_stack() {
+  local py stamp want
+  py="$(pick_python)"
+  mkdir -p "$RL_HOME" "$WHEEL_DIR" "$IVY_DIR"
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtual environment $VENV"
+    "$py" -m venv "$VENV"
+    pip_in_venv install -q --upgrade "pip==25.2"
+  fi
+  # The pinned stack is reinstalled only when constraints.txt or pyproject.toml changed.
+  want="$(cat "$HERE/constraints.txt" "$HERE/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+  stamp="$VENV/.retail-lake-stack"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing the pinned stack (first time: several GB, a few minutes)"
+    pip_in_venv install -q --progress-bar off -c "$HERE/constraints.txt" \
+      "setuptools" "wheel" \
+      pyspark delta-spark pyarrow numpy pandas torch great-expectations mlflow \
+      pyyaml matplotlib pytest ruff papermill ipykernel nbclient \
+      dill diskcache future psutil pyzmq six fsspec
+    # petastorm declares setuptools < 70, torch needs >= 77: its real needs are installed above.
+    pip_in_venv install -q --no-deps -c "$HERE/constraints.txt" petastorm
+    echo "$want" >"$stamp"
+  else
+    log "pinned stack already installed"
+  fi
+  # The project itself: editable, so the checkout's code is what runs (cheap, always redone).
+  pip_in_venv install -q --no-deps --no-build-isolation -e "$HERE"
+  install_horovod
+  resolve_delta_jars
+  "$VENV/bin/horovodrun" --check-build | tee "$RL_HOME/horovod-check-build.txt"
+  grep -q '\[X\] PyTorch' "$RL_HOME/horovod-check-build.txt" || die "horovod was built without PyTorch"
+  grep -q '\[X\] Gloo' "$RL_HOME/horovod-check-build.txt" || die "horovod was built without Gloo"
+  log "done: activate with 'source $VENV/bin/activate' (or call $VENV/bin/retail-lake)"
+}
+
+horovod_wheel_key() {
+  local torch_v ops
+  torch_v="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
+  ops="${HOROVOD_GPU_OPERATIONS:-cpu}"
+  echo "horovod-${HOROVOD_VERSION}_torch-${torch_v}_${ops,,}_py311"
+}
+
+install_horovod() {
+  local key dir whl
+  key="$(horovod_wheel_key)"
+  dir="$WHEEL_DIR/$key"
+  if "$VENV/bin/python" -c "import horovod, horovod.torch, sys; sys.exit(horovod.__version__ != '$HOROVOD_VERSION')" 2>/dev/null \
+     && [ "$(cat "$VENV/.retail-lake-horovod" 2>/dev/null)" = "$key" ]; then
+    log "horovod $HOROVOD_VERSION already installed ($key)"
+    return
+  fi
+  whl="$(ls "$dir"/horovod-*.whl 2>/dev/null | head -n1 || true)"
+  if [ -z "$whl" ]; then
+    build_horovod "$dir"
+    whl="$(ls "$dir"/horovod-*.whl | head -n1)"
+  else
+    log "using cached horovod wheel $whl"
+  fi
+  # No extras: horovod[pytorch] pulls a second torch, horovod[spark] caps pyarrow < 11.
+  # horovod.spark.run works with the stack already installed.
+  pip_in_venv install -q --no-deps --force-reinstall "$whl"
+  pip_in_venv install -q -c "$HERE/constraints.txt" cloudpickle psutil pyyaml packaging cffi
+  echo "$key" >"$VENV/.retail-lake-horovod"
+}
+
+build_horovod() {
+  local out="$1" src
+  check_build_tools
+  src="$(mktemp -d)"
+  log "building horovod $HOROVOD_VERSION from source (3-6 minutes on 2 cores; cached afterwards in $out)"
+  pip_in_venv download -q --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$src"
+  tar -xzf "$src/horovod-$HOROVOD_VERSION.tar.gz" -C "$src"
+  local tree="$src/horovod-$HOROVOD_VERSION"
+  # torch >= 2.1 headers need C++17 (horovod#3996; fixed upstream after the last release).
+  sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 17)/' \
+    "$tree/CMakeLists.txt" "$tree/horovod/torch/CMakeLists.txt"
+  # A CUDA build of torch would make CMake compile the extension with CUDA and fail without
+  # the toolkit: unless a GPU build is asked for, force the CPU (Gloo) extension.
+  "$VENV/bin/python" - "$tree/cmake/Modules/FindPytorch.cmake" <<'PY'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+anchor = 'string(TOUPPER "${Pytorch_CUDA}" Pytorch_CUDA)\n'
+patch = anchor + 'if(NOT DEFINED ENV{HOROVOD_GPU_OPERATIONS})\n    set(Pytorch_CUDA FALSE)\nendif()\n'
+if "ENV{HOROVOD_GPU_OPERATIONS}" not in text:
+    assert anchor in text, "FindPytorch.cmake changed: cannot apply the CPU patch"
+    text = text.replace(anchor, patch, 1)
+    open(path, "w").write(text)
+PY
+  mkdir -p "$out"
+  (
+    cd "$tree"
+    export HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
+      HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_CPU_OPERATIONS=GLOO
+    export MAKEFLAGS="-j$(nproc)"
+    PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$out" . \
+      >"$out/build.log" 2>&1 || { tail -n 40 "$out/build.log" >&2; die "horovod build failed; full log: $out/build.log"; }
+  )
+  rm -rf "$src"
+  log "horovod wheel cached in $out"
+}
+
+resolve_delta_jars() {
+  log "resolving the Delta jars into $IVY_DIR"
+  RETAIL_LAKE_IVY_DIR="$IVY_DIR" "$VENV/bin/python" -m retail_lake.session --resolve-jars \
+    || die "could not resolve the Delta jars from Maven Central (see the error above)"
+}
+
+# ---------------------------------------------------------------------------- cluster
+MASTER_HOST="${SPARK_MASTER_HOST:-127.0.0.1}"
+MASTER_PORT="${SPARK_MASTER_PORT:-7077}"
+MASTER_UI="${SPARK_MASTER_WEBUI_PORT:-8080}"
+WORKER_CORES="${SPARK_WORKER_CORES:-1}"
+WORKER_MEMORY="${SPARK_WORKER_MEMORY:-2g}"
+WORKER_UI="${SPARK_WORKER_WEBUI_PORT:-8081}"
+
+spark_home() { "$VENV/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))'; }
+master_url() { echo "spark://$MASTER_HOST:$MASTER_PORT"; }
+
+spawn() {  # spawn NAME CLASS ARGS... : a JVM in its own session, pid and log under CLUSTER_DIR
+  local name="$1"; shift
+  local sh; sh="$(spark_home)"
+  mkdir -p "$CLUSTER_DIR"
+  SPARK_HOME="$sh" PYSPARK_PYTHON="$VENV/bin/python" SPARK_LOCAL_IP="$MASTER_HOST" \
+    setsid nohup "$sh/bin/spark-class" "$@" >"$CLUSTER_DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$CLUSTER_DIR/$name.pid"
+}
+
+wait_for_port() {
+  local host="$1" port="$2" i
+  for i in $(seq 1 60); do
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null && return 0
+    sleep 1
+  done
+  return 1
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+cluster_start() {
+  local workers=2
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --workers) workers="$2"; shift 2 ;;
+      --workers=*) workers="${1#*=}"; shift ;;
+      *) die "start: unknown option '$1' (use --workers N)" ;;
+    esac
+  done
+  [[ "$workers" =~ ^[0-9]+$ ]] && [ "$workers" -ge 1 ] || die "--workers must be a positive integer (got '$workers')"
+  [ -x "$VENV/bin/python" ] || die "no virtual environment at $VENV: run './setup_cluster.sh install' first"
+  check_java
+  if alive "$CLUSTER_DIR/master.pid"; then
+    log "master already running (pid $(cat "$CLUSTER_DIR/master.pid"))"
+  else
+    spawn master org.apache.spark.deploy.master.Master \
+      --host "$MASTER_HOST" --port "$MASTER_PORT" --webui-port "$MASTER_UI"
+    wait_for_port "$MASTER_HOST" "$MASTER_PORT" || die "master did not open $MASTER_HOST:$MASTER_PORT; log: $CLUSTER_DIR/master.log"
+    log "master up at $(master_url) (UI http://$MASTER_HOST:$MASTER_UI)"
+  fi
+  if [ -n "${RETAIL_LAKE_WORKER_HOSTS:-}" ]; then
+    start_remote_workers
+  else
+    local i
+    for i in $(seq 1 "$workers"); do
+      if alive "$CLUSTER_DIR/worker-$i.pid"; then log "worker $i already running"; continue; fi
+      spawn "worker-$i" org.apache.spark.deploy.worker.Worker \
+        --host "$MASTER_HOST" --cores "$WORKER_CORES" --memory "$WORKER_MEMORY" \
+        --webui-port "$((WORKER_UI + i - 1))" --work-dir "$CLUSTER_DIR/work-$i" "$(master_url)"
+    done
+    wait_for_workers "$workers"
+  fi
+  cluster_submit_line
+}
+
+start_remote_workers() {
+  local hosts="$RETAIL_LAKE_WORKER_HOSTS" h sh
+  [ -f "$hosts" ] || die "RETAIL_LAKE_WORKER_HOSTS names '$hosts', which is not a file"
+  sh="$(spark_home)"
+  while read -r h; do
+    [ -z "$h" ] || [[ "$h" == \#* ]] && continue
+    log "starting a worker on $h"
+    ssh -o BatchMode=yes "$h" "SPARK_HOME='$sh' PYSPARK_PYTHON='$VENV/bin/python' setsid nohup '$sh/bin/spark-class' \
+      org.apache.spark.deploy.worker.Worker --cores '$WORKER_CORES' --memory '$WORKER_MEMORY' '$(master_url)' \
+      >/tmp/retail-lake-worker.log 2>&1 </dev/null & echo \$! >/tmp/retail-lake-worker.pid"
+  done <"$hosts"
+}
+
+wait_for_workers() {
+  local want="$1" i n=0
+  for i in $(seq 1 60); do
+    n="$(grep -l 'Successfully registered with master' "$CLUSTER_DIR"/worker-*.log 2>/dev/null | wc -l)"
+    [ "$n" -ge "$want" ] && { log "$n worker(s) registered"; return 0; }
+    sleep 1
+  done
+  die "only $n of $want workers registered within 60 s; logs: $CLUSTER_DIR/worker-*.log"
+}
+
+cluster_stop() {
+  local f pid stopped=0
+  shopt -s nullglob
+  for f in "$CLUSTER_DIR"/worker-*.pid "$CLUSTER_DIR"/master.pid; do
+    pid="$(cat "$f")"
+    if kill -0 "$pid" 2>/dev/null; then
+      # The JVM leads its own session (setsid): signal the whole group.
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      kill -KILL -- "-$pid" 2>/dev/null || true
+      stopped=$((stopped + 1))
+    fi
+    rm -f "$f"
+  done
+  if [ -n "${RETAIL_LAKE_WORKER_HOSTS:-}" ] && [ -f "$RETAIL_LAKE_WORKER_HOSTS" ]; then
+    while read -r h; do
+      [ -z "$h" ] || [[ "$h" == \#* ]] && continue
+      ssh -o BatchMode=yes "$h" 'kill -TERM -- -$(cat /tmp/retail-lake-worker.pid) 2>/dev/null; rm -f /tmp/retail-lake-worker.pid' || true
+    done <"$RETAIL_LAKE_WORKER_HOSTS"
+  fi
+  rm -rf "$CLUSTER_DIR"/work-*
+  log "stopped $stopped process(es)"
+}
+
+cluster_status() {
+  local f any=0
+  shopt -s nullglob
+  for f in "$CLUSTER_DIR"/master.pid "$CLUSTER_DIR"/worker-*.pid; do
+    any=1
+    if alive "$f"; then echo "$(basename "$f" .pid): running (pid $(cat "$f"))"; else echo "$(basename "$f" .pid): dead (stale pid file)"; fi
+  done
+  [ "$any" = 1 ] || { echo "no cluster started from $CLUSTER_DIR"; return 0; }
+  cluster_submit_line
+}
+
+cluster_submit_line() {
+  cat <<EOF
+Submit jobs to this cluster with (the library travels as an archive, not from the checkout):
+  $VENV/bin/python -m retail_lake.package --out dist/retail_lake.zip
+  $VENV/bin/spark-submit --master $(master_url) --py-files dist/retail_lake.zip \\
+    --conf spark.pyspark.python=$VENV/bin/python --conf spark.jars.ivy=$IVY_DIR \\
+    jobs/pipeline.py --profile cluster --set spark.master=$(master_url)
+EOF
+}
+
+# ---------------------------------------------------------------------------- main
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  install) check_java; install_stack ;;
+  start) cluster_start "$@" ;;
+  stop) cluster_stop ;;
+  status) cluster_status ;;
+  submit-line) cluster_submit_line ;;
+  *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] && exit 2 || die "unknown command '$cmd'" ;;
+esac
