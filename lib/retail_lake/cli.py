@@ -79,6 +79,9 @@ def setup_logging(verbose: bool) -> None:
     for noisy in ("py4j", "urllib3", "great_expectations", "alembic", "mlflow", "filelock",
                   "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pyspark logs every SQL error as a page of JSON before raising it; the CLI prints the
+    # error itself (the trace only with --verbose).
+    logging.getLogger("SQLQueryContextLogger").disabled = not verbose
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

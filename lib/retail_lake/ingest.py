@@ -85,7 +85,12 @@ def _open_text_lines(uri: str) -> Iterator[bytes]:
     """Raw lines of a (possibly gzip) file at a local path or URI, via pyarrow's filesystems."""
     from pyarrow import fs as pafs
 
-    filesystem, path = pafs.FileSystem.from_uri(uri if "://" in uri else f"file://{uri}")
+    if uri.startswith("file:"):  # Hadoop writes local paths as file:/x
+        uri = "/" + uri[len("file:"):].lstrip("/")
+    if "://" in uri:
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+    else:
+        filesystem, path = pafs.LocalFileSystem(), uri
     with filesystem.open_input_stream(path, compression="detect") as stream:
         yield from io.BufferedReader(stream, buffer_size=1 << 20)
 

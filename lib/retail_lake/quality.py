@@ -162,20 +162,18 @@ def validate(df: DataFrame, contract: TableContract, specs: list[ExpectationSpec
     asset = source.add_dataframe_asset(name=contract.short_name)
     batch = asset.add_batch_definition_whole_dataframe("whole")
     suite = context.suites.add(gx.ExpectationSuite(name=contract.name))
+    ids = []
     for spec in specs:
-        suite.add_expectation(_expectation_class(spec.expectation)(**spec.kwargs))
+        added = suite.add_expectation(_expectation_class(spec.expectation)(**spec.kwargs))
+        ids.append(str(added.id))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"gate_{contract.short_name}", data=batch, suite=suite)
     )
     outcome = definition.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
+    by_id = {str(r.expectation_config.id): r for r in outcome.results}
     results = []
-    # GX keeps the suite's order; match on type+kwargs to be safe.
-    by_key = {}
-    for r in outcome.results:
-        cfg = r.expectation_config
-        by_key.setdefault((cfg.type, _norm(cfg.kwargs)), []).append(r)
-    for spec in specs:
-        r = by_key[(spec.expectation, _norm(spec.kwargs))].pop(0)
+    for spec, exp_id in zip(specs, ids, strict=True):
+        r = by_id[exp_id]
         res = r.result or {}
         observed = res.get("observed_value", res.get("partial_unexpected_list"))
         if r.exception_info and r.exception_info.get("raised_exception"):
@@ -187,13 +185,6 @@ def validate(df: DataFrame, contract: TableContract, specs: list[ExpectationSpec
             observed=None if observed is None else json.dumps(observed, default=str)[:2000],
         ))
     return results
-
-
-def _norm(kwargs: dict[str, Any]) -> str:
-    keep = {k: v for k, v in kwargs.items() if k not in ("result_format", "catch_exceptions",
-                                                          "batch_id", "meta", "notes",
-                                                          "severity", "rendered_content")}
-    return json.dumps(keep, sort_keys=True, default=str)
 
 
 def gate(results: list[ExpectationResult]) -> None:

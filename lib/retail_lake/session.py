@@ -51,6 +51,7 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
         .config("spark.sql.shuffle.partitions", str(spark_cfg["shuffle_partitions"]))
         .config("spark.driver.memory", spark_cfg["driver_memory"])
         .config("spark.ui.enabled", str(spark_cfg["ui_enabled"]).lower())
+        .config("spark.ui.showConsoleProgress", str(spark_cfg["console_progress"]).lower())
         .config("spark.jars.ivy", spark_cfg["ivy_dir"])
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")

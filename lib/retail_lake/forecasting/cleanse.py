@@ -35,6 +35,11 @@ MONTHS = {"Jan": 1, "Feb": 2, "Mar": 3, "Apr": 4, "May": 5, "Jun": 6, "Jul": 7, 
           "Sept": 9, "Sep": 9, "Oct": 10, "Nov": 11, "Dec": 12}
 
 
+def _date(raw: str) -> Column:
+    # Spark 4.0 has no try_to_date: try_to_timestamp yields null for a bad value.
+    return F.expr(f"CAST(try_to_timestamp(trim(`{raw}`), 'yyyy-MM-dd') AS DATE)")
+
+
 def _int(raw: str) -> Column:
     return F.expr(f"try_cast(trim(`{raw}`) AS INT)")
 
@@ -60,7 +65,7 @@ def type_sales(bronze: DataFrame) -> DataFrame:
     rules = [
         *[required_rule(c, c) for c in SALES_RAW],
         parse_rule("store", "store", _int("store"), "an integer"),
-        parse_rule("date", "date", F.expr("try_to_date(trim(`date`), 'yyyy-MM-dd')"),
+        parse_rule("date", "date", _date("date"),
                    "a date (yyyy-MM-dd)"),
         parse_rule("day_of_week", "day_of_week", _int("day_of_week"), "an integer"),
         parse_rule("sales", "sales", _int("sales"), "an integer"),
@@ -83,7 +88,7 @@ def type_sales(bronze: DataFrame) -> DataFrame:
     typed = bronze.select(
         *SALES_RAW, "_source_file", "_line_number",
         _int("store").alias("t_store"),
-        F.expr("try_to_date(trim(`date`), 'yyyy-MM-dd')").alias("t_date"),
+        _date("date").alias("t_date"),
         _int("day_of_week").alias("t_day_of_week"),
         _int("sales").alias("t_sales"), _int("customers").alias("t_customers"),
         _flag("open").alias("t_open"), _flag("promo").alias("t_promo"),

@@ -1,0 +1,129 @@
+"""Deterministic demo data with the real sources' schemas, bundled with the package.
+
+The Rossmann files may not be redistributed (see ../shared/data/rossmann/SOURCE.md), so the
+demo ships generated files with the same header, quoting, ordering and quirks (closed days
+with zero sales, a half-year gap for some stores, `Sept` in PromoInterval, empty
+competition fields) and two structurally broken lines that ingest must quarantine.
+
+    python -m retail_lake.demo --out lib/retail_lake/demo_data     # regenerate
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+
+SALES_HEADER = ["Store", "DayOfWeek", "Date", "Sales", "Customers", "Open", "Promo",
+                "StateHoliday", "SchoolHoliday"]
+STORE_HEADER = ["Store", "StoreType", "Assortment", "CompetitionDistance",
+                "CompetitionOpenSinceMonth", "CompetitionOpenSinceYear", "Promo2",
+                "Promo2SinceWeek", "Promo2SinceYear", "PromoInterval"]
+INTERVALS = ["Jan,Apr,Jul,Oct", "Feb,May,Aug,Nov", "Mar,Jun,Sept,Dec"]
+START, END = date(2013, 1, 1), date(2015, 7, 31)
+GAP = (date(2014, 7, 1), date(2014, 12, 31))
+# Fixed public holidays (month, day, code); Easter-like and Christmas codes as in the data.
+HOLIDAYS = {(1, 1): "a", (5, 1): "a", (10, 3): "a", (12, 25): "c", (12, 26): "c"}
+EASTER = {date(2013, 3, 29), date(2013, 4, 1), date(2014, 4, 18), date(2014, 4, 21),
+          date(2015, 4, 3), date(2015, 4, 6)}
+# Two broken records (line numbers are decided when writing): too few fields, bad date.
+BROKEN_LINES = ['7,5,2015-07-31,6123,640,1,1,"0"', '9,5,2015-31-07,5011,590,1,1,"0","1"']
+
+
+def _gzip_bytes(text: str) -> bytes:
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=9) as gz:
+        gz.write(text.encode("utf-8"))
+    return buf.getvalue()
+
+
+def stores(n: int, rng: np.random.Generator) -> list[list[str]]:
+    rows = []
+    for s in range(1, n + 1):
+        store_type = "abcd"[rng.integers(0, 4)]
+        assortment = "ac"[rng.integers(0, 2)] if store_type != "b" else "b"
+        distance = "" if s % 17 == 0 else str(int(rng.integers(2, 300)) * 10)
+        if s % 3 == 0 or distance == "":
+            comp_month = comp_year = ""
+        else:
+            comp_month, comp_year = str(rng.integers(1, 13)), str(rng.integers(2000, 2015))
+        promo2 = s % 2 == 0
+        rows.append([str(s), store_type, assortment, distance, comp_month, comp_year,
+                     "1" if promo2 else "0",
+                     str(rng.integers(1, 50)) if promo2 else "",
+                     str(rng.integers(2009, 2015)) if promo2 else "",
+                     INTERVALS[s % 3] if promo2 else ""])
+    return rows
+
+
+def sales(store_rows: list[list[str]], rng: np.random.Generator) -> list[str]:
+    n = len(store_rows)
+    level = rng.lognormal(8.6, 0.3, n)
+    per_customer = rng.uniform(7.5, 11.0, n)
+    gap_stores = {s for s in range(1, n + 1) if s % 6 == 0}
+    dow_factor = [1.15, 1.0, 0.95, 0.95, 1.05, 0.9, 0.0]
+    days = (END - START).days + 1
+    promo_weeks = {d: (d // 7) % 2 == 0 for d in range(days)}
+    lines = []
+    for offset in range(days - 1, -1, -1):  # newest date first, as in the real file
+        day = START + timedelta(days=offset)
+        dow = day.isoweekday()
+        holiday = HOLIDAYS.get((day.month, day.day), "b" if day in EASTER else "0")
+        school = 1 if day.month in (7, 8) or (day.month == 12 and day.day > 22) else 0
+        promo = 1 if promo_weeks[offset] and dow <= 5 else 0
+        for s in range(1, n + 1):
+            if s in gap_stores and GAP[0] <= day <= GAP[1]:
+                continue
+            is_open = dow != 7 and holiday == "0"
+            if is_open:
+                season = 1.15 if day.month == 12 else 1.0
+                value = level[s - 1] * dow_factor[dow - 1] * season * (1.2 if promo else 1.0)
+                value *= rng.normal(1.0, 0.08)
+                amount = max(int(round(value)), 0)
+                customers = int(round(amount / per_customer[s - 1]))
+            else:
+                amount = customers = 0
+            lines.append(f'{s},{dow},{day.isoformat()},{amount},{customers},'
+                         f'{1 if is_open else 0},{promo if is_open else 0},"{holiday}","{school}"')
+    # The broken lines go among the newest rows, where a reader looks first.
+    lines.insert(5, BROKEN_LINES[0])
+    lines.insert(11, BROKEN_LINES[1])
+    return lines
+
+
+def generate(out: Path, n_stores: int = 12, seed: int = 20150731) -> list[Path]:
+    """Writes rossmann/train.csv.gz and rossmann/store.csv.gz under `out`; same bytes per seed."""
+    rng = np.random.default_rng(seed)
+    store_rows = stores(n_stores, rng)
+    folder = out / "rossmann"
+    folder.mkdir(parents=True, exist_ok=True)
+    # As in the real file: numbers bare, empty numbers bare, text (and PromoInterval) quoted.
+    lines = [",".join(f'"{h}"' for h in STORE_HEADER)]
+    for row in store_rows:
+        *head, interval = row
+        lines.append(",".join(v if v.isdigit() or v == "" else f'"{v}"' for v in head)
+                     + f',"{interval}"')
+    store_path = folder / "store.csv.gz"
+    store_path.write_bytes(_gzip_bytes("\n".join(lines) + "\n"))
+    header = ",".join(f'"{h}"' for h in SALES_HEADER)
+    train_path = folder / "train.csv.gz"
+    train_path.write_bytes(_gzip_bytes(header + "\n" + "\n".join(sales(store_rows, rng)) + "\n"))
+    return [store_path, train_path]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="regenerate the bundled demo data")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "demo_data"))
+    parser.add_argument("--stores", type=int, default=12)
+    args = parser.parse_args(argv)
+    for p in generate(Path(args.out), args.stores):
+        print(f"wrote {p} ({p.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
