@@ -71,14 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbose: bool) -> None:
+    """INFO progress lines from retail_lake; other libraries only warn (DEBUG: everything)."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S", stream=sys.stderr, force=True,
     )
-    for noisy in ("py4j", "urllib3", "great_expectations", "alembic", "mlflow", "filelock",
-                  "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("retail_lake").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("py4j", "petastorm", "urllib3", "great_expectations", "alembic", "mlflow",
+                  "filelock", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
     # pyspark logs every SQL error as a page of JSON before raising it; the CLI prints the
     # error itself (the trace only with --verbose).
     logging.getLogger("SQLQueryContextLogger").disabled = not verbose

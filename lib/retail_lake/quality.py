@@ -143,6 +143,8 @@ def _expectation_class(name: str, where: str = "") -> type:
 
 def _gx_context():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # GX draws a tqdm bar per validation; the runner logs progress itself.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import great_expectations as gx

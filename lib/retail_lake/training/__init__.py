@@ -1,0 +1,1 @@
+"""Shared training machinery: Petastorm data, Horovod launch, devices, MLflow tracking."""

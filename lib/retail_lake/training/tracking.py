@@ -1,0 +1,55 @@
+"""MLflow tracking under the lake root, and ops.model_metrics rows.
+
+Locally the tracking store is a sqlite database and the artifacts a folder under
+`<root>/mlflow`; a cluster sets `mlflow.tracking_uri` to its tracking server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from retail_lake.config import Config
+from retail_lake.quality import utc_now
+
+log = logging.getLogger(__name__)
+
+
+def setup_mlflow(cfg: Config) -> str:
+    """Points MLflow at the configured store; returns the experiment id."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    uri = cfg.get("mlflow.tracking_uri")
+    artifact_location = None
+    if not uri:
+        if "://" in cfg.root:
+            raise ValueError("mlflow.tracking_uri must be set when paths.root is a URI "
+                             f"({cfg.root})")
+        folder = Path(cfg.root) / "mlflow"
+        folder.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        artifact_location = (folder / "artifacts").as_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = cfg.get("mlflow.experiment")
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return mlflow.create_experiment(name, artifact_location=artifact_location)
+    return experiment.experiment_id
+
+
+def metric_rows(run_id: str, model_name: str, model_version: str | None,
+                mlflow_run_id: str | None, metrics: Mapping[str, Mapping[str, float]],
+                input_versions: Mapping[str, int]) -> list[dict[str, Any]]:
+    """ops.model_metrics rows from {split: {metric: value}}."""
+    at = utc_now()
+    return [
+        {"run_id": run_id, "model_name": model_name, "model_version": model_version,
+         "mlflow_run_id": mlflow_run_id, "split": split, "metric": metric,
+         "value": float(value), "input_versions": dict(input_versions), "recorded_at": at}
+        for split, values in metrics.items() for metric, value in values.items()
+    ]
