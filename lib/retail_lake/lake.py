@@ -2,8 +2,8 @@
 
 Every write stamps `_run_id` and, for tables with a content hash, `_content_hash`:
 - `merge`: upsert on the contract's keys; a matched row is updated only when its content
-  hash changed, so a re-run with the same data changes no row and emits nothing on the
-  Change Data Feed.
+  hash changed, so a re-run with the same data changes no row, commits no new version and
+  emits nothing on the Change Data Feed.
 - `replace_where`: replaces the rows matching a predicate (a partition) atomically.
 - `overwrite`: replaces the whole table.
 - `append`: adds rows (bronze files not seen before, ops records).
@@ -133,7 +133,7 @@ class Lake:
                          if contract.partition_by else "")
             comment = contract.description.replace("'", "\\'")
             self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {contract.layer}")
-            # DROP-free: a name registered earlier in this session may point nowhere yet.
+            # A name registered earlier in this session may point at a table that is gone.
             self.spark.sql(f"DROP TABLE IF EXISTS {contract.name}")
             try:
                 self.spark.sql(
@@ -164,8 +164,8 @@ class Lake:
             raise ContractError(f"{contract.name}: replace_where needs a predicate")
         if mode == "merge" and not (contract.keys and contract.has_content_hash):
             raise ContractError(f"{contract.name}: merge needs keys and a content hash")
+        rows = with_metadata(df, contract, run_id)  # contract check before creating anything
         self.ensure(contract)
-        rows = with_metadata(df, contract, run_id)
         path = self.location(contract.name)
         started = time.monotonic()
         if mode == "merge":
@@ -191,14 +191,25 @@ class Lake:
         return result
 
     def _merge(self, rows: DataFrame, contract: TableContract) -> WriteResult:
-        keys = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in contract.keys)
-        (
-            self.delta_table(contract.name).alias("t")
-            .merge(rows.alias("s"), keys)
-            .whenMatchedUpdateAll(condition=f"t.`{CONTENT_HASH}` <> s.`{CONTENT_HASH}`")
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+        # Only new or changed rows enter the MERGE: when there are none, nothing is committed
+        # (Delta would otherwise rewrite every file holding a matched row, and bump the
+        # version that downstream jobs record as their input).
+        current = self.read(contract.name).select(*contract.keys, CONTENT_HASH)
+        changed = rows.join(current, on=[*contract.keys, CONTENT_HASH], how="left_anti")
+        changed.persist()
+        try:
+            if changed.isEmpty():
+                return WriteResult(contract.name, "merge", None, skipped=True)
+            keys = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in contract.keys)
+            (
+                self.delta_table(contract.name).alias("t")
+                .merge(changed.alias("s"), keys)
+                .whenMatchedUpdateAll(condition=f"t.`{CONTENT_HASH}` <> s.`{CONTENT_HASH}`")
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+        finally:
+            changed.unpersist()
         return self._result(contract, "merge")
 
     def _same_rows(self, current: DataFrame, rows: DataFrame, contract: TableContract) -> bool:

@@ -7,6 +7,7 @@ before it (open days with sales). Rank 0 checkpoints every epoch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -104,6 +105,26 @@ def _checkpoint_dir(ctx: JobContext) -> str:
     return str(Path(ctx.cfg.root) / "checkpoints" / MODEL_NAME / ctx.run_id)
 
 
+def _fingerprint(versions: dict[str, int], training: dict[str, Any], test_days: int) -> str:
+    """Identifies a training: input table versions and every parameter that shapes it."""
+    keep = {k: v for k, v in training.items() if k not in ("force", "petastorm_cache")}
+    blob = json.dumps({"inputs": versions, "training": keep, "test_days": test_days},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _registered_with(cfg, fingerprint: str) -> str | None:
+    """The registered version trained with this fingerprint, if any."""
+    from mlflow import MlflowClient
+
+    setup_mlflow(cfg)
+    for mv in MlflowClient().search_model_versions(f"name='{MODEL_NAME}'"):
+        run = MlflowClient().get_run(mv.run_id)
+        if run.data.tags.get("retail_lake.fingerprint") == fingerprint:
+            return str(mv.version)
+    return None
+
+
 def run(ctx: JobContext) -> JobResult:
     """Trains the forecaster on Horovod ranks and registers it in MLflow."""
     import mlflow
@@ -112,6 +133,13 @@ def run(ctx: JobContext) -> JobResult:
     cfg = ctx.cfg
     training = cfg["training"]
     days = ctx.read(FEATURES)
+    fingerprint = _fingerprint(ctx.versions_read, training, cfg.get("forecast.test_days"))
+    if not training["force"]:
+        existing = _registered_with(cfg, fingerprint)
+        if existing:
+            log.info("%s version %s was trained on the same inputs and parameters; not "
+                     "retraining (set training.force=true to retrain)", MODEL_NAME, existing)
+            return JobResult(rows_read={FEATURES: 0})
     last = days.agg(F.max("date")).first()[0]
     if last is None:
         raise JobError(f"{FEATURES} is empty: run features first")
@@ -168,7 +196,7 @@ def run(ctx: JobContext) -> JobResult:
         mlflow.log_params({**{k: v for k, v in params.items() if k != "checkpoint_dir"},
                            "num_proc": training["num_proc"], "backend": training["backend"],
                            "rows": n_rows, "test_start": test_start.isoformat()})
-        mlflow.set_tags({"retail_lake.run_id": ctx.run_id,
+        mlflow.set_tags({"retail_lake.run_id": ctx.run_id, "retail_lake.fingerprint": fingerprint,
                          **{f"input_version.{k}": v for k, v in input_versions.items()}})
         for h in chief["history"]:
             mlflow.log_metrics({"train_loss": h["loss"], "samples_per_s": h["samples_per_s"]},

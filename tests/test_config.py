@@ -1,0 +1,112 @@
+"""Configuration: layering, overrides, environment, and each error naming what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retail_lake.config import ConfigError, load_config
+
+REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture
+def conf_dir(tmp_path: Path) -> Path:
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "base.yaml").write_text((REPO_CONF / "base.yaml").read_text())
+    return tmp_path
+
+
+def write_profile(conf_dir: Path, name: str, data: dict) -> None:
+    (conf_dir / "profiles" / f"{name}.yaml").write_text(yaml.safe_dump(data))
+
+
+def test_profile_overlays_base_and_set_overrides_profile(conf_dir):
+    write_profile(conf_dir, "p", {"spark": {"master": "local[3]", "shuffle_partitions": 3}})
+    cfg = load_config("p", ["spark.shuffle_partitions=5"], conf_dir=conf_dir, environ={})
+    assert cfg.get("spark.master") == "local[3]"  # from the profile
+    assert cfg.get("spark.shuffle_partitions") == 5  # --set wins over the profile
+    assert cfg.get("spark.driver_memory") == "4g"  # untouched base default
+    assert cfg.profile == "p"
+
+
+def test_set_values_are_typed_and_free_form_maps_accept_new_keys(conf_dir):
+    write_profile(conf_dir, "p", {})
+    cfg = load_config("p", ["training.learning_rate=1", "spark.conf.spark.executor.cores=2",
+                            "spark.ui_enabled=true"], conf_dir=conf_dir, environ={})
+    assert cfg.get("training.learning_rate") == 1.0
+    assert isinstance(cfg.get("training.learning_rate"), float)
+    assert cfg.get("spark.conf") == {"spark.executor.cores": 2}
+    assert cfg.get("spark.ui_enabled") is True
+
+
+def test_environment_overrides_root(conf_dir, tmp_path):
+    write_profile(conf_dir, "p", {})
+    cfg = load_config("p", conf_dir=conf_dir, environ={"RETAIL_LAKE_ROOT": str(tmp_path / "x")})
+    assert cfg.root == str(tmp_path / "x")
+
+
+def test_relative_root_becomes_absolute(conf_dir, tmp_path, monkeypatch):
+    write_profile(conf_dir, "p", {})
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("p", conf_dir=conf_dir, environ={})
+    assert cfg.root == str(tmp_path / "lake")
+    uri = load_config("p", ["paths.root=s3a://bucket/lake"], conf_dir=conf_dir, environ={})
+    assert uri.root == "s3a://bucket/lake"
+
+
+def test_unknown_key_in_profile_names_file_and_key(conf_dir):
+    write_profile(conf_dir, "p", {"spark": {"mastr": "local[1]"}})
+    with pytest.raises(ConfigError) as err:
+        load_config("p", conf_dir=conf_dir, environ={})
+    assert "unknown key 'spark.mastr'" in str(err.value)
+    assert "p.yaml" in str(err.value)
+
+
+def test_unknown_key_in_set(conf_dir):
+    write_profile(conf_dir, "p", {})
+    with pytest.raises(ConfigError, match="unknown key 'training.epoch'"):
+        load_config("p", ["training.epoch=3"], conf_dir=conf_dir, environ={})
+
+
+def test_wrong_type_names_key_and_expected_type(conf_dir):
+    write_profile(conf_dir, "p", {"training": {"epochs": "many"}})
+    with pytest.raises(ConfigError, match="'training.epochs' must be a integer, got string"):
+        load_config("p", conf_dir=conf_dir, environ={})
+    write_profile(conf_dir, "q", {})
+    with pytest.raises(ConfigError, match="'spark.ui_enabled' must be a boolean"):
+        load_config("q", ["spark.ui_enabled=3"], conf_dir=conf_dir, environ={})
+
+
+def test_missing_profile_lists_the_available_ones(conf_dir):
+    write_profile(conf_dir, "local", {})
+    with pytest.raises(ConfigError, match=r"profile 'nope' not found.*profiles: local"):
+        load_config("nope", conf_dir=conf_dir, environ={})
+
+
+def test_missing_base_file(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    with pytest.raises(ConfigError, match="config file not found: .*base.yaml"):
+        load_config("local", conf_dir=tmp_path, environ={})
+
+
+def test_invalid_yaml_names_the_file(conf_dir):
+    (conf_dir / "profiles" / "bad.yaml").write_text("spark: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config("bad", conf_dir=conf_dir, environ={})
+
+
+def test_bad_set_syntax_and_backend(conf_dir):
+    write_profile(conf_dir, "p", {})
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config("p", ["spark.master"], conf_dir=conf_dir, environ={})
+    with pytest.raises(ConfigError, match="training.backend must be one of"):
+        load_config("p", ["training.backend=mpi"], conf_dir=conf_dir, environ={})
+
+
+@pytest.mark.parametrize("profile", ["local", "test", "cluster"])
+def test_shipped_profiles_load(profile):
+    cfg = load_config(profile, environ={})
+    assert cfg.get("spark.master")
