@@ -1,0 +1,131 @@
+"""The runner on real tables: ops.job_runs through a run's life, and write-audit-publish."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from pyspark.sql import functions as F
+
+from retail_lake.lake import Lake
+from retail_lake.quality import QualityGateError
+from retail_lake.runner import (
+    Conservation,
+    ConservationError,
+    JobResult,
+    Output,
+    job_runs,
+    run_job,
+)
+
+STORES_SCHEMA = ("store int, store_type string, assortment string, competition_distance_m "
+                 "double, competition_open_since date, promo2 boolean, promo2_since date, "
+                 "promo2_months array<int>, _source_file string, _line_number bigint")
+
+
+def stores(spark, rows):
+    return spark.createDataFrame(rows, STORES_SCHEMA)
+
+
+GOOD = [(1, "a", "a", 100.0, None, False, None, [], "f", 2),
+        (2, "b", "c", None, None, True, None, [1, 4], "f", 3)]
+BAD = [(1, "a", "a", 100.0, None, False, None, [], "f", 2),
+       (2, "z", "c", -5.0, None, True, None, [1, 4], "f", 3)]
+
+
+def test_successful_run_is_recorded_with_versions_and_rows(spark, cfg):
+    def job(ctx):
+        return JobResult(outputs=[Output("silver.stores", stores(spark, GOOD))],
+                         rows_read={"inline": 2})
+
+    ctx, writes = run_job(spark, cfg, "load_stores", job, params={"k": "v"})
+    run = job_runs(spark, cfg).where(F.col("run_id") == ctx.run_id).collect()
+    assert len(run) == 1
+    row = run[0]
+    assert row["status"] == "succeeded" and row["job"] == "load_stores"
+    assert row["ended_at"] >= row["started_at"] and row["duration_s"] > 0
+    assert row["parameters"] == {"k": "v"}
+    assert row["rows_read"] == {"inline": 2}
+    assert row["rows_written"] == {"silver.stores": 2}
+    assert row["versions_written"] == {"silver.stores": writes["silver.stores"].version}
+    assert row["error"] is None
+    results = Lake(spark, cfg.root).read("ops.quality_results").where(
+        F.col("run_id") == ctx.run_id)
+    # contract key rules (not null, unique) + the 3 configured ones, all evaluated and passed
+    assert results.count() == 5
+    assert results.where(~F.col("success")).count() == 0
+
+
+def test_failing_critical_expectation_writes_nothing_and_fails_the_run(spark, cfg):
+    lake = Lake(spark, cfg.root)
+    run_job(spark, cfg, "load_stores", lambda ctx: JobResult(
+        outputs=[Output("silver.stores", stores(spark, GOOD))]))
+    version = lake.version("silver.stores")
+
+    def bad(ctx):
+        return JobResult(outputs=[Output("silver.stores", stores(spark, BAD))])
+
+    with pytest.raises(QualityGateError) as err:
+        run_job(spark, cfg, "load_stores", bad)
+    message = str(err.value)
+    assert "nothing was written" in message
+    assert "expect_column_values_to_be_in_set" in message and "1 of 2 rows unexpected" in message
+    assert "competition_distance_m" in message
+    assert lake.version("silver.stores") == version  # no commit
+    assert sorted(r["store_type"] for r in lake.read("silver.stores").collect()) == ["a", "b"]
+    failed = job_runs(spark, cfg).where(F.col("status") == "failed").collect()
+    assert len(failed) == 1 and failed[0]["error"].startswith("QualityGateError")
+    assert failed[0]["versions_written"] is None
+    results = lake.read("ops.quality_results").where(
+        F.col("run_id") == failed[0]["run_id"]).where(~F.col("success"))
+    assert sorted(r["expectation"] for r in results.collect()) == [
+        "expect_column_values_to_be_between", "expect_column_values_to_be_in_set"]
+
+
+def test_broken_conservation_fails_before_any_write(spark, cfg):
+    def leaky(ctx):
+        return JobResult(outputs=[Output("silver.stores", stores(spark, GOOD))],
+                         conservation=[Conservation("stage", {"in": 3}, {"out": 2})])
+
+    with pytest.raises(ConservationError, match=r"inputs \{'in': 3\} != outputs \{'out': 2\}"):
+        run_job(spark, cfg, "leaky", leaky)
+    assert not Lake(spark, cfg.root).exists("silver.stores")
+    row = job_runs(spark, cfg).first()
+    assert row["status"] == "failed"
+    assert json.loads(row["conservation"])[0]["holds"] is False
+
+
+def test_job_runs_shows_running_while_the_job_works(spark, cfg):
+    started, release = threading.Event(), threading.Event()
+
+    def slow(ctx):
+        started.set()
+        assert release.wait(120)
+        return JobResult()
+
+    thread = threading.Thread(target=run_job, args=(spark, cfg, "slow", slow))
+    thread.start()
+    try:
+        assert started.wait(120)
+        during = job_runs(spark, cfg).collect()
+        assert [(r["job"], r["status"], r["ended_at"]) for r in during] == [
+            ("slow", "running", None)]
+    finally:
+        release.set()
+        thread.join(120)
+    after = job_runs(spark, cfg).collect()
+    assert [(r["job"], r["status"]) for r in after] == [("slow", "succeeded")]
+    assert after[0]["run_id"] == during[0]["run_id"]
+
+
+def test_exception_in_job_is_recorded_with_its_message(spark, cfg):
+    def broken(ctx):
+        time.sleep(0.01)
+        raise ValueError("landing file x.csv line 7: bad")
+
+    with pytest.raises(ValueError):
+        run_job(spark, cfg, "broken", broken)
+    row = job_runs(spark, cfg).first()
+    assert (row["status"], row["error"]) == ("failed", "ValueError: landing file x.csv line 7: bad")
