@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Set before great_expectations (and its tqdm) is first imported: no usage analytics, and no
+# tqdm bar per validation (the runner logs progress itself).
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
 SEVERITIES = ("critical", "warning")
 
 
@@ -142,9 +147,6 @@ def _expectation_class(name: str, where: str = "") -> type:
 
 
 def _gx_context():
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    # GX draws a tqdm bar per validation; the runner logs progress itself.
-    os.environ.setdefault("TQDM_DISABLE", "1")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import great_expectations as gx

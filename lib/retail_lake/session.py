@@ -42,6 +42,10 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
     """
     from pyspark.sql import SparkSession
 
+    # pandas-on-Spark asks for this on driver and executors (pyarrow >= 2).
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    # Python workers run the driver's interpreter (the venv), not whatever python3 is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark_cfg = cfg["spark"]
     builder = (
         SparkSession.builder.appName(app_name or spark_cfg["app_name"])
