@@ -75,7 +75,7 @@ def quarantine_rows(rejected: DataFrame, source: str, raw_columns: Sequence[str]
         F.to_json(F.struct(*[F.col(c) for c in raw_columns]),
                   {"ignoreNullFields": "false"}).alias("payload"),
         "_source_file", "_line_number",
-        F.lit(at).cast("timestamp").alias("quarantined_at"),
+        F.lit(at).cast("timestamp").alias("_quarantined_at"),
     )
 
 

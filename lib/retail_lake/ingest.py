@@ -229,7 +229,7 @@ def ingest_source(ctx: JobContext, spec: SourceSpec, landing: str, ingested_at: 
         F.col("_rule").alias("rule"), F.lit(None).cast("string").alias("column"),
         F.col("_reason").alias("reason"), F.col("_raw").alias("payload"),
         "_source_file", "_line_number",
-        F.lit(ingested_at).cast("timestamp").alias("quarantined_at"),
+        F.lit(ingested_at).cast("timestamp").alias("_quarantined_at"),
     )
     check = Conservation(
         f"ingest {spec.name}: records read = bronze rows added + quarantined",
