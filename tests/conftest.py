@@ -58,3 +58,15 @@ def lake(spark, root):
     from retail_lake.lake import Lake
 
     return Lake(spark, str(root))
+
+
+@pytest.fixture(scope="session")
+def demo_lake(spark, tmp_path_factory):
+    """The whole pipeline run once on the bundled demo data (shared by several tests)."""
+    from retail_lake.config import load_config
+    from retail_lake.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("demo_lake")
+    cfg = load_config("test", [f"paths.root={root}"])  # landing "": the bundled demo data
+    run_pipeline(cfg)
+    return cfg

@@ -61,9 +61,8 @@ def check_skeleton(spark, cfg, lake: Lake, stores: int, test_days: int) -> None:
 
 
 @pytest.mark.slow
-def test_demo_pipeline_end_to_end_and_rerun_changes_no_row(spark, root):
-    cfg = load_config("test", [f"paths.root={root}"])  # landing "": the bundled demo data
-    run_pipeline(cfg)
+def test_demo_pipeline_end_to_end_and_rerun_changes_no_row(spark, demo_lake):
+    cfg = demo_lake
     lake = Lake(spark, cfg.root)
     # The demo: 10,938 records; one has 8 fields (ingest), one a bad date (cleanse).
     counts = {t: lake.read(t).count() for t in DATA_TABLES}

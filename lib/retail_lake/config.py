@@ -226,7 +226,8 @@ def load_config(
     if not profile_path.is_file():
         available = sorted(p.stem for p in (folder / "profiles").glob("*.yaml"))
         raise ConfigError(
-            f"profile '{profile}' not found: no file {profile_path} (profiles: {', '.join(available)})"
+            f"profile '{profile}' not found: no file {profile_path} "
+            f"(profiles: {', '.join(available)})"
         )
     _merge(data, _read_yaml(profile_path), str(profile_path))
     for var, dotted in ENV_OVERRIDES.items():

@@ -83,8 +83,8 @@ def sales(store_rows: list[list[str]], rng: np.random.Generator) -> list[str]:
                 season = 1.15 if day.month == 12 else 1.0
                 value = level[s - 1] * dow_factor[dow - 1] * season * (1.2 if promo else 1.0)
                 value *= rng.normal(1.0, 0.08)
-                amount = max(int(round(value)), 0)
-                customers = int(round(amount / per_customer[s - 1]))
+                amount = max(round(value), 0)
+                customers = round(amount / per_customer[s - 1])
             else:
                 amount = customers = 0
             lines.append(f'{s},{dow},{day.isoformat()},{amount},{customers},'

@@ -113,7 +113,8 @@ class Lake:
         return int(last[0]["version"])
 
     def history(self, table: str, limit: int | None = None) -> DataFrame:
-        return self.delta_table(table).history(limit) if limit else self.delta_table(table).history()
+        delta = self.delta_table(table)
+        return delta.history(limit) if limit else delta.history()
 
     def changes(self, table: str, start_version: int, end_version: int | None = None) -> DataFrame:
         """The Change Data Feed of `table` from `start_version` (inclusive)."""

@@ -142,7 +142,8 @@ def _expectation_class(name: str, where: str = "") -> type:
     class_name = "".join(part.capitalize() for part in name.split("_"))
     cls = getattr(gx.expectations, class_name, None)
     if cls is None:
-        raise ConfigError(f"{where}: unknown expectation {name!r} (no gx.expectations.{class_name})")
+        raise ConfigError(
+            f"{where}: unknown expectation {name!r} (no gx.expectations.{class_name})")
     return cls
 
 

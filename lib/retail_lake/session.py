@@ -50,7 +50,8 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
     builder = (
         SparkSession.builder.appName(app_name or spark_cfg["app_name"])
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.catalog.spark_catalog",
+                "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(spark_cfg["shuffle_partitions"]))
         .config("spark.driver.memory", spark_cfg["driver_memory"])

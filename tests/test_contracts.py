@@ -1,0 +1,72 @@
+"""Table contracts, their suites, the README catalog and the bundled demo data stay in step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from retail_lake.catalog import update_readme
+from retail_lake.config import ConfigError
+from retail_lake.contracts import Col, ContractError, TableContract
+from retail_lake.demo import generate
+from retail_lake.quality import load_suite
+from retail_lake.tables import REGISTRY
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_catalog_is_generated_from_the_contracts():
+    assert not update_readme(str(REPO / "README.md"), check=True), (
+        "README's table catalog is out of date: run 'retail-lake catalog --readme README.md'")
+
+
+def test_every_suite_file_belongs_to_a_table_and_loads():
+    for path in sorted((REPO / "conf" / "suites").glob("*.yaml")):
+        table = path.stem
+        assert table in REGISTRY, f"{path.name}: no table contract named {table}"
+        specs = load_suite(REGISTRY[table])
+        assert len(specs) > len(REGISTRY[table].keys), f"{path.name} adds no expectation"
+
+
+def test_layers_carry_their_delta_properties():
+    for contract in REGISTRY:
+        props = contract.delta_properties
+        assert props["delta.columnMapping.mode"] == "name"
+        assert (props.get("delta.enableChangeDataFeed") == "true") == (
+            contract.layer in ("silver", "gold")), contract.name
+        if contract.layer in ("silver", "gold"):
+            assert contract.keys and contract.has_content_hash, contract.name
+
+
+def test_contract_errors_are_named():
+    with pytest.raises(ContractError, match="key/partition column 'nope' is not a column"):
+        TableContract("silver.x", "d", (Col("a", "int", "a"),), keys=("nope",))
+    with pytest.raises(ContractError, match="layer.name"):
+        TableContract("x", "d", (Col("a", "int", "a"),))
+    with pytest.raises(ContractError, match="no table contract named 'silver.nope'"):
+        REGISTRY["silver.nope"]
+
+
+def test_suite_with_unknown_column_or_expectation_is_a_config_error(tmp_path):
+    contract = REGISTRY["silver.stores"]
+    (tmp_path / "suites").mkdir()
+    suite = tmp_path / "suites" / "silver.stores.yaml"
+    suite.write_text("expectations:\n  - expectation: expect_column_values_to_be_unique\n"
+                     "    column: shop\n")
+    with pytest.raises(ConfigError, match=r"expectations\[0\]: silver.stores has no column 'shop'"):
+        load_suite(contract, tmp_path)
+    suite.write_text("expectations:\n  - expectation: expect_the_moon\n    column: store\n")
+    with pytest.raises(ConfigError, match="unknown expectation 'expect_the_moon'"):
+        load_suite(contract, tmp_path)
+    suite.write_text("expectations:\n  - expectation: expect_column_values_to_be_unique\n"
+                     "    column: store\n    severity: fatal\n")
+    with pytest.raises(ConfigError, match="severity must be one of"):
+        load_suite(contract, tmp_path)
+
+
+def test_bundled_demo_data_is_what_the_generator_writes(tmp_path):
+    bundled = REPO / "lib" / "retail_lake" / "demo_data"
+    for path in generate(tmp_path):
+        rel = path.relative_to(tmp_path)
+        assert path.read_bytes() == (bundled / rel).read_bytes(), f"{rel} differs"
