@@ -10,28 +10,35 @@
 # Everything heavy lives outside the checkout, under RETAIL_LAKE_HOME
 # (default ~/.cache/retail-lake): the virtual environment, the horovod wheel (keyed by
 # horovod + torch versions), the Ivy cache holding the Delta jars, cluster pids and logs.
+# `start` and `stop` are idempotent: a running master or worker is left as it is, and `stop`
+# ends every process of the sessions `start` began (executors and Python workers included).
 #
 # Environment (all optional):
 #   RETAIL_LAKE_HOME      cache root                     (~/.cache/retail-lake)
 #   RETAIL_LAKE_VENV      virtual environment            ($RETAIL_LAKE_HOME/venv)
+#   RETAIL_LAKE_IVY_DIR   Ivy cache with the Delta jars  ($RETAIL_LAKE_HOME/ivy)
+#   RETAIL_LAKE_CLUSTER_DIR  cluster pid files, logs, work dirs ($RETAIL_LAKE_HOME/cluster)
+#   RETAIL_LAKE_START_TIMEOUT  seconds `start` waits for the master and workers (90)
 #   PYTHON                interpreter for the venv       (python3.11, else python3)
 #   HOROVOD_GPU_OPERATIONS=NCCL   build horovod with NCCL (GPU clusters with the CUDA toolkit)
-#   SPARK_MASTER_HOST     master bind address            (127.0.0.1)
+#   SPARK_MASTER_HOST     master (and local workers') bind address (127.0.0.1)
 #   SPARK_MASTER_PORT     master port                    (7077)
 #   SPARK_MASTER_WEBUI_PORT                              (8080)
 #   SPARK_WORKER_CORES    cores per worker               (1)
-#   SPARK_WORKER_MEMORY   memory per worker              (2g)
+#   SPARK_WORKER_MEMORY   memory per worker              (2g: the cluster profile's executors)
 #   SPARK_WORKER_WEBUI_PORT  first worker UI port, +1 each (8081)
 #   RETAIL_LAKE_WORKER_HOSTS  file with one host per line: workers are started there over
-#                         ssh (multi-host; the same venv path must exist on every host)
+#                         ssh (multi-host; the same venv path must exist on every host, and
+#                         SPARK_MASTER_HOST must be an address those hosts reach). Only the
+#                         single-host cluster is tested.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RL_HOME="${RETAIL_LAKE_HOME:-$HOME/.cache/retail-lake}"
 VENV="${RETAIL_LAKE_VENV:-$RL_HOME/venv}"
-IVY_DIR="$RL_HOME/ivy"
+IVY_DIR="${RETAIL_LAKE_IVY_DIR:-$RL_HOME/ivy}"
 WHEEL_DIR="$RL_HOME/wheels"
-CLUSTER_DIR="$RL_HOME/cluster"
+CLUSTER_DIR="${RETAIL_LAKE_CLUSTER_DIR:-$RL_HOME/cluster}"
 HOROVOD_VERSION="0.28.1"
 
 log() { printf '[setup_cluster] %s\n' "$*" >&2; }
@@ -192,35 +199,72 @@ MASTER_UI="${SPARK_MASTER_WEBUI_PORT:-8080}"
 WORKER_CORES="${SPARK_WORKER_CORES:-1}"
 WORKER_MEMORY="${SPARK_WORKER_MEMORY:-2g}"
 WORKER_UI="${SPARK_WORKER_WEBUI_PORT:-8081}"
+# Seconds to wait for the master's port and for the workers to register.
+START_TIMEOUT="${RETAIL_LAKE_START_TIMEOUT:-90}"
 
 spark_home() { "$VENV/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))'; }
 master_url() { echo "spark://$MASTER_HOST:$MASTER_PORT"; }
+delta_version() {
+  "$VENV/bin/python" -c 'from importlib.metadata import version; print(version("delta-spark"))'
+}
 
-spawn() {  # spawn NAME CLASS ARGS... : a JVM in its own session, pid and log under CLUSTER_DIR
+spawn() {  # spawn NAME CLASS ARGS... : a JVM leading its own session; pid and log in CLUSTER_DIR
   local name="$1"; shift
   local sh; sh="$(spark_home)"
   mkdir -p "$CLUSTER_DIR"
+  rm -f "$CLUSTER_DIR/$name.pid"
+  # The child writes its own pid before exec'ing spark-class (which execs java): the pid
+  # file names the JVM, and the JVM leads a session holding everything it starts (executors,
+  # Python workers), which is what `stop` signals.
   SPARK_HOME="$sh" PYSPARK_PYTHON="$VENV/bin/python" SPARK_LOCAL_IP="$MASTER_HOST" \
-    setsid nohup "$sh/bin/spark-class" "$@" >"$CLUSTER_DIR/$name.log" 2>&1 </dev/null &
-  echo $! >"$CLUSTER_DIR/$name.pid"
+    PIDFILE="$CLUSTER_DIR/$name.pid" \
+    setsid bash -c 'echo $$ >"$PIDFILE"; exec "$0" "$@"' "$sh/bin/spark-class" "$@" \
+    >"$CLUSTER_DIR/$name.log" 2>&1 </dev/null &
+  local i
+  for i in $(seq 1 50); do [ -s "$CLUSTER_DIR/$name.pid" ] && return 0; sleep 0.1; done
+  die "$name did not start; log: $CLUSTER_DIR/$name.log"
 }
 
-wait_for_port() {
-  local host="$1" port="$2" i
-  for i in $(seq 1 60); do
-    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null && return 0
-    sleep 1
-  done
-  return 1
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# alive PIDFILE: the pid it names runs a Spark daemon (not a recycled pid).
+alive() {
+  local pid
+  [ -f "$1" ] || return 1
+  pid="$(cat "$1")"
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  ps -o args= -p "$pid" 2>/dev/null | grep -q 'org\.apache\.spark\.deploy\.'
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# session_pids SID: live (non-zombie) processes of the session SID leads.
+session_pids() {
+  ps -e -o pid=,sid=,stat= | awk -v sid="$1" '$2 == sid && $3 !~ /^Z/ {print $1}'
+}
+
+master_json() {  # the master UI's /json (workers and their state), or nothing
+  "$VENV/bin/python" - "http://$MASTER_HOST:$MASTER_UI/json/" <<'PY' 2>/dev/null || true
+import sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=5) as resp:
+    sys.stdout.write(resp.read().decode())
+PY
+}
+
+alive_workers() {  # number of workers the master lists as ALIVE
+  master_json | "$VENV/bin/python" -c '
+import json, sys
+try:
+    data = json.load(sys.stdin)
+except ValueError:
+    print(0)
+else:
+    print(sum(1 for w in data.get("workers", []) if w.get("state") == "ALIVE"))'
+}
 
 cluster_start() {
   local workers=2
   while [ $# -gt 0 ]; do
     case "$1" in
-      --workers) workers="$2"; shift 2 ;;
+      --workers) [ $# -ge 2 ] || die "--workers needs a number"; workers="$2"; shift 2 ;;
       --workers=*) workers="${1#*=}"; shift ;;
       *) die "start: unknown option '$1' (use --workers N)" ;;
     esac
@@ -231,91 +275,161 @@ cluster_start() {
   if alive "$CLUSTER_DIR/master.pid"; then
     log "master already running (pid $(cat "$CLUSTER_DIR/master.pid"))"
   else
+    local port
+    for port in "$MASTER_PORT" "$MASTER_UI"; do
+      port_open "$MASTER_HOST" "$port" && die "$MASTER_HOST:$port is in use by another process (set SPARK_MASTER_PORT / SPARK_MASTER_WEBUI_PORT)"
+    done
     spawn master org.apache.spark.deploy.master.Master \
       --host "$MASTER_HOST" --port "$MASTER_PORT" --webui-port "$MASTER_UI"
-    wait_for_port "$MASTER_HOST" "$MASTER_PORT" || die "master did not open $MASTER_HOST:$MASTER_PORT; log: $CLUSTER_DIR/master.log"
+    wait_for_master
     log "master up at $(master_url) (UI http://$MASTER_HOST:$MASTER_UI)"
   fi
   if [ -n "${RETAIL_LAKE_WORKER_HOSTS:-}" ]; then
-    start_remote_workers
+    workers="$(start_remote_workers)"
   else
     local i
     for i in $(seq 1 "$workers"); do
-      if alive "$CLUSTER_DIR/worker-$i.pid"; then log "worker $i already running"; continue; fi
+      if alive "$CLUSTER_DIR/worker-$i.pid"; then
+        log "worker $i already running (pid $(cat "$CLUSTER_DIR/worker-$i.pid"))"
+        continue
+      fi
       spawn "worker-$i" org.apache.spark.deploy.worker.Worker \
         --host "$MASTER_HOST" --cores "$WORKER_CORES" --memory "$WORKER_MEMORY" \
         --webui-port "$((WORKER_UI + i - 1))" --work-dir "$CLUSTER_DIR/work-$i" "$(master_url)"
     done
-    wait_for_workers "$workers"
   fi
+  wait_for_workers "$workers"
   cluster_submit_line
 }
 
+wait_for_master() {
+  local i
+  for i in $(seq 1 "$START_TIMEOUT"); do
+    alive "$CLUSTER_DIR/master.pid" || die "the master exited; log: $CLUSTER_DIR/master.log"
+    port_open "$MASTER_HOST" "$MASTER_PORT" && port_open "$MASTER_HOST" "$MASTER_UI" && return 0
+    sleep 1
+  done
+  die "the master did not open $MASTER_HOST:$MASTER_PORT within ${START_TIMEOUT}s; log: $CLUSTER_DIR/master.log"
+}
+
+wait_for_workers() {  # until the master lists at least N workers as ALIVE
+  local want="$1" i n=0
+  for i in $(seq 1 "$START_TIMEOUT"); do
+    n="$(alive_workers)"
+    if [ "$n" -ge "$want" ]; then log "$n worker(s) registered with $(master_url)"; return 0; fi
+    sleep 1
+  done
+  die "only $n of $want workers registered within ${START_TIMEOUT}s; logs: $CLUSTER_DIR/worker-*.log"
+}
+
+# Multi-host: one worker per line of RETAIL_LAKE_WORKER_HOSTS, over ssh; prints the count.
 start_remote_workers() {
-  local hosts="$RETAIL_LAKE_WORKER_HOSTS" h sh
+  local hosts="$RETAIL_LAKE_WORKER_HOSTS" h sh n=0
   [ -f "$hosts" ] || die "RETAIL_LAKE_WORKER_HOSTS names '$hosts', which is not a file"
   sh="$(spark_home)"
   while read -r h; do
-    [ -z "$h" ] || [[ "$h" == \#* ]] && continue
+    { [ -z "$h" ] || [[ "$h" == \#* ]]; } && continue
     log "starting a worker on $h"
-    ssh -o BatchMode=yes "$h" "SPARK_HOME='$sh' PYSPARK_PYTHON='$VENV/bin/python' setsid nohup '$sh/bin/spark-class' \
-      org.apache.spark.deploy.worker.Worker --cores '$WORKER_CORES' --memory '$WORKER_MEMORY' '$(master_url)' \
-      >/tmp/retail-lake-worker.log 2>&1 </dev/null & echo \$! >/tmp/retail-lake-worker.pid"
+    ssh -n -o BatchMode=yes "$h" "SPARK_HOME='$sh' PYSPARK_PYTHON='$VENV/bin/python' \
+      setsid bash -c 'echo \$\$ >/tmp/retail-lake-worker.pid; exec \"\$0\" \"\$@\"' \
+      '$sh/bin/spark-class' org.apache.spark.deploy.worker.Worker \
+      --cores '$WORKER_CORES' --memory '$WORKER_MEMORY' '$(master_url)' \
+      >/tmp/retail-lake-worker.log 2>&1 </dev/null &" || die "could not start a worker on $h"
+    n=$((n + 1))
   done <"$hosts"
+  echo "$n"
 }
 
-wait_for_workers() {
-  local want="$1" i n=0
-  for i in $(seq 1 60); do
-    n="$(grep -l 'Successfully registered with master' "$CLUSTER_DIR"/worker-*.log 2>/dev/null | wc -l)"
-    [ "$n" -ge "$want" ] && { log "$n worker(s) registered"; return 0; }
-    sleep 1
+# stop_session PIDFILE: TERM the session its pid leads, wait, KILL whatever is left.
+stop_session() {
+  local f="$1" pid left _
+  pid="$(cat "$f" 2>/dev/null || true)"
+  [[ "$pid" =~ ^[0-9]+$ ]] || { rm -f "$f"; return 1; }
+  left="$(session_pids "$pid")"
+  [ -n "$left" ] || { rm -f "$f"; return 1; }
+  # Only a session our spawn() began: its leader is a Spark daemon, or it already exited
+  # and left children (executors) behind.
+  if kill -0 "$pid" 2>/dev/null && ! alive "$f"; then
+    log "pid $pid in $f is not a Spark daemon any more: left alone"; rm -f "$f"; return 1
+  fi
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  # shellcheck disable=SC2086
+  kill -TERM $left 2>/dev/null || true
+  for _ in $(seq 1 60); do
+    left="$(session_pids "$pid")"
+    [ -z "$left" ] && break
+    sleep 0.25
   done
-  die "only $n of $want workers registered within 60 s; logs: $CLUSTER_DIR/worker-*.log"
+  if [ -n "$left" ]; then
+    log "killing what did not stop in 15 s: $(echo $left)"
+    # shellcheck disable=SC2086
+    kill -KILL $left 2>/dev/null || true
+    sleep 0.5
+  fi
+  rm -f "$f"
+  return 0
 }
 
 cluster_stop() {
-  local f pid stopped=0
+  local f stopped=0 left=""
   shopt -s nullglob
+  # Workers first (they stop their executors), then the master.
   for f in "$CLUSTER_DIR"/worker-*.pid "$CLUSTER_DIR"/master.pid; do
-    pid="$(cat "$f")"
-    if kill -0 "$pid" 2>/dev/null; then
-      # The JVM leads its own session (setsid): signal the whole group.
-      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -KILL -- "-$pid" 2>/dev/null || true
-      stopped=$((stopped + 1))
-    fi
-    rm -f "$f"
+    stop_session "$f" && stopped=$((stopped + 1))
   done
   if [ -n "${RETAIL_LAKE_WORKER_HOSTS:-}" ] && [ -f "$RETAIL_LAKE_WORKER_HOSTS" ]; then
+    local h
     while read -r h; do
-      [ -z "$h" ] || [[ "$h" == \#* ]] && continue
-      ssh -o BatchMode=yes "$h" 'kill -TERM -- -$(cat /tmp/retail-lake-worker.pid) 2>/dev/null; rm -f /tmp/retail-lake-worker.pid' || true
+      { [ -z "$h" ] || [[ "$h" == \#* ]]; } && continue
+      ssh -n -o BatchMode=yes "$h" 'p=$(cat /tmp/retail-lake-worker.pid 2>/dev/null) && kill -TERM -- -$p 2>/dev/null; rm -f /tmp/retail-lake-worker.pid' || true
     done <"$RETAIL_LAKE_WORKER_HOSTS"
   fi
   rm -rf "$CLUSTER_DIR"/work-*
-  log "stopped $stopped process(es)"
+  # Check: nothing of this cluster may remain (daemons are found by their pid files' sessions
+  # above, and here by their command lines, in case a pid file was lost).
+  left="$(pgrep -f "org\.apache\.spark\.deploy\.(master\.Master|worker\.Worker) .*(--port $MASTER_PORT|$MASTER_HOST:$MASTER_PORT)( |$)" || true)"
+  [ -z "$left" ] || die "processes of the cluster at $(master_url) are still running: $(echo $left)"
+  log "stopped $stopped process group(s); nothing of $(master_url) is left running"
 }
 
 cluster_status() {
-  local f any=0
+  local f any=0 pid
   shopt -s nullglob
   for f in "$CLUSTER_DIR"/master.pid "$CLUSTER_DIR"/worker-*.pid; do
+    [ -f "$f" ] || continue
     any=1
-    if alive "$f"; then echo "$(basename "$f" .pid): running (pid $(cat "$f"))"; else echo "$(basename "$f" .pid): dead (stale pid file)"; fi
+    pid="$(cat "$f")"
+    if alive "$f"; then
+      echo "$(basename "$f" .pid): running (pid $pid, $(session_pids "$pid" | wc -l) process(es))"
+    else
+      echo "$(basename "$f" .pid): not running (stale pid file $f)"
+    fi
   done
   [ "$any" = 1 ] || { echo "no cluster started from $CLUSTER_DIR"; return 0; }
-  cluster_submit_line
+  if alive "$CLUSTER_DIR/master.pid"; then
+    echo "master $(master_url): $(alive_workers) worker(s) alive (UI http://$MASTER_HOST:$MASTER_UI)"
+    cluster_submit_line
+  fi
 }
 
 cluster_submit_line() {
+  local delta; delta="$(delta_version)"
+  # PYSPARK_PYTHON: spark-submit finds SPARK_HOME with it, and the driver and the executors'
+  # Python workers run it. The Delta jars come from the Ivy cache `install` filled; the two
+  # Delta SQL settings are static, so they must be set before the session exists.
   cat <<EOF
-Submit jobs to this cluster with (the library travels as an archive, not from the checkout):
+Submit jobs to this cluster from the checkout ($HERE); the library travels as an archive
+(--py-files), never imported from the checkout. Paths must be readable by every worker
+(on several hosts: a shared URI such as hdfs:// or s3a:// for paths.root and paths.landing).
+  cd $HERE
   $VENV/bin/python -m retail_lake.package --out dist/retail_lake.zip
-  $VENV/bin/spark-submit --master $(master_url) --py-files dist/retail_lake.zip \\
-    --conf spark.pyspark.python=$VENV/bin/python --conf spark.jars.ivy=$IVY_DIR \\
-    jobs/pipeline.py --profile cluster --set spark.master=$(master_url)
+  PYSPARK_PYTHON=$VENV/bin/python $VENV/bin/spark-submit --master $(master_url) \\
+    --py-files dist/retail_lake.zip \\
+    --packages io.delta:delta-spark_2.13:$delta --conf spark.jars.ivy=$IVY_DIR \\
+    --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \\
+    --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \\
+    jobs/pipeline.py --profile cluster --set spark.master=$(master_url) \\
+    --set paths.root=$HERE/lake --set paths.landing=$HERE/lib/retail_lake/demo_data
 EOF
 }
 

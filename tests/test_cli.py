@@ -31,7 +31,7 @@ def test_tables_and_history_describe_the_lake(demo_lake):
     assert history.returncode == 0, history.stderr[-2000:]
     rows = [line.split()[:4] for line in history.stdout.splitlines()[2:]]
     assert [r[0] for r in rows] == ["1", "0"]
-    assert [r[3] for r in rows] == ["MERGE", "TABLE"]  # CREATE TABLE splits in two words
+    assert [r[3] for r in rows] == ["MERGE", "CREATE"]  # version, date, time, operation
     assert "numTargetRowsInserted=10936" in history.stdout
 
 

@@ -1,0 +1,32 @@
+"""The pipeline: the jobs of `pipeline.steps` in order, resumable.
+
+The spark-submit entry point of `retail-lake pipeline`:
+both call the same library function. Run it from the checkout with the venv active, after
+building the archive that ships the library (`python -m retail_lake.package --out
+dist/retail_lake.zip`; `./setup_cluster.sh submit-line` prints the line for a running cluster).
+Running the whole pipeline on the cluster, on the bundled demo data:
+
+    spark-submit --master spark://127.0.0.1:7077 --py-files dist/retail_lake.zip \
+      --packages io.delta:delta-spark_2.13:4.0.1 \
+      --conf spark.jars.ivy=$HOME/.cache/retail-lake/ivy \
+      --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
+      --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
+      jobs/pipeline.py --profile cluster --set spark.master=spark://127.0.0.1:7077 \
+      --set paths.landing=lib/retail_lake/demo_data
+
+Arguments: --profile P, --set key=value (repeatable), --resume, --steps a,b,
+--run-date YYYY-MM-DD, --verbose, as for `retail-lake pipeline`.
+"""
+
+import sys
+
+from retail_lake import cli
+
+
+def main() -> int:
+    """Runs `retail-lake pipeline` with this script's arguments; returns the exit status."""
+    return cli.main(["pipeline", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

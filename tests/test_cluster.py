@@ -1,0 +1,257 @@
+"""The Spark standalone cluster of `setup_cluster.sh`: a master and two workers on this host.
+
+A job submitted the way `setup_cluster.sh` prints (the library shipped as the archive
+`retail_lake.package` builds, from a directory that is not the checkout, PYTHONPATH cleared)
+writes a bronze table; another process reads it by name; `stop` leaves no process behind.
+
+Self-contained: it starts its own cluster on non-default ports, with pid files and logs
+under a temporary RETAIL_LAKE_HOME, and the real venv and Ivy cache (no downloads).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path.home() / ".cache" / "retail-lake"
+VENV = Path(os.environ.get("RETAIL_LAKE_VENV", CACHE / "venv"))
+IVY_DIR = Path(os.environ.get("RETAIL_LAKE_IVY_DIR", CACHE / "ivy"))
+DEMO_DATA = REPO / "lib" / "retail_lake" / "demo_data"
+SALES_FILE = DEMO_DATA / "rossmann" / "train.csv.gz"
+
+HOST, PORT, MASTER_UI, WORKER_UI = "127.0.0.1", 17077, 18080, 18081
+MASTER = f"spark://{HOST}:{PORT}"
+DAEMON_PATTERNS = (
+    rf"org\.apache\.spark\.deploy\.master\.Master .*--port {PORT}( |$)",
+    rf"org\.apache\.spark\.deploy\.worker\.Worker .*spark://{HOST}:{PORT}( |$)",
+)
+
+# Imports retail_lake before any Spark context exists (as a job does), then asks an executor.
+PROBE = """\
+import json
+import retail_lake
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.appName("retail-lake probe").config("spark.ui.enabled", "false") \\
+    .getOrCreate()
+executors = spark.sparkContext.parallelize([0, 1], 2).map(
+    lambda _: __import__("retail_lake").__file__).collect()
+print("PROBE " + json.dumps({"driver": retail_lake.__file__, "executors": executors}))
+spark.stop()
+"""
+
+
+def _run(cmd: list[str], *, env: dict[str, str], cwd: Path, timeout: int,
+         check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{shlex.join(cmd)} exited {proc.returncode}\n--- stdout\n"
+                    f"{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def _cluster_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "RETAIL_LAKE_HOME": str(home),  # pid files and logs: this test's own
+        "RETAIL_LAKE_VENV": str(VENV),  # the installed stack and its Ivy cache: the real ones
+        "RETAIL_LAKE_IVY_DIR": str(IVY_DIR),
+        "SPARK_MASTER_HOST": HOST,
+        "SPARK_MASTER_PORT": str(PORT),
+        "SPARK_MASTER_WEBUI_PORT": str(MASTER_UI),
+        "SPARK_WORKER_WEBUI_PORT": str(WORKER_UI),
+        "SPARK_WORKER_CORES": "1",
+        "SPARK_WORKER_MEMORY": "1g",
+    })
+    return env
+
+
+def _setup_cluster(*args: str, env: dict[str, str], check: bool = True
+                   ) -> subprocess.CompletedProcess:
+    return _run(["bash", str(REPO / "setup_cluster.sh"), *args], env=env, cwd=REPO,
+                timeout=240, check=check)
+
+
+def _pids(cluster_dir: Path) -> dict[str, int]:
+    return {f.stem: int(f.read_text().strip()) for f in sorted(cluster_dir.glob("*.pid"))}
+
+
+def _live_processes() -> list[tuple[int, int, str]]:
+    """(pid, session id, command line) of every process that is not a zombie."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,sid=,stat=,args="], capture_output=True,
+                         text=True, check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        pid, sid, stat, *args = line.split(None, 3)
+        if not stat.startswith("Z"):
+            rows.append((int(pid), int(sid), args[0] if args else ""))
+    return rows
+
+
+def _cluster_leftovers(pids: dict[str, int]) -> list[str]:
+    """Processes of the cluster still running: the daemons and their sessions' members."""
+    sessions = set(pids.values())
+    left = [f"{pid} {args[:160]}" for pid, sid, args in _live_processes()
+            if pid in sessions or sid in sessions]
+    for pattern in DAEMON_PATTERNS:
+        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+        left += [f"{pid} (matches {pattern})" for pid in found.stdout.split()]
+    return left
+
+
+def _master_state() -> dict:
+    with urllib.request.urlopen(f"http://{HOST}:{MASTER_UI}/json/", timeout=10) as resp:
+        return json.load(resp)
+
+
+def _printed_submit(start_output: str) -> tuple[dict[str, str], list[str]]:
+    """The environment and the spark-submit command (up to the job file) that start printed."""
+    lines = start_output.splitlines()
+    first = next(i for i, line in enumerate(lines) if "bin/spark-submit " in line)
+    text = ""
+    for line in lines[first:]:
+        text += line.rstrip().removesuffix("\\") + " "
+        if not line.rstrip().endswith("\\"):
+            break
+    tokens = shlex.split(text)
+    env = {}
+    while "=" in tokens[0] and not tokens[0].startswith("-"):
+        key, value = tokens.pop(0).split("=", 1)
+        env[key] = value
+    job = next(i for i, t in enumerate(tokens) if t.endswith("jobs/pipeline.py"))
+    return env, tokens[:job]
+
+
+def _expected_sales_rows() -> tuple[int, int]:
+    """(well-formed data lines, structurally broken lines) of the bundled sales file."""
+    with gzip.open(SALES_FILE, "rt", encoding="utf-8", newline="") as f:
+        lines = f.read().splitlines()
+    width = len(next(csv.reader([lines[0]])))
+    good = sum(1 for line in lines[1:] if len(next(csv.reader([line]))) == width)
+    return good, len(lines) - 1 - good
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A master and two workers (1 core, 1g each); stopped at the end even if a test failed."""
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.skip("java not found: the standalone cluster needs Java 17+ (JAVA_HOME or PATH)")
+    if not (VENV / "bin" / "spark-submit").exists():
+        pytest.skip(f"no installed stack at {VENV}: run ./setup_cluster.sh install")
+    if not list((IVY_DIR / "jars").glob("io.delta_delta-spark_2.13-*.jar")):
+        pytest.skip(f"the Delta jars are not in {IVY_DIR}: run ./setup_cluster.sh install")
+    home = tmp_path_factory.mktemp("retail-lake-home")
+    env = _cluster_env(home)
+    cluster_dir = home / "cluster"
+    try:
+        started = _setup_cluster("start", "--workers", "2", env=env)
+        yield {"env": env, "dir": cluster_dir, "output": started.stdout + started.stderr,
+               "pids": _pids(cluster_dir)}
+    finally:
+        pids = _pids(cluster_dir)
+        _setup_cluster("stop", env=env, check=False)
+        for pid in pids.values():  # only if stop failed: never leave the JVMs running
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(cluster, tmp_path):
+    env, cluster_dir = cluster["env"], cluster["dir"]
+    pids = cluster["pids"]
+    assert set(pids) == {"master", "worker-1", "worker-2"}
+    assert _master_state()["aliveworkers"] == 2
+
+    # start is idempotent: the same daemons stay.
+    again = _setup_cluster("start", "--workers", "2", env=env)
+    assert "already running" in again.stderr
+    assert _pids(cluster_dir) == pids
+    status = _setup_cluster("status", env=env).stdout
+    assert f"master {MASTER}: 2 worker(s) alive" in status
+
+    # The archive: the package as installed plus the checkout's conf as retail_lake/_conf.
+    work = tmp_path / "elsewhere"  # not the checkout: no conf/, no lib/ on any path
+    work.mkdir()
+    archive = Path(_run([str(VENV / "bin" / "python"), "-m", "retail_lake.package",
+                         "--out", str(tmp_path / "dist" / "retail_lake.zip")],
+                        env=env, cwd=work, timeout=120).stdout.strip())
+    with zipfile.ZipFile(archive) as zf:
+        names = set(zf.namelist())
+        assert {"retail_lake/__init__.py", "retail_lake/cli.py", "retail_lake/_conf/base.yaml",
+                "retail_lake/_conf/profiles/cluster.yaml"} <= names
+        assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+        # Workaround until config reads `_conf` through importlib.resources (a zipimported
+        # package has no files on disk): the driver gets the archive's own conf, extracted.
+        zf.extractall(tmp_path / "unpacked", [n for n in names if "/_conf/" in n])
+
+    submit_env, submit = _printed_submit(cluster["output"])
+    assert submit[submit.index("--master") + 1] == MASTER
+    submit[submit.index("--py-files") + 1] = str(archive)
+    job_env = {k: v for k, v in os.environ.items()
+               if k not in ("PYTHONPATH", "RETAIL_LAKE_CONF_DIR", "RETAIL_LAKE_ROOT")}
+    job_env.update(submit_env)
+    job_env["RETAIL_LAKE_CONF_DIR"] = str(tmp_path / "unpacked" / "retail_lake" / "_conf")
+    job_env["RETAIL_LAKE_PSEUDONYM_KEY"] = "cluster-test-key-not-a-secret"
+
+    # Driver and executors import retail_lake from the archive, not the editable checkout.
+    (work / "probe.py").write_text(PROBE)
+    probe = _run([*submit, "probe.py"], env=job_env, cwd=work, timeout=600)
+    line = next(x for x in probe.stdout.splitlines() if x.startswith("PROBE "))
+    found = json.loads(line.removeprefix("PROBE "))
+    for path in [found["driver"], *found["executors"]]:
+        assert Path(path).parts[-3:] == ("retail_lake.zip", "retail_lake", "__init__.py"), path
+        assert not path.startswith(str(REPO)), path
+    assert found["driver"] == f"{archive}/retail_lake/__init__.py"
+    assert len(found["executors"]) == 2
+
+    # The ingest job, submitted as printed, with the job file outside the checkout too.
+    lake = tmp_path / "lake"
+    shutil.copy(REPO / "jobs" / "ingest.py", work / "ingest.py")
+    ingest = _run([*submit, "ingest.py", "--profile", "cluster",
+                   "--set", f"spark.master={MASTER}", "--set", f"paths.root={lake}",
+                   "--set", f"paths.landing={DEMO_DATA}",
+                   "--set", "spark.shuffle_partitions=2",
+                   # the profile's 2g executors do not fit the test's 1g workers
+                   "--set", "spark.conf={spark.executor.memory: 1g}"],
+                  env=job_env, cwd=work, timeout=600)
+    assert "ingest succeeded" in ingest.stderr
+    apps = {a["name"]: a for a in _master_state()["completedapps"]}
+    assert apps["retail-lake ingest"]["state"] == "FINISHED"
+    assert apps["retail-lake probe"]["state"] == "FINISHED"
+
+    # Another process (a local session) reads the tables by name.
+    good, broken = _expected_sales_rows()
+    query = ("SELECT (SELECT count(*) FROM bronze.rossmann_sales_raw) AS bronze, "
+             "(SELECT count(*) FROM silver.quarantine WHERE source = 'rossmann_sales' "
+             "AND stage = 'ingest') AS quarantined, "
+             "(SELECT count(*) FROM ops.job_runs WHERE job = 'ingest' "
+             "AND status = 'succeeded') AS runs")
+    sql_env = {k: v for k, v in os.environ.items() if k != "RETAIL_LAKE_ROOT"}
+    sql = _run([str(VENV / "bin" / "retail-lake"), "sql", query, "--profile", "test",
+                "--set", f"paths.root={lake}"], env=sql_env, cwd=REPO, timeout=300)
+    header, _, row = sql.stdout.strip().splitlines()[-3:]
+    assert header.split() == ["bronze", "quarantined", "runs"]
+    assert [int(v) for v in row.split()] == [good, broken, 1]
+
+    # stop: nothing of the cluster is left, executors and Python workers included.
+    stopped = _setup_cluster("stop", env=env)
+    assert "nothing of" in stopped.stderr
+    assert _cluster_leftovers(pids) == []
+    assert not list(cluster_dir.glob("*.pid"))
+    assert "no cluster started" in _setup_cluster("status", env=env).stdout
