@@ -168,8 +168,8 @@ def run_job(
     started = utc_now()
     clock = time.monotonic()
     log.info("[%s] %s started (profile %s, root %s)", ctx.run_id, job, cfg.profile, cfg.root)
-    _ops_write(lake, JOB_RUNS, [_run_row(ctx, "running", started, params)], ctx.run_id,
-               merge_key="run_id")
+    # A new run id: appending the 'running' row is enough (and cheaper than a MERGE).
+    _ops_write(lake, JOB_RUNS, [_run_row(ctx, "running", started, params)], ctx.run_id)
     quality: list[ExpectationResult] = []
     result: JobResult | None = None
     persisted: list[DataFrame] = []
