@@ -28,8 +28,9 @@ CLEANSERS = {
 }
 
 
-def _count(df: DataFrame) -> int:
+def _count(df: DataFrame, cached: list[DataFrame]) -> int:
     df.persist(StorageLevel.MEMORY_AND_DISK)
+    cached.append(df)
     return df.count()
 
 
@@ -44,8 +45,9 @@ def run(ctx: JobContext) -> JobResult:
             continue
         bronze = ctx.read(bronze_name)
         silver, quarantine, duplicates = cleanse(bronze, at)
-        n_bronze = _count(bronze)
-        n_silver, n_quarantine, n_dupes = _count(silver), _count(quarantine), _count(duplicates)
+        n_bronze = _count(bronze, result.cached)
+        n_silver, n_quarantine, n_dupes = (_count(df, result.cached)
+                                           for df in (silver, quarantine, duplicates))
         result.rows_read[bronze_name] = n_bronze
         result.conservation.append(Conservation(
             f"cleanse {source}: bronze rows = silver + quarantined + duplicates removed",

@@ -186,7 +186,8 @@ def _parser(spec: SourceSpec, columns: list[str], batch_rows: int):
     return parse
 
 
-def ingest_source(ctx: JobContext, spec: SourceSpec, landing: str, ingested_at: datetime
+def ingest_source(ctx: JobContext, spec: SourceSpec, landing: str, ingested_at: datetime,
+                  cached: list[DataFrame]
                   ) -> tuple[DataFrame | None, DataFrame | None, Conservation | None]:
     """Parses the new files of one source; returns (bronze rows, quarantine rows, check)."""
     contract = ctx.registry[spec.table]
@@ -213,6 +214,7 @@ def ingest_source(ctx: JobContext, spec: SourceSpec, landing: str, ingested_at: 
     parsed = file_df.mapInPandas(
         _parser(spec, columns, ctx.cfg.get("ingest.batch_rows")), _parse_schema(columns)
     ).cache()
+    cached.append(parsed)
     counts = {r["_kind"]: r["n"] for r in parsed.groupBy("_kind").agg(
         F.count(F.lit(1)).alias("n")).collect()}
     records = parsed.where(F.col("_kind") == KIND_SUMMARY).agg(
@@ -250,7 +252,8 @@ def run(ctx: JobContext) -> JobResult:
     quarantined = []
     for name in ctx.cfg.sources:
         spec = SourceSpec.from_config(name, ctx.cfg.get(f"sources.{name}"))
-        bronze, quarantine, check = ingest_source(ctx, spec, landing, ingested_at)
+        bronze, quarantine, check = ingest_source(ctx, spec, landing, ingested_at,
+                                                  result.cached)
         if bronze is None:
             continue
         result.outputs.append(Output(spec.table, bronze, mode="append"))

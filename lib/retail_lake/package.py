@@ -68,8 +68,10 @@ def build_archive(out: str | Path, conf_dir: str | Path | None = None) -> Path:
     """
     source = package_dir()
     if not (source / "__init__.py").is_file():
-        raise PackageError(f"{PACKAGE} is not imported from a folder ({source}): "
-                           "build the archive from a checkout or an installed package")
+        raise PackageError(
+            f"{PACKAGE} is not imported from a folder ({source}): "
+            "build the archive from a checkout or an installed package"
+        )
     conf = Path(conf_dir).resolve() if conf_dir else default_conf_dir()
     if not (conf / "base.yaml").is_file():
         raise PackageError(f"no base.yaml in {conf}: pass the conf folder with --conf")
@@ -93,8 +95,11 @@ def build_archive(out: str | Path, conf_dir: str | Path | None = None) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: builds the archive and prints its path."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="dist/retail_lake.zip",
-                        help="the zip to write (default: dist/retail_lake.zip)")
+    parser.add_argument(
+        "--out",
+        default="dist/retail_lake.zip",
+        help="the zip to write (default: dist/retail_lake.zip)",
+    )
     parser.add_argument("--conf", help="conf folder to bundle (default: the checkout's conf/)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -79,6 +79,8 @@ class JobResult:
     rows_read: dict[str, int] = field(default_factory=dict)
     # Called after every output was written (e.g. publish a model version).
     after_publish: Callable[[dict[str, WriteResult]], None] | None = None
+    # Intermediate frames the job cached; the runner unpersists them when the run ends.
+    cached: list[DataFrame] = field(default_factory=list)
 
 
 @dataclass
@@ -112,7 +114,7 @@ def _ops_write(lake: Lake, table: str, rows: list[dict[str, Any]], run_id: str,
     """Appends (or upserts on `merge_key`) ops records, retrying Delta write conflicts."""
     if not rows:
         return
-    contract = lake_registry(table)
+    contract = REGISTRY[table]
     lake.ensure(contract)
     df = lake.spark.createDataFrame(rows, contract.spark_schema())
     for attempt in range(1, attempts + 1):
@@ -129,10 +131,6 @@ def _ops_write(lake: Lake, table: str, rows: list[dict[str, Any]], run_id: str,
                 raise
             time.sleep(0.2 * attempt)
             log.debug("retrying %s write after a concurrent commit (%d)", table, attempt)
-
-
-def lake_registry(table: str):
-    return REGISTRY[table]
 
 
 def _run_row(ctx: JobContext, status: str, started: datetime, params: dict[str, str],
@@ -195,7 +193,7 @@ def run_job(
                   str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
     finally:
-        for df in persisted:
+        for df in [*persisted, *(result.cached if result else [])]:
             df.unpersist()
     _record_quality(lake, ctx.run_id, quality)
     _ops_write(lake, JOB_RUNS, [_run_row(

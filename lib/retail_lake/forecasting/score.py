@@ -88,7 +88,6 @@ def error_metrics(scored: DataFrame) -> dict[str, float]:
 def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[str, Any]]:
     """(version, weights, preprocessing) of the registered forecaster (latest by default)."""
     import mlflow
-    import torch
     from mlflow import MlflowClient
 
     from retail_lake.training.tracking import setup_mlflow
@@ -107,7 +106,6 @@ def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[s
     with open(prep_path, encoding="utf-8") as fh:
         prep = json.load(fh)
     weights = state_to_bytes({k: v.detach().cpu() for k, v in net.state_dict().items()})
-    del torch  # imported for load_model's unpickling
     return version, weights, prep
 
 

@@ -214,9 +214,6 @@ def run(ctx: JobContext) -> JobResult:
              metrics["test"]["rmspe"], metrics["test"]["mape"])
     rows = metric_rows(ctx.run_id, MODEL_NAME, version, mlrun.info.run_id, metrics,
                        input_versions)
-    metrics_df = ctx.spark.createDataFrame(rows, ctx.registry[MODEL_METRICS].spark_schema()
-                                           ).drop()
-    log.debug("preprocessing: %s", json.dumps({k: prep[k] for k in ("global_level",
-                                                                     "test_start")}))
+    metrics_df = ctx.spark.createDataFrame(rows, ctx.registry[MODEL_METRICS].spark_schema())
     return JobResult(outputs=[Output(MODEL_METRICS, metrics_df, mode="append")],
                      rows_read={FEATURES: n_rows})
