@@ -6,6 +6,8 @@
 #   ./setup_cluster.sh status                  what is running, and the spark-submit line
 #   ./setup_cluster.sh stop                    stops every process `start` began
 #   ./setup_cluster.sh submit-line             prints the spark-submit line for the cluster
+#   ./setup_cluster.sh run ARGS...             `retail-lake ARGS...` from the venv (run pipeline)
+#   ./setup_cluster.sh test [PYTEST ARGS...]   the test suite (e.g. -m "not slow")
 #
 # Everything heavy lives outside the checkout, under RETAIL_LAKE_HOME
 # (default ~/.cache/retail-lake): the virtual environment, the horovod wheel (keyed by
@@ -244,7 +246,8 @@ session_pids() {
 master_json() {  # the master UI's /json (workers and their state), or nothing
   "$VENV/bin/python" - "http://$MASTER_HOST:$MASTER_UI/json/" <<'PY' 2>/dev/null || true
 import sys, urllib.request
-with urllib.request.urlopen(sys.argv[1], timeout=5) as resp:
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+with opener.open(sys.argv[1], timeout=5) as resp:
     sys.stdout.write(resp.read().decode())
 PY
 }
@@ -442,5 +445,11 @@ case "$cmd" in
   stop) cluster_stop ;;
   status) cluster_status ;;
   submit-line) cluster_submit_line ;;
-  *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] && exit 2 || die "unknown command '$cmd'" ;;
+  run)
+    [ -x "$VENV/bin/retail-lake" ] || die "no retail-lake in $VENV: run './setup_cluster.sh install' first"
+    exec "$VENV/bin/retail-lake" "$@" ;;
+  test)
+    [ -x "$VENV/bin/pytest" ] || die "no pytest in $VENV: run './setup_cluster.sh install' first"
+    cd "$HERE" && exec "$VENV/bin/pytest" "$@" ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] && exit 2 || die "unknown command '$cmd'" ;;
 esac

@@ -10,6 +10,7 @@ under a temporary RETAIL_LAKE_HOME, and the real venv and Ivy cache (no download
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import json
@@ -55,36 +56,44 @@ spark.stop()
 """
 
 
-def _run(cmd: list[str], *, env: dict[str, str], cwd: Path, timeout: int,
-         check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def _run(
+    cmd: list[str], *, env: dict[str, str], cwd: Path, timeout: int, check: bool = True
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check and proc.returncode != 0:
-        pytest.fail(f"{shlex.join(cmd)} exited {proc.returncode}\n--- stdout\n"
-                    f"{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-8000:]}")
+        pytest.fail(
+            f"{shlex.join(cmd)} exited {proc.returncode}\n--- stdout\n"
+            f"{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-8000:]}"
+        )
     return proc
 
 
 def _cluster_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "RETAIL_LAKE_HOME": str(home),  # pid files and logs: this test's own
-        "RETAIL_LAKE_VENV": str(VENV),  # the installed stack and its Ivy cache: the real ones
-        "RETAIL_LAKE_IVY_DIR": str(IVY_DIR),
-        "SPARK_MASTER_HOST": HOST,
-        "SPARK_MASTER_PORT": str(PORT),
-        "SPARK_MASTER_WEBUI_PORT": str(MASTER_UI),
-        "SPARK_WORKER_WEBUI_PORT": str(WORKER_UI),
-        "SPARK_WORKER_CORES": "1",
-        "SPARK_WORKER_MEMORY": "1g",
-    })
+    env.update(
+        {
+            "RETAIL_LAKE_HOME": str(home),  # pid files and logs: this test's own
+            "RETAIL_LAKE_VENV": str(VENV),  # the installed stack and its Ivy cache: the real ones
+            "RETAIL_LAKE_IVY_DIR": str(IVY_DIR),
+            "SPARK_MASTER_HOST": HOST,
+            "SPARK_MASTER_PORT": str(PORT),
+            "SPARK_MASTER_WEBUI_PORT": str(MASTER_UI),
+            "SPARK_WORKER_WEBUI_PORT": str(WORKER_UI),
+            "SPARK_WORKER_CORES": "1",
+            "SPARK_WORKER_MEMORY": "1g",
+        }
+    )
     return env
 
 
-def _setup_cluster(*args: str, env: dict[str, str], check: bool = True
-                   ) -> subprocess.CompletedProcess:
-    return _run(["bash", str(REPO / "setup_cluster.sh"), *args], env=env, cwd=REPO,
-                timeout=240, check=check)
+def _setup_cluster(
+    *args: str, env: dict[str, str], check: bool = True
+) -> subprocess.CompletedProcess:
+    return _run(
+        ["bash", str(REPO / "setup_cluster.sh"), *args], env=env, cwd=REPO, timeout=240, check=check
+    )
 
 
 def _pids(cluster_dir: Path) -> dict[str, int]:
@@ -93,8 +102,9 @@ def _pids(cluster_dir: Path) -> dict[str, int]:
 
 def _live_processes() -> list[tuple[int, int, str]]:
     """(pid, session id, command line) of every process that is not a zombie."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,sid=,stat=,args="], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["ps", "-e", "-o", "pid=,sid=,stat=,args="], capture_output=True, text=True, check=True
+    ).stdout
     rows = []
     for line in out.splitlines():
         pid, sid, stat, *args = line.split(None, 3)
@@ -106,8 +116,11 @@ def _live_processes() -> list[tuple[int, int, str]]:
 def _cluster_leftovers(pids: dict[str, int]) -> list[str]:
     """Processes of the cluster still running: the daemons and their sessions' members."""
     sessions = set(pids.values())
-    left = [f"{pid} {args[:160]}" for pid, sid, args in _live_processes()
-            if pid in sessions or sid in sessions]
+    left = [
+        f"{pid} {args[:160]}"
+        for pid, sid, args in _live_processes()
+        if pid in sessions or sid in sessions
+    ]
     for pattern in DAEMON_PATTERNS:
         found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
         left += [f"{pid} (matches {pattern})" for pid in found.stdout.split()]
@@ -115,7 +128,8 @@ def _cluster_leftovers(pids: dict[str, int]) -> list[str]:
 
 
 def _master_state() -> dict:
-    with urllib.request.urlopen(f"http://{HOST}:{MASTER_UI}/json/", timeout=10) as resp:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+    with opener.open(f"http://{HOST}:{MASTER_UI}/json/", timeout=10) as resp:
         return json.load(resp)
 
 
@@ -160,16 +174,18 @@ def cluster(tmp_path_factory):
     cluster_dir = home / "cluster"
     try:
         started = _setup_cluster("start", "--workers", "2", env=env)
-        yield {"env": env, "dir": cluster_dir, "output": started.stdout + started.stderr,
-               "pids": _pids(cluster_dir)}
+        yield {
+            "env": env,
+            "dir": cluster_dir,
+            "output": started.stdout + started.stderr,
+            "pids": _pids(cluster_dir),
+        }
     finally:
         pids = _pids(cluster_dir)
         _setup_cluster("stop", env=env, check=False)
         for pid in pids.values():  # only if stop failed: never leave the JVMs running
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(cluster, tmp_path):
@@ -188,13 +204,28 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(cluster, tmp_p
     # The archive: the package as installed plus the checkout's conf as retail_lake/_conf.
     work = tmp_path / "elsewhere"  # not the checkout: no conf/, no lib/ on any path
     work.mkdir()
-    archive = Path(_run([str(VENV / "bin" / "python"), "-m", "retail_lake.package",
-                         "--out", str(tmp_path / "dist" / "retail_lake.zip")],
-                        env=env, cwd=work, timeout=120).stdout.strip())
+    archive = Path(
+        _run(
+            [
+                str(VENV / "bin" / "python"),
+                "-m",
+                "retail_lake.package",
+                "--out",
+                str(tmp_path / "dist" / "retail_lake.zip"),
+            ],
+            env=env,
+            cwd=work,
+            timeout=120,
+        ).stdout.strip()
+    )
     with zipfile.ZipFile(archive) as zf:
         names = set(zf.namelist())
-        assert {"retail_lake/__init__.py", "retail_lake/cli.py", "retail_lake/_conf/base.yaml",
-                "retail_lake/_conf/profiles/cluster.yaml"} <= names
+        assert {
+            "retail_lake/__init__.py",
+            "retail_lake/cli.py",
+            "retail_lake/_conf/base.yaml",
+            "retail_lake/_conf/profiles/cluster.yaml",
+        } <= names
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
         # Workaround until config reads `_conf` through importlib.resources (a zipimported
         # package has no files on disk): the driver gets the archive's own conf, extracted.
@@ -203,8 +234,11 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(cluster, tmp_p
     submit_env, submit = _printed_submit(cluster["output"])
     assert submit[submit.index("--master") + 1] == MASTER
     submit[submit.index("--py-files") + 1] = str(archive)
-    job_env = {k: v for k, v in os.environ.items()
-               if k not in ("PYTHONPATH", "RETAIL_LAKE_CONF_DIR", "RETAIL_LAKE_ROOT")}
+    job_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "RETAIL_LAKE_CONF_DIR", "RETAIL_LAKE_ROOT")
+    }
     job_env.update(submit_env)
     job_env["RETAIL_LAKE_CONF_DIR"] = str(tmp_path / "unpacked" / "retail_lake" / "_conf")
     job_env["RETAIL_LAKE_PSEUDONYM_KEY"] = "cluster-test-key-not-a-secret"
@@ -223,28 +257,58 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(cluster, tmp_p
     # The ingest job, submitted as printed, with the job file outside the checkout too.
     lake = tmp_path / "lake"
     shutil.copy(REPO / "jobs" / "ingest.py", work / "ingest.py")
-    ingest = _run([*submit, "ingest.py", "--profile", "cluster",
-                   "--set", f"spark.master={MASTER}", "--set", f"paths.root={lake}",
-                   "--set", f"paths.landing={DEMO_DATA}",
-                   "--set", "spark.shuffle_partitions=2",
-                   # the profile's 2g executors do not fit the test's 1g workers
-                   "--set", "spark.conf={spark.executor.memory: 1g}"],
-                  env=job_env, cwd=work, timeout=600)
-    assert "ingest succeeded" in ingest.stderr
+    ingest = _run(
+        [
+            *submit,
+            "ingest.py",
+            "--profile",
+            "cluster",
+            "--set",
+            f"spark.master={MASTER}",
+            "--set",
+            f"paths.root={lake}",
+            "--set",
+            f"paths.landing={DEMO_DATA}",
+            "--set",
+            "spark.shuffle_partitions=2",
+            # the profile's 2g executors do not fit the test's 1g workers
+            "--set",
+            "spark.conf={spark.executor.memory: 1g}",
+        ],
+        env=job_env,
+        cwd=work,
+        timeout=600,
+    )
+    # spark-submit passes the Python driver's stderr (the job's log) on to its stdout.
+    assert "ingest succeeded" in ingest.stdout + ingest.stderr
     apps = {a["name"]: a for a in _master_state()["completedapps"]}
     assert apps["retail-lake ingest"]["state"] == "FINISHED"
     assert apps["retail-lake probe"]["state"] == "FINISHED"
 
     # Another process (a local session) reads the tables by name.
     good, broken = _expected_sales_rows()
-    query = ("SELECT (SELECT count(*) FROM bronze.rossmann_sales_raw) AS bronze, "
-             "(SELECT count(*) FROM silver.quarantine WHERE source = 'rossmann_sales' "
-             "AND stage = 'ingest') AS quarantined, "
-             "(SELECT count(*) FROM ops.job_runs WHERE job = 'ingest' "
-             "AND status = 'succeeded') AS runs")
+    query = (
+        "SELECT (SELECT count(*) FROM bronze.rossmann_sales_raw) AS bronze, "
+        "(SELECT count(*) FROM silver.quarantine WHERE source = 'rossmann_sales' "
+        "AND stage = 'ingest') AS quarantined, "
+        "(SELECT count(*) FROM ops.job_runs WHERE job = 'ingest' "
+        "AND status = 'succeeded' AND profile = 'cluster') AS runs"
+    )
     sql_env = {k: v for k, v in os.environ.items() if k != "RETAIL_LAKE_ROOT"}
-    sql = _run([str(VENV / "bin" / "retail-lake"), "sql", query, "--profile", "test",
-                "--set", f"paths.root={lake}"], env=sql_env, cwd=REPO, timeout=300)
+    sql = _run(
+        [
+            str(VENV / "bin" / "retail-lake"),
+            "sql",
+            query,
+            "--profile",
+            "test",
+            "--set",
+            f"paths.root={lake}",
+        ],
+        env=sql_env,
+        cwd=REPO,
+        timeout=300,
+    )
     header, _, row = sql.stdout.strip().splitlines()[-3:]
     assert header.split() == ["bronze", "quarantined", "runs"]
     assert [int(v) for v in row.split()] == [good, broken, 1]
