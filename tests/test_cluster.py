@@ -227,9 +227,6 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(cluster, tmp_p
             "retail_lake/_conf/profiles/cluster.yaml",
         } <= names
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-        # Workaround until config reads `_conf` through importlib.resources (a zipimported
-        # package has no files on disk): the driver gets the archive's own conf, extracted.
-        zf.extractall(tmp_path / "unpacked", [n for n in names if "/_conf/" in n])
 
     submit_env, submit = _printed_submit(cluster["output"])
     assert submit[submit.index("--master") + 1] == MASTER
@@ -240,8 +237,8 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(cluster, tmp_p
         if k not in ("PYTHONPATH", "RETAIL_LAKE_CONF_DIR", "RETAIL_LAKE_ROOT")
     }
     job_env.update(submit_env)
-    job_env["RETAIL_LAKE_CONF_DIR"] = str(tmp_path / "unpacked" / "retail_lake" / "_conf")
-    job_env["RETAIL_LAKE_PSEUDONYM_KEY"] = "cluster-test-key-not-a-secret"
+    # No RETAIL_LAKE_CONF_DIR and no conf/ in the working folder: the configuration is the
+    # archive's own `retail_lake/_conf`.
 
     # Driver and executors import retail_lake from the archive, not the editable checkout.
     (work / "probe.py").write_text(PROBE)
@@ -273,7 +270,7 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(cluster, tmp_p
             "spark.shuffle_partitions=2",
             # the profile's 2g executors do not fit the test's 1g workers
             "--set",
-            "spark.conf={spark.executor.memory: 1g}",
+            "spark.conf.spark.executor.memory=1g",
         ],
         env=job_env,
         cwd=work,

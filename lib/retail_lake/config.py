@@ -18,6 +18,8 @@ import copy
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +38,18 @@ class ConfigError(ValueError):
     """Configuration that cannot be used: missing file, unknown key, wrong type."""
 
 
-def find_conf_dir() -> Path:
-    """Locates the conf folder: $RETAIL_LAKE_CONF_DIR, ./conf, or the checkout's conf."""
+def find_conf_dir() -> Traversable:
+    """Locates the conf folder.
+
+    In order: $RETAIL_LAKE_CONF_DIR, ./conf, the `_conf` folder inside the package (the
+    archive spark-submit ships; read through importlib.resources, as it may be a zip), the
+    checkout's conf beside lib/.
+    """
     env = os.environ.get("RETAIL_LAKE_CONF_DIR")
-    candidates = [Path(env)] if env else []
+    candidates: list[Traversable] = [Path(env)] if env else []
     candidates += [
         Path.cwd() / "conf",
-        Path(__file__).resolve().parent / "_conf",  # inside a shipped archive
+        resources.files("retail_lake") / "_conf",
         Path(__file__).resolve().parents[2] / "conf",  # lib/retail_lake -> checkout
     ]
     for cand in candidates:
@@ -52,8 +59,8 @@ def find_conf_dir() -> Path:
     raise ConfigError(f"no conf/base.yaml found (tried {tried}); set RETAIL_LAKE_CONF_DIR")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+def _read_yaml(path: Traversable) -> dict[str, Any]:
+    if not path.is_file():  # works for files inside a zip archive too
         raise ConfigError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -100,35 +107,48 @@ def _coerce(base_value: Any, value: Any, key: str, origin: str) -> Any:
     )
 
 
-def _merge(base: dict[str, Any], overlay: Mapping[str, Any], origin: str, prefix: str = "") -> None:
+def _free_form(data: dict[str, Any], prefix: str = "") -> frozenset[str]:
+    """Dotted paths of the mappings that are empty in base.yaml: any key goes there."""
+    found = set()
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if value:
+                found |= _free_form(value, f"{prefix}{key}.")
+            else:
+                found.add(f"{prefix}{key}")
+    return frozenset(found)
+
+
+def _merge(base: dict[str, Any], overlay: Mapping[str, Any], origin: str, prefix: str = "",
+           free: frozenset[str] = frozenset()) -> None:
     for key, value in overlay.items():
         dotted = f"{prefix}{key}"
+        if prefix.rstrip(".") in free:  # free-form mapping (empty in base.yaml)
+            base[key] = value
+            continue
         if key not in base:
-            if not base and prefix:  # free-form mapping (empty in base.yaml)
-                base[key] = value
-                continue
             known = ", ".join(sorted(base)) or "(none)"
             raise ConfigError(f"{origin}: unknown key '{dotted}' (known here: {known})")
         current = base[key]
-        if isinstance(current, dict) and current and isinstance(value, dict):
-            _merge(current, value, origin, f"{dotted}.")
-        elif isinstance(current, dict) and not current and isinstance(value, dict):
-            current.update(value)
+        if isinstance(current, dict) and isinstance(value, dict):
+            _merge(current, value, origin, f"{dotted}.", free)
         else:
             base[key] = _coerce(current, value, dotted, origin)
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any, origin: str,
+                free: frozenset[str]) -> None:
     parts = dotted.split(".")
     node: Any = data
     for i, part in enumerate(parts[:-1]):
         if not isinstance(node, dict) or part not in node:
             raise ConfigError(f"{origin}: unknown key '{'.'.join(parts[: i + 1])}'")
         node = node[part]
-        if isinstance(node, dict) and not node:  # free-form: the rest is one key
+        if ".".join(parts[: i + 1]) in free:  # free-form: the rest is one key
             node[".".join(parts[i + 1:])] = value
             return
-    _merge(node, {parts[-1]: value}, origin, ".".join(parts[:-1]) + "." if parts[:-1] else "")
+    prefix = ".".join(parts[:-1]) + "." if parts[:-1] else ""
+    _merge(node, {parts[-1]: value}, origin, prefix, free)
 
 
 def parse_set(item: str) -> tuple[str, Any]:
@@ -166,14 +186,6 @@ class Config:
 
     def __getitem__(self, section: str) -> Any:
         return self.get(section)
-
-    def with_overrides(self, overrides: Iterable[str]) -> Config:
-        """A copy with more `key=value` overrides applied (validated the same way)."""
-        data = copy.deepcopy(self.data)
-        for item in overrides:
-            key, value = parse_set(item)
-            _set_dotted(data, key, value, f"--set {key}")
-        return Config(_finish(data), self.profile, self.sources)
 
     @property
     def root(self) -> str:
@@ -222,18 +234,20 @@ def load_config(
     folder = Path(conf_dir) if conf_dir else find_conf_dir()
     base_path = folder / "base.yaml"
     data = _read_yaml(base_path)
+    free = _free_form(data)
     profile_path = folder / "profiles" / f"{profile}.yaml"
     if not profile_path.is_file():
-        available = sorted(p.stem for p in (folder / "profiles").glob("*.yaml"))
+        available = sorted(p.name.removesuffix(".yaml") for p in (folder / "profiles").iterdir()
+                           if p.name.endswith(".yaml"))
         raise ConfigError(
             f"profile '{profile}' not found: no file {profile_path} "
             f"(profiles: {', '.join(available)})"
         )
-    _merge(data, _read_yaml(profile_path), str(profile_path))
+    _merge(data, _read_yaml(profile_path), str(profile_path), free=free)
     for var, dotted in ENV_OVERRIDES.items():
         if env.get(var):
-            _set_dotted(data, dotted, env[var], f"--set {dotted} (from ${var})")
+            _set_dotted(data, dotted, env[var], f"--set {dotted} (from ${var})", free)
     for item in overrides:
         key, value = parse_set(item)
-        _set_dotted(data, key, value, f"--set {key}")
+        _set_dotted(data, key, value, f"--set {key}", free)
     return Config(_finish(data), profile, tuple(sorted(data.get("sources", {}))))

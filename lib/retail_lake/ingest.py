@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
+from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -62,7 +63,11 @@ def landing_dir(cfg: Config) -> str:
     """The configured landing folder, or the demo data bundled with the package."""
     if cfg.get("paths.landing"):
         return cfg.get("paths.landing")
-    return str(resources.files("retail_lake") / "demo_data")
+    bundled = resources.files("retail_lake") / "demo_data"
+    if not isinstance(bundled, Path) or not bundled.is_dir():
+        raise JobError("paths.landing is not set, and the bundled demo data is not a folder "
+                       "(the library runs from an archive): set paths.landing")
+    return str(bundled)
 
 
 def list_files(spark: SparkSession, landing: str, pattern: str) -> list[tuple[str, str]]:
@@ -71,6 +76,8 @@ def list_files(spark: SparkSession, landing: str, pattern: str) -> list[tuple[st
     conf = spark.sparkContext._jsc.hadoopConfiguration()
     base = jvm.org.apache.hadoop.fs.Path(landing)
     fs = base.getFileSystem(conf)
+    if not fs.exists(base):
+        raise JobError(f"landing folder {landing} does not exist (paths.landing)")
     qualified = fs.makeQualified(base).toString().rstrip("/")
     found = fs.globStatus(jvm.org.apache.hadoop.fs.Path(f"{landing.rstrip('/')}/{pattern}"))
     out = []

@@ -20,7 +20,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -97,11 +97,12 @@ def _short_kwargs(kwargs: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
-def suite_path(table: str, conf_dir: Path | None = None) -> Path:
+def suite_path(table: str, conf_dir: Traversable | None = None) -> Traversable:
     return (conf_dir or find_conf_dir()) / "suites" / f"{table}.yaml"
 
 
-def load_suite(contract: TableContract, conf_dir: Path | None = None) -> list[ExpectationSpec]:
+def load_suite(contract: TableContract, conf_dir: Traversable | None = None
+               ) -> list[ExpectationSpec]:
     """The contract's key rules followed by the configured suite, validated."""
     specs: list[ExpectationSpec] = []
     for key in contract.keys:
