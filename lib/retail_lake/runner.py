@@ -173,7 +173,7 @@ def run_job(
     persisted: list[DataFrame] = []
     try:
         result = fn(ctx)
-        quality, persisted = _audit(ctx, result)
+        quality = _audit(ctx, result, persisted)
         writes = _publish(ctx, result)
         if result.after_publish:
             result.after_publish(writes)
@@ -216,14 +216,17 @@ def _conservation_json(result: JobResult | None) -> str | None:
     return json.dumps([c.as_dict() for c in result.conservation], sort_keys=True)
 
 
-def _audit(ctx: JobContext, result: JobResult) -> tuple[list[ExpectationResult], list[DataFrame]]:
-    """Checks conservation and every output's suite before anything is written."""
+def _audit(ctx: JobContext, result: JobResult, persisted: list[DataFrame]
+           ) -> list[ExpectationResult]:
+    """Checks conservation and every output's suite before anything is written.
+
+    Each output is persisted (validated, then written) and added to `persisted`.
+    """
     broken = [c for c in result.conservation if not c.holds]
     if broken:
         lines = [f"  - {c.name}: inputs {c.inputs} != outputs {c.outputs}" for c in broken]
         raise ConservationError("row conservation failed; nothing was written\n" + "\n".join(lines))
     results: list[ExpectationResult] = []
-    persisted = []
     for out in result.outputs:
         contract = ctx.registry[out.table]
         # The contract check (columns, types) runs here, before any write.
@@ -234,7 +237,7 @@ def _audit(ctx: JobContext, result: JobResult) -> tuple[list[ExpectationResult],
         log.info("[%s] validating %s against %d expectations", ctx.run_id, out.table, len(specs))
         results.extend(validate(rows, contract, specs))
     gate(results)
-    return results, persisted
+    return results
 
 
 def _publish(ctx: JobContext, result: JobResult) -> dict[str, WriteResult]:
