@@ -181,11 +181,32 @@ PY
     export HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
       HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_CPU_OPERATIONS=GLOO
     export MAKEFLAGS="-j$(nproc)"
+    if [ -n "${HOROVOD_GPU_OPERATIONS:-}" ]; then
+      gpu_build_env
+    fi
     PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$out" . \
       >"$out/build.log" 2>&1 || { tail -n 40 "$out/build.log" >&2; die "horovod build failed; full log: $out/build.log"; }
   )
   rm -rf "$src"
   log "horovod wheel cached in $out"
+}
+
+# The GPU (NCCL) build, as proven on an H100 (torch 2.11+cu130, gcc 13, cmake 4.4, CUDA 13):
+# newer GCCs no longer pull <string>/<stdexcept>/<cstdint> in transitively, cmake 4 rejects
+# gloo's old cmake_minimum_required, and NCCL is taken from the nvidia-nccl wheel that a CUDA
+# torch installs unless HOROVOD_NCCL_HOME (or _INCLUDE/_LIB) is given.
+gpu_build_env() {
+  export CXXFLAGS="${CXXFLAGS:-} -include cstdint -include string -include stdexcept"
+  export CMAKE_POLICY_VERSION_MINIMUM=3.5
+  if [ -z "${HOROVOD_NCCL_HOME:-}${HOROVOD_NCCL_LIB:-}" ]; then
+    local nccl
+    nccl="$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "nccl"))' 2>/dev/null || true)"
+    if [ -d "$nccl/lib" ]; then
+      [ -e "$nccl/lib/libnccl.so" ] || ln -s "$(ls "$nccl"/lib/libnccl.so.* | head -n1)" "$nccl/lib/libnccl.so"
+      export HOROVOD_NCCL_INCLUDE="$nccl/include" HOROVOD_NCCL_LIB="$nccl/lib" HOROVOD_NCCL_LINK=SHARED
+      log "NCCL from the nvidia-nccl wheel: $nccl"
+    fi
+  fi
 }
 
 resolve_delta_jars() {

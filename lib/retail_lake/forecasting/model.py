@@ -51,10 +51,3 @@ def with_features(days: DataFrame, levels: DataFrame, global_level: float) -> Da
         F.coalesce(F.col("store_level"), F.lit(global_level)) - F.lit(global_level),
     ]
     return joined.withColumn("features", F.array(*[p.cast("float") for p in parts]))
-
-
-def build_network(n_features: int = N_FEATURES, hidden: int = 32):
-    """A small MLP; the output is log(1 + sales) relative to the global level."""
-    from torch import nn
-
-    return nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))

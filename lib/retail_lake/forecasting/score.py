@@ -20,7 +20,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StructField, StructType
 
-from retail_lake.forecasting.model import N_FEATURES, build_network, with_features
+from retail_lake.forecasting.model import N_FEATURES, with_features
+from retail_lake.forecasting.network import build_network
 from retail_lake.runner import JobContext, JobError, JobResult, Output
 
 log = logging.getLogger(__name__)

@@ -22,10 +22,10 @@ from pyspark.sql import functions as F
 from retail_lake.forecasting.model import (
     FEATURE_NAMES,
     N_FEATURES,
-    build_network,
     store_levels,
     with_features,
 )
+from retail_lake.forecasting.network import build_network
 from retail_lake.forecasting.score import (
     FEATURES,
     MODEL_NAME,
