@@ -20,17 +20,29 @@ from retail_lake.lake import Lake, with_metadata
 from retail_lake.session import build_session
 
 CONTRACT = TableContract(
-    name="silver.bench_rows", description="benchmark",
-    columns=(Col("id", "bigint", "key", False), Col("store", "int", "store"),
-             Col("sales", "double", "sales"), Col("note", "string", "text"), *meta_columns()),
-    keys=("id",))
+    name="silver.bench_rows",
+    description="benchmark",
+    columns=(
+        Col("id", "bigint", "key", False),
+        Col("store", "int", "store"),
+        Col("sales", "double", "sales"),
+        Col("note", "string", "text"),
+        *meta_columns(),
+    ),
+    keys=("id",),
+)
 
 
 def plain_merge(lake: Lake, df, run_id: str) -> None:
     rows = with_metadata(df, CONTRACT, run_id)
-    (lake.delta_table(CONTRACT.name).alias("t").merge(rows.alias("s"), "t.id = s.id")
-     .whenMatchedUpdateAll(condition=f"t.{CONTENT_HASH} <> s.{CONTENT_HASH}")
-     .whenNotMatchedInsertAll().execute())
+    (
+        lake.delta_table(CONTRACT.name)
+        .alias("t")
+        .merge(rows.alias("s"), "t.id = s.id")
+        .whenMatchedUpdateAll(condition=f"t.{CONTENT_HASH} <> s.{CONTENT_HASH}")
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
 
 
 def main() -> None:
@@ -42,8 +54,11 @@ def main() -> None:
     cfg = load_config("test", [f"paths.root={root}", "spark.log_level=ERROR"])
     spark = build_session(cfg, "bench merge rerun")
     df = spark.range(args.rows).select(
-        F.col("id"), (F.col("id") % 1115).cast("int").alias("store"),
-        (F.col("id") * 1.5).alias("sales"), F.concat(F.lit("row "), F.col("id")).alias("note"))
+        F.col("id"),
+        (F.col("id") % 1115).cast("int").alias("store"),
+        (F.col("id") * 1.5).alias("sales"),
+        F.concat(F.lit("row "), F.col("id")).alias("note"),
+    )
     df = df.cache()
     df.count()
     plain = Lake(spark, f"{root}/plain")
@@ -61,8 +76,10 @@ def main() -> None:
         t0 = time.perf_counter()
         ours.write(df, CONTRACT, f"rerun-{i}")
         t_ours = time.perf_counter() - t0
-        print(f"{i:6d}  {t_plain:13.2f}  {t_ours:12.2f}  {t_plain / t_ours:5.2f}  "
-              f"{plain.version(CONTRACT.name) - v0:14d}  {ours.version(CONTRACT.name) - v1:13d}")
+        print(
+            f"{i:6d}  {t_plain:13.2f}  {t_ours:12.2f}  {t_plain / t_ours:5.2f}  "
+            f"{plain.version(CONTRACT.name) - v0:14d}  {ours.version(CONTRACT.name) - v1:13d}"
+        )
     spark.stop()
 
 

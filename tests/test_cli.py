@@ -25,8 +25,13 @@ def test_tables_and_history_describe_the_lake(demo_lake):
     lines = {line.split()[0]: line.split() for line in tables.stdout.splitlines()[2:]}
     assert lines["silver.store_daily_sales"][1:4] == ["silver", "1", "10936"]
     assert lines["gold.sales_forecasts"][3] == "504"
-    assert {"bronze.rossmann_sales_raw", "ops.job_runs", "ops.quality_results",
-            "ops.model_metrics", "silver.quarantine"} <= set(lines)
+    assert {
+        "bronze.rossmann_sales_raw",
+        "ops.job_runs",
+        "ops.quality_results",
+        "ops.model_metrics",
+        "silver.quarantine",
+    } <= set(lines)
     history = cli("history", "silver.store_daily_sales", *common)
     assert history.returncode == 0, history.stderr[-2000:]
     rows = [line.split()[:4] for line in history.stdout.splitlines()[2:]]
@@ -36,15 +41,15 @@ def test_tables_and_history_describe_the_lake(demo_lake):
 
 
 def test_errors_are_one_line_with_a_non_zero_exit(tmp_path):
-    missing = cli("sql", "SELECT * FROM silver.nope", "--profile", "test",
-                  "--root", str(tmp_path))
+    missing = cli("sql", "SELECT * FROM silver.nope", "--profile", "test", "--root", str(tmp_path))
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines()[-1].startswith("error: [TABLE_OR_VIEW_NOT_FOUND]")
     assert "Traceback" not in missing.stderr
     bad_key = cli("run", "ingest", "--profile", "test", "--set", "spark.mastr=x")
     assert bad_key.returncode == 2
     assert bad_key.stderr.strip().startswith(
-        "config error: --set spark.mastr: unknown key 'spark.mastr' (known here: app_name,")
+        "config error: --set spark.mastr: unknown key 'spark.mastr' (known here: app_name,"
+    )
     assert len(bad_key.stderr.strip().splitlines()) == 1
     unknown = cli("run", "nope", "--profile", "test", "--root", str(tmp_path))
     assert unknown.returncode == 1

@@ -26,12 +26,20 @@ def test_writer_and_sql_reader_at_the_same_time(spark, cfg, tmp_path):
     # A new file arrives: the writer ingests it while the reader queries the table by name.
     shutil.copy(landing / "rossmann" / "train.csv.gz", landing / "rossmann" / "train_2.csv.gz")
     common = ["--profile", "test", "--root", cfg.root]
-    writer = subprocess.Popen([CLI, "run", "ingest", *common, "--set",
-                               f"paths.landing={landing}"], cwd=REPO, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    reader = subprocess.Popen([CLI, "sql", "SELECT count(*) AS n FROM bronze.rossmann_sales_raw",
-                               *common], cwd=REPO, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer = subprocess.Popen(
+        [CLI, "run", "ingest", *common, "--set", f"paths.landing={landing}"],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    reader = subprocess.Popen(
+        [CLI, "sql", "SELECT count(*) AS n FROM bronze.rossmann_sales_raw", *common],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     w_out, w_err = writer.communicate(timeout=600)
     r_out, r_err = reader.communicate(timeout=600)
     assert writer.returncode == 0, w_err[-3000:]

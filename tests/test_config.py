@@ -34,8 +34,12 @@ def test_profile_overlays_base_and_set_overrides_profile(conf_dir):
 
 def test_set_values_are_typed_and_free_form_maps_accept_new_keys(conf_dir):
     write_profile(conf_dir, "p", {})
-    cfg = load_config("p", ["training.learning_rate=1", "spark.conf.spark.executor.cores=2",
-                            "spark.ui_enabled=true"], conf_dir=conf_dir, environ={})
+    cfg = load_config(
+        "p",
+        ["training.learning_rate=1", "spark.conf.spark.executor.cores=2", "spark.ui_enabled=true"],
+        conf_dir=conf_dir,
+        environ={},
+    )
     assert cfg.get("training.learning_rate") == 1.0
     assert isinstance(cfg.get("training.learning_rate"), float)
     assert cfg.get("spark.conf") == {"spark.executor.cores": 2}
@@ -114,8 +118,12 @@ def test_shipped_profiles_load(profile):
 
 def test_set_reaches_into_a_free_form_map_a_profile_filled(conf_dir):
     write_profile(conf_dir, "p", {"spark": {"conf": {"spark.executor.memory": "2g"}}})
-    cfg = load_config("p", ["spark.conf.spark.executor.memory=1g",
-                            "spark.conf.spark.executor.cores=1"], conf_dir=conf_dir, environ={})
+    cfg = load_config(
+        "p",
+        ["spark.conf.spark.executor.memory=1g", "spark.conf.spark.executor.cores=1"],
+        conf_dir=conf_dir,
+        environ={},
+    )
     assert cfg.get("spark.conf") == {"spark.executor.memory": "1g", "spark.executor.cores": 1}
 
 
@@ -127,13 +135,21 @@ def test_config_loads_from_the_shipped_archive(tmp_path):
     from retail_lake.package import build_archive
 
     archive = build_archive(tmp_path / "retail_lake.zip")
-    probe = ("import retail_lake; from retail_lake.config import load_config, find_conf_dir; "
-             "cfg = load_config('cluster'); "
-             "print(retail_lake.__file__); print(find_conf_dir()); print(cfg.get('spark.master'))")
+    probe = (
+        "import retail_lake; from retail_lake.config import load_config, find_conf_dir; "
+        "cfg = load_config('cluster'); "
+        "print(retail_lake.__file__); print(find_conf_dir()); print(cfg.get('spark.master'))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "RETAIL_LAKE_CONF_DIR"}
     env["PYTHONPATH"] = str(archive)
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, text=True,
-                         capture_output=True, check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.splitlines()
     assert out[0].startswith(str(archive))  # imported from the zip, not the checkout
     assert out[1].startswith(str(archive)) and out[1].rstrip("/").endswith("_conf")
     assert out[2] == "spark://127.0.0.1:7077"

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_readme_catalog_is_generated_from_the_contracts():
     assert not update_readme(str(REPO / "README.md"), check=True), (
-        "README's table catalog is out of date: run 'retail-lake catalog --readme README.md'")
+        "README's table catalog is out of date: run 'retail-lake catalog --readme README.md'"
+    )
 
 
 def test_every_suite_file_belongs_to_a_table_and_loads():
@@ -34,7 +35,8 @@ def test_layers_carry_their_delta_properties():
         props = contract.delta_properties
         assert props["delta.columnMapping.mode"] == "name"
         assert (props.get("delta.enableChangeDataFeed") == "true") == (
-            contract.layer in ("silver", "gold")), contract.name
+            contract.layer in ("silver", "gold")
+        ), contract.name
         if contract.layer in ("silver", "gold"):
             assert contract.keys and contract.has_content_hash, contract.name
 
@@ -52,15 +54,18 @@ def test_suite_with_unknown_column_or_expectation_is_a_config_error(tmp_path):
     contract = REGISTRY["silver.stores"]
     (tmp_path / "suites").mkdir()
     suite = tmp_path / "suites" / "silver.stores.yaml"
-    suite.write_text("expectations:\n  - expectation: expect_column_values_to_be_unique\n"
-                     "    column: shop\n")
+    suite.write_text(
+        "expectations:\n  - expectation: expect_column_values_to_be_unique\n    column: shop\n"
+    )
     with pytest.raises(ConfigError, match=r"expectations\[0\]: silver.stores has no column 'shop'"):
         load_suite(contract, tmp_path)
     suite.write_text("expectations:\n  - expectation: expect_the_moon\n    column: store\n")
     with pytest.raises(ConfigError, match="unknown expectation 'expect_the_moon'"):
         load_suite(contract, tmp_path)
-    suite.write_text("expectations:\n  - expectation: expect_column_values_to_be_unique\n"
-                     "    column: store\n    severity: fatal\n")
+    suite.write_text(
+        "expectations:\n  - expectation: expect_column_values_to_be_unique\n"
+        "    column: store\n    severity: fatal\n"
+    )
     with pytest.raises(ConfigError, match="severity must be one of"):
         load_suite(contract, tmp_path)
 

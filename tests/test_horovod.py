@@ -23,16 +23,27 @@ def rank_probe(converter, steps: int) -> dict:
     torch.set_num_threads(1)
     ids: list[int] = []
     ran = 0
-    with converter.make_torch_dataloader(batch_size=50, num_epochs=None, cur_shard=hvd.rank(),
-                                         shard_count=hvd.size(), workers_count=1) as loader:
+    with converter.make_torch_dataloader(
+        batch_size=50,
+        num_epochs=None,
+        cur_shard=hvd.rank(),
+        shard_count=hvd.size(),
+        workers_count=1,
+    ) as loader:
         stream = iter(loader)
         for _ in range(steps):
             ids.extend(int(i) for i in next(stream)["id"])
             ran += 1
     total = hvd.allreduce(torch.tensor(float(len(ids))), op=hvd.Sum, name="rows").item()
     id_sum = hvd.allreduce(torch.tensor(float(sum(ids))), op=hvd.Sum, name="ids").item()
-    return {"rank": hvd.rank(), "size": hvd.size(), "ids": ids, "steps": ran, "total": total,
-            "id_sum": id_sum}
+    return {
+        "rank": hvd.rank(),
+        "size": hvd.size(),
+        "ids": ids,
+        "steps": ran,
+        "total": total,
+        "id_sum": id_sum,
+    }
 
 
 def test_two_ranks_read_disjoint_shards_and_allreduce_agrees(spark, root):
@@ -42,13 +53,16 @@ def test_two_ranks_read_disjoint_shards_and_allreduce_agrees(spark, root):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     df = spark.range(ROWS).select(
         F.col("id").cast("int").alias("id"),
-        F.array(*[(F.col("id") * k).cast("float") for k in (1, 2, 3)]).alias("features"))
-    converter, n = make_converter(spark, df, num_proc=2, cache_dir=str(root / "petastorm"),
-                                  row_bytes=24)
+        F.array(*[(F.col("id") * k).cast("float") for k in (1, 2, 3)]).alias("features"),
+    )
+    converter, n = make_converter(
+        spark, df, num_proc=2, cache_dir=str(root / "petastorm"), row_bytes=24
+    )
     try:
         steps = steps_per_epoch(n, 50, 2)
-        results = sorted(run_horovod(rank_probe, (converter, steps), num_proc=2),
-                         key=lambda r: r["rank"])
+        results = sorted(
+            run_horovod(rank_probe, (converter, steps), num_proc=2), key=lambda r: r["rank"]
+        )
     finally:
         converter.delete()
     assert n == ROWS and steps == 20

@@ -15,11 +15,14 @@ from retail_lake.ingest import run as ingest
 from retail_lake.lake import Lake
 from retail_lake.runner import job_runs, run_job
 
-SALES_HEADER = ('"Store","DayOfWeek","Date","Sales","Customers","Open","Promo","StateHoliday",'
-                '"SchoolHoliday"\n')
-STORE_HEADER = ('"Store","StoreType","Assortment","CompetitionDistance",'
-                '"CompetitionOpenSinceMonth","CompetitionOpenSinceYear","Promo2",'
-                '"Promo2SinceWeek","Promo2SinceYear","PromoInterval"\n')
+SALES_HEADER = (
+    '"Store","DayOfWeek","Date","Sales","Customers","Open","Promo","StateHoliday","SchoolHoliday"\n'
+)
+STORE_HEADER = (
+    '"Store","StoreType","Assortment","CompetitionDistance",'
+    '"CompetitionOpenSinceMonth","CompetitionOpenSinceYear","Promo2",'
+    '"Promo2SinceWeek","Promo2SinceYear","PromoInterval"\n'
+)
 
 
 def write(path: Path, data: bytes) -> None:
@@ -30,15 +33,21 @@ def write(path: Path, data: bytes) -> None:
 @pytest.fixture
 def landing(tmp_path) -> Path:
     folder = tmp_path / "landing"
-    write(folder / "rossmann" / "train.csv.gz", (
-        SALES_HEADER
-        + '1,5,2015-07-31,5263,555,1,1,"0","1"\n'            # line 2
-        + '2,5,2015-07-31,6064,625,1,1,"0"\n'                # line 3: 8 fields
-        + '3,5,2015-07-31,8314,"821,1,1,"0","1"\n'           # line 4: unterminated quote
-        + '1,5,2015-07-31,5263,555,1,1,"0","1"\n'            # line 5: duplicate line, kept
-    ).encode() + b'4,5,2015-07-31,\xff\xfe,1,1,1,"0","1"\n')  # line 6: not UTF-8
-    write(folder / "rossmann" / "store.csv.gz",
-          (STORE_HEADER + '1,"c","a",1270,9,2008,0,,,""\n').encode())
+    write(
+        folder / "rossmann" / "train.csv.gz",
+        (
+            SALES_HEADER
+            + '1,5,2015-07-31,5263,555,1,1,"0","1"\n'  # line 2
+            + '2,5,2015-07-31,6064,625,1,1,"0"\n'  # line 3: 8 fields
+            + '3,5,2015-07-31,8314,"821,1,1,"0","1"\n'  # line 4: unterminated quote
+            + '1,5,2015-07-31,5263,555,1,1,"0","1"\n'  # line 5: duplicate line, kept
+        ).encode()
+        + b'4,5,2015-07-31,\xff\xfe,1,1,1,"0","1"\n',
+    )  # line 6: not UTF-8
+    write(
+        folder / "rossmann" / "store.csv.gz",
+        (STORE_HEADER + '1,"c","a",1270,9,2008,0,,,""\n').encode(),
+    )
     return folder
 
 
@@ -51,9 +60,13 @@ def test_ingest_keeps_text_and_provenance_and_quarantines_broken_lines(spark, ro
     ctx, writes = run_job(spark, cfg, "ingest", ingest)
     lake = Lake(spark, cfg.root)
     bronze = lake.read("bronze.rossmann_sales_raw").orderBy("_line_number").collect()
-    assert [(r["_source_file"], r["_line_number"], r["store"], r["sales"], r["state_holiday"])
-            for r in bronze] == [("rossmann/train.csv.gz", 2, "1", "5263", "0"),
-                                 ("rossmann/train.csv.gz", 5, "1", "5263", "0")]
+    assert [
+        (r["_source_file"], r["_line_number"], r["store"], r["sales"], r["state_holiday"])
+        for r in bronze
+    ] == [
+        ("rossmann/train.csv.gz", 2, "1", "5263", "0"),
+        ("rossmann/train.csv.gz", 5, "1", "5263", "0"),
+    ]
     assert bronze[0]["_row_hash"] == bronze[1]["_row_hash"]  # same content, two identities
     assert {r["_run_id"] for r in bronze} == {ctx.run_id}
     quarantine = lake.read("silver.quarantine").orderBy("_line_number").collect()
@@ -80,19 +93,25 @@ def test_ingest_is_incremental(spark, root, landing):
     _, writes = run_job(spark, cfg, "ingest", ingest)
     assert writes == {}  # nothing new: nothing written
     assert lake.version("bronze.rossmann_sales_raw") == version
-    write(landing / "rossmann" / "train_2015-08-01.csv",
-          (SALES_HEADER + '1,6,2015-08-01,4000,400,1,0,"0","0"\n').encode())
+    write(
+        landing / "rossmann" / "train_2015-08-01.csv",
+        (SALES_HEADER + '1,6,2015-08-01,4000,400,1,0,"0","0"\n').encode(),
+    )
     _, writes = run_job(spark, cfg, "ingest", ingest)
     assert writes["bronze.rossmann_sales_raw"].inserted == 1
     files = lake.read("bronze.rossmann_sales_raw").groupBy("_source_file").count().collect()
     assert sorted((r["_source_file"], r["count"]) for r in files) == [
-        ("rossmann/train.csv.gz", 2), ("rossmann/train_2015-08-01.csv", 1)]
+        ("rossmann/train.csv.gz", 2),
+        ("rossmann/train_2015-08-01.csv", 1),
+    ]
 
 
 def test_declared_latin1_encoding_is_decoded(spark, root, tmp_path):
     folder = tmp_path / "latin"
-    write(folder / "rossmann" / "store.csv",
-          (STORE_HEADER + '1,"c","a",1270,9,2008,0,,,"Jan,Avr\xe9"\n').encode("latin-1"))
+    write(
+        folder / "rossmann" / "store.csv",
+        (STORE_HEADER + '1,"c","a",1270,9,2008,0,,,"Jan,Avr\xe9"\n').encode("latin-1"),
+    )
     cfg = config(root, folder, "sources.rossmann_stores.encoding=latin-1")
     run_job(spark, cfg, "ingest", ingest)
     row = Lake(spark, cfg.root).read("bronze.rossmann_stores_raw").first()
@@ -101,12 +120,19 @@ def test_declared_latin1_encoding_is_decoded(spark, root, tmp_path):
 
 def test_header_drift_stops_with_the_column_named(spark, root, tmp_path):
     folder = tmp_path / "drift"
-    write(folder / "rossmann" / "store.csv",
-          (STORE_HEADER.replace('"PromoInterval"', '"PromoMonths"')
-           + '1,"c","a",1270,9,2008,0,,,""\n').encode())
+    write(
+        folder / "rossmann" / "store.csv",
+        (
+            STORE_HEADER.replace('"PromoInterval"', '"PromoMonths"')
+            + '1,"c","a",1270,9,2008,0,,,""\n'
+        ).encode(),
+    )
     cfg = config(root, folder)
-    with pytest.raises(SchemaDriftError, match=r"rossmann/store.csv: .*missing column\(s\) "
-                                               r"\['PromoInterval'\]; new column\(s\) "
-                                               r"\['PromoMonths'\]"):
+    with pytest.raises(
+        SchemaDriftError,
+        match=r"rossmann/store.csv: .*missing column\(s\) "
+        r"\['PromoInterval'\]; new column\(s\) "
+        r"\['PromoMonths'\]",
+    ):
         run_job(spark, cfg, "ingest", ingest)
     assert not Lake(spark, cfg.root).exists("bronze.rossmann_stores_raw")

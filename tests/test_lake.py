@@ -13,8 +13,13 @@ from retail_lake.contracts import Col, ContractError, TableContract, meta_column
 SALES = TableContract(
     name="silver.test_sales",
     description="test table",
-    columns=(Col("store", "int", "store", False), Col("day", "date", "day", False),
-             Col("sales", "int", "sales"), Col("year", "int", "year", False), *meta_columns()),
+    columns=(
+        Col("store", "int", "store", False),
+        Col("day", "date", "day", False),
+        Col("sales", "int", "sales"),
+        Col("year", "int", "year", False),
+        *meta_columns(),
+    ),
     keys=("store", "day"),
     partition_by=("year",),
 )
@@ -33,54 +38,83 @@ def test_merge_twice_keeps_one_row_per_key_and_second_run_changes_nothing(spark,
     assert second.skipped and second.version is None and second.rows_changed == 0
     assert lake.version(SALES.name) == first.version  # no new commit at all
     table = lake.read(SALES.name)
-    assertDataFrameEqual(table.select("store", "day", "sales", "year", "_run_id"),
-                         spark.createDataFrame([(1, date(2015, 1, 1), 10, 2015, "run-1"),
-                                                (2, date(2015, 1, 1), 20, 2015, "run-1")],
-                                               f"{SCHEMA}, _run_id string"))
+    assertDataFrameEqual(
+        table.select("store", "day", "sales", "year", "_run_id"),
+        spark.createDataFrame(
+            [(1, date(2015, 1, 1), 10, 2015, "run-1"), (2, date(2015, 1, 1), 20, 2015, "run-1")],
+            f"{SCHEMA}, _run_id string",
+        ),
+    )
     # Change Data Feed: only the first run's inserts.
     changes = lake.changes(SALES.name, first.version).groupBy("_change_type").count()
-    assertDataFrameEqual(changes, spark.createDataFrame([("insert", 2)],
-                                                        "_change_type string, count long"))
+    assertDataFrameEqual(
+        changes, spark.createDataFrame([("insert", 2)], "_change_type string, count long")
+    )
 
 
 def test_merge_updates_only_changed_rows(spark, lake):
     base = [(1, date(2015, 1, 1), 10, 2015), (2, date(2015, 1, 1), 20, 2015)]
     lake.write(rows(spark, base), SALES, "run-1")
-    changed = [(1, date(2015, 1, 1), 10, 2015), (2, date(2015, 1, 1), 25, 2015),
-               (3, date(2015, 1, 2), 30, 2015)]
+    changed = [
+        (1, date(2015, 1, 1), 10, 2015),
+        (2, date(2015, 1, 1), 25, 2015),
+        (3, date(2015, 1, 2), 30, 2015),
+    ]
     result = lake.write(rows(spark, changed), SALES, "run-2")
     assert (result.inserted, result.updated, result.deleted) == (1, 1, 0)
-    feed = (lake.changes(SALES.name, result.version)
-            .select("store", "sales", "_change_type", "_run_id"))
-    assertDataFrameEqual(feed, spark.createDataFrame(
-        [(2, 20, "update_preimage", "run-1"), (2, 25, "update_postimage", "run-2"),
-         (3, 30, "insert", "run-2")], "store int, sales int, _change_type string, _run_id string"))
+    feed = lake.changes(SALES.name, result.version).select(
+        "store", "sales", "_change_type", "_run_id"
+    )
+    assertDataFrameEqual(
+        feed,
+        spark.createDataFrame(
+            [
+                (2, 20, "update_preimage", "run-1"),
+                (2, 25, "update_postimage", "run-2"),
+                (3, 30, "insert", "run-2"),
+            ],
+            "store int, sales int, _change_type string, _run_id string",
+        ),
+    )
     # The unchanged row keeps the run that wrote it.
     assert lake.read(SALES.name).where("store = 1").first()["_run_id"] == "run-1"
 
 
 def test_replace_where_touches_only_its_partition(spark, lake):
-    data = [(1, date(2014, 6, 1), 5, 2014), (1, date(2015, 6, 1), 6, 2015),
-            (2, date(2015, 6, 1), 7, 2015)]
+    data = [
+        (1, date(2014, 6, 1), 5, 2014),
+        (1, date(2015, 6, 1), 6, 2015),
+        (2, date(2015, 6, 1), 7, 2015),
+    ]
     lake.write(rows(spark, data), SALES, "run-1", mode="overwrite")
     new_2015 = [(1, date(2015, 6, 1), 60, 2015)]
-    result = lake.write(rows(spark, new_2015), SALES, "run-2", mode="replace_where",
-                        replace_where="year = 2015")
+    result = lake.write(
+        rows(spark, new_2015), SALES, "run-2", mode="replace_where", replace_where="year = 2015"
+    )
     assert (result.inserted, result.deleted) == (1, 2)
     assertDataFrameEqual(
         lake.read(SALES.name).select("store", "sales", "year", "_run_id"),
-        spark.createDataFrame([(1, 5, 2014, "run-1"), (1, 60, 2015, "run-2")],
-                              "store int, sales int, year int, _run_id string"))
-    again = lake.write(rows(spark, new_2015), SALES, "run-3", mode="replace_where",
-                       replace_where="year = 2015")
+        spark.createDataFrame(
+            [(1, 5, 2014, "run-1"), (1, 60, 2015, "run-2")],
+            "store int, sales int, year int, _run_id string",
+        ),
+    )
+    again = lake.write(
+        rows(spark, new_2015), SALES, "run-3", mode="replace_where", replace_where="year = 2015"
+    )
     assert again.skipped and lake.version(SALES.name) == result.version
 
 
 def test_replace_where_rejects_rows_outside_the_predicate(spark, lake):
     lake.write(rows(spark, [(1, date(2014, 6, 1), 5, 2014)]), SALES, "run-1", mode="overwrite")
     with pytest.raises(Exception, match="(?i)replaceWhere|DELTA_REPLACE_WHERE_MISMATCH"):
-        lake.write(rows(spark, [(1, date(2014, 6, 1), 9, 2014)]), SALES, "run-2",
-                   mode="replace_where", replace_where="year = 2015")
+        lake.write(
+            rows(spark, [(1, date(2014, 6, 1), 9, 2014)]),
+            SALES,
+            "run-2",
+            mode="replace_where",
+            replace_where="year = 2015",
+        )
     assert lake.read(SALES.name).first()["sales"] == 5
 
 

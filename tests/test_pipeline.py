@@ -17,9 +17,15 @@ from retail_lake.runner import JobResult, job_runs
 
 from .conftest import shared_data
 
-DATA_TABLES = ("bronze.rossmann_sales_raw", "bronze.rossmann_stores_raw",
-               "silver.store_daily_sales", "silver.stores", "silver.quarantine",
-               "gold.store_day_features", "gold.sales_forecasts")
+DATA_TABLES = (
+    "bronze.rossmann_sales_raw",
+    "bronze.rossmann_stores_raw",
+    "silver.store_daily_sales",
+    "silver.stores",
+    "silver.quarantine",
+    "gold.store_day_features",
+    "gold.sales_forecasts",
+)
 
 
 def versions(lake: Lake) -> dict[str, int]:
@@ -33,7 +39,8 @@ def check_skeleton(spark, cfg, lake: Lake, stores: int, test_days: int) -> None:
     assert [r["status"] for r in pipeline] == ["succeeded"]
     steps = runs.where(F.col("parent_run_id") == pipeline[0]["run_id"]).orderBy("started_at")
     assert [(r["job"], r["status"]) for r in steps.collect()] == [
-        (s, "succeeded") for s in cfg.get("pipeline.steps")]
+        (s, "succeeded") for s in cfg.get("pipeline.steps")
+    ]
     # Forecasts: one per store and day of the test period, carrying model and input versions.
     forecasts = lake.read("gold.sales_forecasts")
     features = lake.read("gold.store_day_features")
@@ -43,12 +50,17 @@ def check_skeleton(spark, cfg, lake: Lake, stores: int, test_days: int) -> None:
     assert forecasts.select("store").distinct().count() == stores
     assert forecasts.join(expected, on=["store", "date"], how="left_anti").count() == 0
     rows = forecasts.select("model_name", "model_version", "input_versions").collect()
-    meta = list({(r["model_name"], r["model_version"], tuple(sorted(r["input_versions"].items())))
-                 : r for r in rows}.values())
+    meta = list(
+        {
+            (r["model_name"], r["model_version"], tuple(sorted(r["input_versions"].items()))): r
+            for r in rows
+        }.values()
+    )
     assert len(meta) == 1
     assert meta[0]["model_name"] == "sales_forecaster" and meta[0]["model_version"] == "1"
     assert meta[0]["input_versions"]["gold.store_day_features"] == lake.version(
-        "gold.store_day_features")
+        "gold.store_day_features"
+    )
     assert "train:gold.store_day_features" in meta[0]["input_versions"]
     assert forecasts.where(~F.col("forecast").between(0, 1e6)).count() == 0
     metrics = lake.read("ops.model_metrics").where(F.col("split") == "test")
@@ -57,7 +69,8 @@ def check_skeleton(spark, cfg, lake: Lake, stores: int, test_days: int) -> None:
     # The training run read gold at the version it recorded.
     train = steps.where(F.col("job") == "train_forecaster").first()
     assert train["versions_read"] == {
-        "gold.store_day_features": meta[0]["input_versions"]["train:gold.store_day_features"]}
+        "gold.store_day_features": meta[0]["input_versions"]["train:gold.store_day_features"]
+    }
 
 
 @pytest.mark.slow
@@ -66,12 +79,19 @@ def test_demo_pipeline_end_to_end_and_rerun_changes_no_row(spark, demo_lake):
     lake = Lake(spark, cfg.root)
     # The demo: 10,938 records; one has 8 fields (ingest), one a bad date (cleanse).
     counts = {t: lake.read(t).count() for t in DATA_TABLES}
-    assert counts == {"bronze.rossmann_sales_raw": 10937, "bronze.rossmann_stores_raw": 12,
-                      "silver.store_daily_sales": 10936, "silver.stores": 12,
-                      "silver.quarantine": 2, "gold.store_day_features": 10936,
-                      "gold.sales_forecasts": 12 * 42}
+    assert counts == {
+        "bronze.rossmann_sales_raw": 10937,
+        "bronze.rossmann_stores_raw": 12,
+        "silver.store_daily_sales": 10936,
+        "silver.stores": 12,
+        "silver.quarantine": 2,
+        "gold.store_day_features": 10936,
+        "gold.sales_forecasts": 12 * 42,
+    }
     assert sorted((r["stage"], r["rule"]) for r in lake.read("silver.quarantine").collect()) == [
-        ("cleanse", "unparseable_date"), ("ingest", "column_count")]
+        ("cleanse", "unparseable_date"),
+        ("ingest", "column_count"),
+    ]
     check_skeleton(spark, cfg, lake, stores=12, test_days=42)
 
     before = versions(lake)
@@ -101,8 +121,13 @@ def test_pipeline_resumes_from_the_failed_step(spark, root, monkeypatch):
     assert ran == ["flaky", "cleanse"]  # ingest had succeeded: skipped
     runs = job_runs(spark, cfg).orderBy("started_at").collect()
     assert [(r["job"], r["status"]) for r in runs] == [
-        ("pipeline", "failed"), ("ingest", "succeeded"), ("flaky", "failed"),
-        ("pipeline", "succeeded"), ("flaky", "succeeded"), ("cleanse", "succeeded")]
+        ("pipeline", "failed"),
+        ("ingest", "succeeded"),
+        ("flaky", "failed"),
+        ("pipeline", "succeeded"),
+        ("flaky", "succeeded"),
+        ("cleanse", "succeeded"),
+    ]
 
 
 @pytest.mark.slow
@@ -110,8 +135,14 @@ def test_real_rossmann_pipeline(spark, root):
     train_file = shared_data("rossmann", "train.csv.gz")
     shared_data("rossmann", "store.csv.gz")
     max_store = 30
-    cfg = load_config("test", [f"paths.root={root}", f"paths.landing={train_file.parents[1]}",
-                               f"features.max_store={max_store}"])
+    cfg = load_config(
+        "test",
+        [
+            f"paths.root={root}",
+            f"paths.landing={train_file.parents[1]}",
+            f"features.max_store={max_store}",
+        ],
+    )
     run_pipeline(cfg)
     lake = Lake(spark, cfg.root)
     with gzip.open(train_file, "rt") as fh:

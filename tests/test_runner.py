@@ -20,25 +20,32 @@ from retail_lake.runner import (
     run_job,
 )
 
-STORES_SCHEMA = ("store int, store_type string, assortment string, competition_distance_m "
-                 "double, competition_open_since date, promo2 boolean, promo2_since date, "
-                 "promo2_months array<int>, _source_file string, _line_number bigint")
+STORES_SCHEMA = (
+    "store int, store_type string, assortment string, competition_distance_m "
+    "double, competition_open_since date, promo2 boolean, promo2_since date, "
+    "promo2_months array<int>, _source_file string, _line_number bigint"
+)
 
 
 def stores(spark, rows):
     return spark.createDataFrame(rows, STORES_SCHEMA)
 
 
-GOOD = [(1, "a", "a", 100.0, None, False, None, [], "f", 2),
-        (2, "b", "c", None, None, True, None, [1, 4], "f", 3)]
-BAD = [(1, "a", "a", 100.0, None, False, None, [], "f", 2),
-       (2, "z", "c", -5.0, None, True, None, [1, 4], "f", 3)]
+GOOD = [
+    (1, "a", "a", 100.0, None, False, None, [], "f", 2),
+    (2, "b", "c", None, None, True, None, [1, 4], "f", 3),
+]
+BAD = [
+    (1, "a", "a", 100.0, None, False, None, [], "f", 2),
+    (2, "z", "c", -5.0, None, True, None, [1, 4], "f", 3),
+]
 
 
 def test_successful_run_is_recorded_with_versions_and_rows(spark, cfg):
     def job(ctx):
-        return JobResult(outputs=[Output("silver.stores", stores(spark, GOOD))],
-                         rows_read={"inline": 2})
+        return JobResult(
+            outputs=[Output("silver.stores", stores(spark, GOOD))], rows_read={"inline": 2}
+        )
 
     ctx, writes = run_job(spark, cfg, "load_stores", job, params={"k": "v"})
     run = job_runs(spark, cfg).where(F.col("run_id") == ctx.run_id).collect()
@@ -51,8 +58,7 @@ def test_successful_run_is_recorded_with_versions_and_rows(spark, cfg):
     assert row["rows_written"] == {"silver.stores": 2}
     assert row["versions_written"] == {"silver.stores": writes["silver.stores"].version}
     assert row["error"] is None
-    results = Lake(spark, cfg.root).read("ops.quality_results").where(
-        F.col("run_id") == ctx.run_id)
+    results = Lake(spark, cfg.root).read("ops.quality_results").where(F.col("run_id") == ctx.run_id)
     # contract key rules (not null, unique) + the 3 configured ones, all evaluated and passed
     assert results.count() == 5
     assert results.where(~F.col("success")).count() == 0
@@ -60,8 +66,12 @@ def test_successful_run_is_recorded_with_versions_and_rows(spark, cfg):
 
 def test_failing_critical_expectation_writes_nothing_and_fails_the_run(spark, cfg):
     lake = Lake(spark, cfg.root)
-    run_job(spark, cfg, "load_stores", lambda ctx: JobResult(
-        outputs=[Output("silver.stores", stores(spark, GOOD))]))
+    run_job(
+        spark,
+        cfg,
+        "load_stores",
+        lambda ctx: JobResult(outputs=[Output("silver.stores", stores(spark, GOOD))]),
+    )
     version = lake.version("silver.stores")
 
     def bad(ctx):
@@ -78,16 +88,23 @@ def test_failing_critical_expectation_writes_nothing_and_fails_the_run(spark, cf
     failed = job_runs(spark, cfg).where(F.col("status") == "failed").collect()
     assert len(failed) == 1 and failed[0]["error"].startswith("QualityGateError")
     assert failed[0]["versions_written"] is None
-    results = lake.read("ops.quality_results").where(
-        F.col("run_id") == failed[0]["run_id"]).where(~F.col("success"))
+    results = (
+        lake.read("ops.quality_results")
+        .where(F.col("run_id") == failed[0]["run_id"])
+        .where(~F.col("success"))
+    )
     assert sorted(r["expectation"] for r in results.collect()) == [
-        "expect_column_values_to_be_between", "expect_column_values_to_be_in_set"]
+        "expect_column_values_to_be_between",
+        "expect_column_values_to_be_in_set",
+    ]
 
 
 def test_broken_conservation_fails_before_any_write(spark, cfg):
     def leaky(ctx):
-        return JobResult(outputs=[Output("silver.stores", stores(spark, GOOD))],
-                         conservation=[Conservation("stage", {"in": 3}, {"out": 2})])
+        return JobResult(
+            outputs=[Output("silver.stores", stores(spark, GOOD))],
+            conservation=[Conservation("stage", {"in": 3}, {"out": 2})],
+        )
 
     with pytest.raises(ConservationError, match=r"inputs \{'in': 3\} != outputs \{'out': 2\}"):
         run_job(spark, cfg, "leaky", leaky)
@@ -111,7 +128,8 @@ def test_job_runs_shows_running_while_the_job_works(spark, cfg):
         assert started.wait(120)
         during = job_runs(spark, cfg).collect()
         assert [(r["job"], r["status"], r["ended_at"]) for r in during] == [
-            ("slow", "running", None)]
+            ("slow", "running", None)
+        ]
     finally:
         release.set()
         thread.join(120)

@@ -23,9 +23,12 @@ def render_catalog(registry: Registry = REGISTRY) -> str:
         out.append("")
         out.append(c.description)
         out.append("")
-        facts = [f"keys: {', '.join(c.keys) or '-'}",
-                 f"partitioned by: {', '.join(c.partition_by) or '-'}",
-                 f"written by: {c.write_mode}", f"retention: {c.retention_days} days"]
+        facts = [
+            f"keys: {', '.join(c.keys) or '-'}",
+            f"partitioned by: {', '.join(c.partition_by) or '-'}",
+            f"written by: {c.write_mode}",
+            f"retention: {c.retention_days} days",
+        ]
         if c.source:
             facts.append(f"from: {c.source}")
         if c.delta_properties.get("delta.enableChangeDataFeed") == "true":
@@ -40,10 +43,16 @@ def render_catalog(registry: Registry = REGISTRY) -> str:
         checks = [s for s in load_suite(c)]
         if checks:
             out.append("")
-            out.append("Quality gate: " + "; ".join(
-                f"{s.expectation.removeprefix('expect_')}"
-                f"({', '.join(f'{k}={v}' for k, v in s.kwargs.items())})"
-                f"{' [warning]' if s.severity == 'warning' else ''}" for s in checks) + ".")
+            out.append(
+                "Quality gate: "
+                + "; ".join(
+                    f"{s.expectation.removeprefix('expect_')}"
+                    f"({', '.join(f'{k}={v}' for k, v in s.kwargs.items())})"
+                    f"{' [warning]' if s.severity == 'warning' else ''}"
+                    for s in checks
+                )
+                + "."
+            )
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 

@@ -21,10 +21,16 @@ QUARANTINE = "silver.quarantine"
 
 # source name -> (bronze table, silver table, cleanse function)
 CLEANSERS = {
-    rossmann.SALES_SOURCE: ("bronze.rossmann_sales_raw", "silver.store_daily_sales",
-                            rossmann.cleanse_sales),
-    rossmann.STORES_SOURCE: ("bronze.rossmann_stores_raw", "silver.stores",
-                             rossmann.cleanse_stores),
+    rossmann.SALES_SOURCE: (
+        "bronze.rossmann_sales_raw",
+        "silver.store_daily_sales",
+        rossmann.cleanse_sales,
+    ),
+    rossmann.STORES_SOURCE: (
+        "bronze.rossmann_stores_raw",
+        "silver.stores",
+        rossmann.cleanse_stores,
+    ),
 }
 
 
@@ -46,17 +52,29 @@ def run(ctx: JobContext) -> JobResult:
         bronze = ctx.read(bronze_name)
         silver, quarantine, duplicates = cleanse(bronze, at)
         n_bronze = _count(bronze, result.cached)
-        n_silver, n_quarantine, n_dupes = (_count(df, result.cached)
-                                           for df in (silver, quarantine, duplicates))
+        n_silver, n_quarantine, n_dupes = (
+            _count(df, result.cached) for df in (silver, quarantine, duplicates)
+        )
         result.rows_read[bronze_name] = n_bronze
-        result.conservation.append(Conservation(
-            f"cleanse {source}: bronze rows = silver + quarantined + duplicates removed",
-            {"bronze_rows": n_bronze},
-            {"silver_rows": n_silver, "quarantined": n_quarantine,
-             "duplicates_removed": n_dupes},
-        ))
-        log.info("cleanse %s: %d bronze -> %d silver, %d quarantined, %d duplicates", source,
-                 n_bronze, n_silver, n_quarantine, n_dupes)
+        result.conservation.append(
+            Conservation(
+                f"cleanse {source}: bronze rows = silver + quarantined + duplicates removed",
+                {"bronze_rows": n_bronze},
+                {
+                    "silver_rows": n_silver,
+                    "quarantined": n_quarantine,
+                    "duplicates_removed": n_dupes,
+                },
+            )
+        )
+        log.info(
+            "cleanse %s: %d bronze -> %d silver, %d quarantined, %d duplicates",
+            source,
+            n_bronze,
+            n_silver,
+            n_quarantine,
+            n_dupes,
+        )
         result.outputs.append(Output(silver_name, silver, mode="merge"))
         quarantined.append(quarantine)
     if quarantined:

@@ -33,14 +33,22 @@ def parse_rule(column: str, raw: str, parsed: Column, what: str) -> Rule:
     """A value present in `raw` that `parsed` could not read (parsed is null)."""
     raw_col = F.trim(F.col(raw))
     present = raw_col.isNotNull() & (raw_col != "")
-    return Rule(f"unparseable_{column}", column, present & parsed.isNull(),
-                f"{column}: {{value}} is not {what}")
+    return Rule(
+        f"unparseable_{column}",
+        column,
+        present & parsed.isNull(),
+        f"{column}: {{value}} is not {what}",
+    )
 
 
 def required_rule(column: str, raw: str) -> Rule:
     raw_col = F.trim(F.col(raw))
-    return Rule(f"missing_{column}", column, raw_col.isNull() | (raw_col == ""),
-                f"{column}: required value is empty")
+    return Rule(
+        f"missing_{column}",
+        column,
+        raw_col.isNull() | (raw_col == ""),
+        f"{column}: required value is empty",
+    )
 
 
 def with_errors(df: DataFrame, rules: Sequence[Rule], raw_of: dict[str, str]) -> DataFrame:
@@ -49,11 +57,19 @@ def with_errors(df: DataFrame, rules: Sequence[Rule], raw_of: dict[str, str]) ->
     for r in rules:
         raw = raw_of.get(r.column or "", None)
         value = F.coalesce(F.col(raw).cast("string"), F.lit("null")) if raw else F.lit("")
-        reason = F.replace(F.lit(r.reason), F.lit("{value}"), F.concat(F.lit("'"), value,
-                                                                      F.lit("'")))
-        entries.append(F.when(r.broken, F.struct(
-            F.lit(r.name).alias("rule"), F.lit(r.column).cast("string").alias("column"),
-            reason.alias("reason"))))
+        reason = F.replace(
+            F.lit(r.reason), F.lit("{value}"), F.concat(F.lit("'"), value, F.lit("'"))
+        )
+        entries.append(
+            F.when(
+                r.broken,
+                F.struct(
+                    F.lit(r.name).alias("rule"),
+                    F.lit(r.column).cast("string").alias("column"),
+                    reason.alias("reason"),
+                ),
+            )
+        )
     return df.withColumn(ERRORS, F.filter(F.array(*entries), lambda e: e.isNotNull()))
 
 
@@ -64,35 +80,46 @@ def split_valid(df: DataFrame) -> tuple[DataFrame, DataFrame]:
     return valid, rejected
 
 
-def quarantine_rows(rejected: DataFrame, source: str, raw_columns: Sequence[str],
-                    at: datetime) -> DataFrame:
+def quarantine_rows(
+    rejected: DataFrame, source: str, raw_columns: Sequence[str], at: datetime
+) -> DataFrame:
     """silver.quarantine rows (first broken rule as the rule; all reasons joined)."""
     first = F.col(ERRORS)[0]
     return rejected.select(
-        F.lit(source).alias("source"), F.lit("cleanse").alias("stage"),
-        first["rule"].alias("rule"), first["column"].alias("column"),
+        F.lit(source).alias("source"),
+        F.lit("cleanse").alias("stage"),
+        first["rule"].alias("rule"),
+        first["column"].alias("column"),
         F.array_join(F.transform(F.col(ERRORS), lambda e: e["reason"]), "; ").alias("reason"),
-        F.to_json(F.struct(*[F.col(c) for c in raw_columns]),
-                  {"ignoreNullFields": "false"}).alias("payload"),
-        "_source_file", "_line_number",
+        F.to_json(F.struct(*[F.col(c) for c in raw_columns]), {"ignoreNullFields": "false"}).alias(
+            "payload"
+        ),
+        "_source_file",
+        "_line_number",
         F.lit(at).cast("timestamp").alias("_quarantined_at"),
     )
 
 
-def deduplicate(df: DataFrame, keys: Sequence[str], content: Sequence[str]
-                ) -> tuple[DataFrame, DataFrame, DataFrame]:
+def deduplicate(
+    df: DataFrame, keys: Sequence[str], content: Sequence[str]
+) -> tuple[DataFrame, DataFrame, DataFrame]:
     """Splits rows sharing a key into (kept, exact duplicates, conflicting duplicates).
 
     The latest line (by file, then line number) of a key is kept. Another line with the
     same content is an exact duplicate (removed and counted); one with different content
     is a conflict (quarantined, never silently dropped).
     """
-    w = Window.partitionBy(*keys).orderBy(F.col("_source_file").desc(),
-                                          F.col("_line_number").desc())
-    ranked = (df.withColumn("_h", content_hash(list(content)))
-              .withColumn("_rn", F.row_number().over(w))
-              .withColumn("_kept_h", F.first("_h").over(
-                  w.rowsBetween(Window.unboundedPreceding, Window.currentRow))))
+    w = Window.partitionBy(*keys).orderBy(
+        F.col("_source_file").desc(), F.col("_line_number").desc()
+    )
+    ranked = (
+        df.withColumn("_h", content_hash(list(content)))
+        .withColumn("_rn", F.row_number().over(w))
+        .withColumn(
+            "_kept_h",
+            F.first("_h").over(w.rowsBetween(Window.unboundedPreceding, Window.currentRow)),
+        )
+    )
     kept = ranked.where(F.col("_rn") == 1).drop("_h", "_rn", "_kept_h")
     extra = ranked.where(F.col("_rn") > 1)
     exact = extra.where(F.col("_h") == F.col("_kept_h")).drop("_h", "_rn", "_kept_h")
@@ -102,7 +129,16 @@ def deduplicate(df: DataFrame, keys: Sequence[str], content: Sequence[str]
 
 def conflict_errors(conflict: DataFrame, keys: Sequence[str]) -> DataFrame:
     """Gives conflicting duplicates an `_errors` entry so they quarantine like any reject."""
-    return conflict.withColumn(ERRORS, F.array(F.struct(
-        F.lit("conflicting_duplicate").alias("rule"), F.lit(",".join(keys)).alias("column"),
-        F.lit(f"another line has the same key ({', '.join(keys)}) with different values; "
-              "the latest line was kept").alias("reason"))))
+    return conflict.withColumn(
+        ERRORS,
+        F.array(
+            F.struct(
+                F.lit("conflicting_duplicate").alias("rule"),
+                F.lit(",".join(keys)).alias("column"),
+                F.lit(
+                    f"another line has the same key ({', '.join(keys)}) with different values; "
+                    "the latest line was kept"
+                ).alias("reason"),
+            )
+        ),
+    )

@@ -26,11 +26,18 @@ log = logging.getLogger("retail_lake")
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="local", help="conf/profiles/<profile>.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config value (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
     parser.add_argument("--root", help="shortcut for --set paths.root=ROOT")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="debug logging and stack traces on errors")
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="debug logging and stack traces on errors"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,13 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run one job")
     p.add_argument("job")
-    p.add_argument("--run-date", type=date.fromisoformat, metavar="YYYY-MM-DD",
-                   help="logical run date / as-of snapshot for time-dependent jobs")
+    p.add_argument(
+        "--run-date",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="logical run date / as-of snapshot for time-dependent jobs",
+    )
     _common(p)
 
     p = sub.add_parser("pipeline", help="run the job DAG (pipeline.steps)")
-    p.add_argument("--resume", action="store_true",
-                   help="skip the steps that succeeded in the last pipeline run if it failed")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the steps that succeeded in the last pipeline run if it failed",
+    )
     p.add_argument("--steps", help="comma-separated subset of steps, in order")
     p.add_argument("--run-date", type=date.fromisoformat, metavar="YYYY-MM-DD")
     _common(p)
@@ -65,8 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("catalog", help="print the table catalog (markdown) from the contracts")
     p.add_argument("--readme", help="rewrite the catalog section of this README")
-    p.add_argument("--check", action="store_true",
-                   help="with --readme: fail if the README's catalog is out of date")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="with --readme: fail if the README's catalog is out of date",
+    )
     return parser
 
 
@@ -75,11 +92,21 @@ def setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S", stream=sys.stderr, force=True,
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
     )
     logging.getLogger("retail_lake").setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("py4j", "petastorm", "urllib3", "great_expectations", "alembic", "mlflow",
-                  "filelock", "matplotlib"):
+    for noisy in (
+        "py4j",
+        "petastorm",
+        "urllib3",
+        "great_expectations",
+        "alembic",
+        "mlflow",
+        "filelock",
+        "matplotlib",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
     # pyspark logs every SQL error as a page of JSON before raising it; the CLI prints the
     # error itself (the trace only with --verbose).
@@ -115,8 +142,9 @@ def cmd_pipeline(args: argparse.Namespace, cfg: Config) -> int:
     from retail_lake.pipeline import run_pipeline
 
     steps = args.steps.split(",") if args.steps else None
-    run_pipeline(cfg, steps=steps, resume=args.resume, run_date=args.run_date,
-                 overrides=args.overrides)
+    run_pipeline(
+        cfg, steps=steps, resume=args.resume, run_date=args.run_date, overrides=args.overrides
+    )
     return 0
 
 
@@ -131,8 +159,16 @@ def cmd_tables(args: argparse.Namespace, cfg: Config) -> int:
         last = lake.history(name, 1).first()
         detail = spark.sql(f"DESCRIBE DETAIL {name}").first()
         count = spark.table(name).count()
-        rows.append((name, name.split(".")[0], last["version"], count,
-                     f"{detail['lastModified']:%Y-%m-%d %H:%M:%S}", detail["numFiles"]))
+        rows.append(
+            (
+                name,
+                name.split(".")[0],
+                last["version"],
+                count,
+                f"{detail['lastModified']:%Y-%m-%d %H:%M:%S}",
+                detail["numFiles"],
+            )
+        )
     if not rows:
         print(f"no tables under {cfg.root} yet (run: retail-lake pipeline)")
         return 0
@@ -157,16 +193,34 @@ def cmd_history(args: argparse.Namespace, cfg: Config) -> int:
     from retail_lake.session import build_session
 
     spark = build_session(cfg)
-    hist = Lake(spark, cfg.root).history(args.table, args.limit).select(
-        "version", "timestamp", "operation", "operationParameters", "operationMetrics")
+    hist = (
+        Lake(spark, cfg.root)
+        .history(args.table, args.limit)
+        .select("version", "timestamp", "operation", "operationParameters", "operationMetrics")
+    )
     rows = []
     for r in hist.collect():
         metrics = r["operationMetrics"] or {}
-        keep = {k: v for k, v in metrics.items() if k in (
-            "numOutputRows", "numTargetRowsInserted", "numTargetRowsUpdated",
-            "numTargetRowsDeleted", "numDeletedRows")}
-        rows.append((r["version"], f"{r['timestamp']:%Y-%m-%d %H:%M:%S}", r["operation"],
-                     ", ".join(f"{k}={v}" for k, v in sorted(keep.items()))))
+        keep = {
+            k: v
+            for k, v in metrics.items()
+            if k
+            in (
+                "numOutputRows",
+                "numTargetRowsInserted",
+                "numTargetRowsUpdated",
+                "numTargetRowsDeleted",
+                "numDeletedRows",
+            )
+        }
+        rows.append(
+            (
+                r["version"],
+                f"{r['timestamp']:%Y-%m-%d %H:%M:%S}",
+                r["operation"],
+                ", ".join(f"{k}={v}" for k, v in sorted(keep.items())),
+            )
+        )
     print(format_table(["version", "timestamp_utc", "operation", "metrics"], rows))
     return 0
 
@@ -177,16 +231,24 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     if args.readme:
         changed = update_readme(args.readme, check=args.check)
         if args.check and changed:
-            print(f"{args.readme}: the table catalog is out of date; run "
-                  f"'retail-lake catalog --readme {args.readme}'", file=sys.stderr)
+            print(
+                f"{args.readme}: the table catalog is out of date; run "
+                f"'retail-lake catalog --readme {args.readme}'",
+                file=sys.stderr,
+            )
             return 1
         return 0
     print(render_catalog())
     return 0
 
 
-COMMANDS = {"run": cmd_run, "pipeline": cmd_pipeline, "tables": cmd_tables, "sql": cmd_sql,
-            "history": cmd_history}
+COMMANDS = {
+    "run": cmd_run,
+    "pipeline": cmd_pipeline,
+    "tables": cmd_tables,
+    "sql": cmd_sql,
+    "history": cmd_history,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,8 +74,14 @@ def _read_yaml(path: Traversable) -> dict[str, Any]:
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "mapping"}.get(type(value), type(value).__name__)
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "mapping",
+    }.get(type(value), type(value).__name__)
 
 
 def _coerce(base_value: Any, value: Any, key: str, origin: str) -> Any:
@@ -102,8 +108,7 @@ def _coerce(base_value: Any, value: Any, key: str, origin: str) -> Any:
     elif isinstance(base_value, dict) and isinstance(value, dict):
         return value
     raise ConfigError(
-        f"{origin}: '{key}' must be a {_type_name(base_value)}, "
-        f"got {_type_name(value)} {value!r}"
+        f"{origin}: '{key}' must be a {_type_name(base_value)}, got {_type_name(value)} {value!r}"
     )
 
 
@@ -119,8 +124,13 @@ def _free_form(data: dict[str, Any], prefix: str = "") -> frozenset[str]:
     return frozenset(found)
 
 
-def _merge(base: dict[str, Any], overlay: Mapping[str, Any], origin: str, prefix: str = "",
-           free: frozenset[str] = frozenset()) -> None:
+def _merge(
+    base: dict[str, Any],
+    overlay: Mapping[str, Any],
+    origin: str,
+    prefix: str = "",
+    free: frozenset[str] = frozenset(),
+) -> None:
     for key, value in overlay.items():
         dotted = f"{prefix}{key}"
         if prefix.rstrip(".") in free:  # free-form mapping (empty in base.yaml)
@@ -136,8 +146,9 @@ def _merge(base: dict[str, Any], overlay: Mapping[str, Any], origin: str, prefix
             base[key] = _coerce(current, value, dotted, origin)
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any, origin: str,
-                free: frozenset[str]) -> None:
+def _set_dotted(
+    data: dict[str, Any], dotted: str, value: Any, origin: str, free: frozenset[str]
+) -> None:
     parts = dotted.split(".")
     node: Any = data
     for i, part in enumerate(parts[:-1]):
@@ -145,7 +156,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any, origin: str,
             raise ConfigError(f"{origin}: unknown key '{'.'.join(parts[: i + 1])}'")
         node = node[part]
         if ".".join(parts[: i + 1]) in free:  # free-form: the rest is one key
-            node[".".join(parts[i + 1:])] = value
+            node[".".join(parts[i + 1 :])] = value
             return
     prefix = ".".join(parts[:-1]) + "." if parts[:-1] else ""
     _merge(node, {parts[-1]: value}, origin, prefix, free)
@@ -237,8 +248,11 @@ def load_config(
     free = _free_form(data)
     profile_path = folder / "profiles" / f"{profile}.yaml"
     if not profile_path.is_file():
-        available = sorted(p.name.removesuffix(".yaml") for p in (folder / "profiles").iterdir()
-                           if p.name.endswith(".yaml"))
+        available = sorted(
+            p.name.removesuffix(".yaml")
+            for p in (folder / "profiles").iterdir()
+            if p.name.endswith(".yaml")
+        )
         raise ConfigError(
             f"profile '{profile}' not found: no file {profile_path} "
             f"(profiles: {', '.join(available)})"

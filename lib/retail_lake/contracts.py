@@ -21,18 +21,34 @@ if TYPE_CHECKING:
 RUN_ID = "_run_id"
 CONTENT_HASH = "_content_hash"
 
-LAYER_PROPERTIES: Mapping[str, Mapping[str, str]] = MappingProxyType({
-    # Column mapping lets columns be renamed or added (schema drift) without a rewrite.
-    "bronze": {"delta.columnMapping.mode": "name", "delta.minReaderVersion": "2",
-               "delta.minWriterVersion": "5"},
-    # Change Data Feed: downstream jobs read only what changed.
-    "silver": {"delta.columnMapping.mode": "name", "delta.minReaderVersion": "2",
-               "delta.minWriterVersion": "5", "delta.enableChangeDataFeed": "true"},
-    "gold": {"delta.columnMapping.mode": "name", "delta.minReaderVersion": "2",
-             "delta.minWriterVersion": "5", "delta.enableChangeDataFeed": "true"},
-    "ops": {"delta.columnMapping.mode": "name", "delta.minReaderVersion": "2",
-            "delta.minWriterVersion": "5"},
-})
+LAYER_PROPERTIES: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        # Column mapping lets columns be renamed or added (schema drift) without a rewrite.
+        "bronze": {
+            "delta.columnMapping.mode": "name",
+            "delta.minReaderVersion": "2",
+            "delta.minWriterVersion": "5",
+        },
+        # Change Data Feed: downstream jobs read only what changed.
+        "silver": {
+            "delta.columnMapping.mode": "name",
+            "delta.minReaderVersion": "2",
+            "delta.minWriterVersion": "5",
+            "delta.enableChangeDataFeed": "true",
+        },
+        "gold": {
+            "delta.columnMapping.mode": "name",
+            "delta.minReaderVersion": "2",
+            "delta.minWriterVersion": "5",
+            "delta.enableChangeDataFeed": "true",
+        },
+        "ops": {
+            "delta.columnMapping.mode": "name",
+            "delta.minReaderVersion": "2",
+            "delta.minWriterVersion": "5",
+        },
+    }
+)
 
 
 class ContractError(ValueError):
@@ -53,9 +69,12 @@ def meta_columns() -> tuple[Col, ...]:
     """Columns every silver/gold/scored table carries for idempotent upserts and lineage."""
     return (
         Col(RUN_ID, "string", "run that last wrote this row (ops.job_runs.run_id)", False),
-        Col(CONTENT_HASH, "string",
+        Col(
+            CONTENT_HASH,
+            "string",
             "SHA-256 of the row's content columns; MERGE updates a row only when it changes",
-            False),
+            False,
+        ),
     )
 
 
@@ -119,11 +138,14 @@ class TableContract:
         """The contract as a StructType, with comments in the field metadata."""
         from pyspark.sql.types import StructField, StructType, _parse_datatype_string
 
-        return StructType([
-            StructField(c.name, _parse_datatype_string(c.type), c.nullable,
-                        {"comment": c.comment})
-            for c in self.columns
-        ])
+        return StructType(
+            [
+                StructField(
+                    c.name, _parse_datatype_string(c.type), c.nullable, {"comment": c.comment}
+                )
+                for c in self.columns
+            ]
+        )
 
     def ddl_columns(self) -> str:
         """`name type [NOT NULL] COMMENT '...'` list for CREATE TABLE."""

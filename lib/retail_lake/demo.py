@@ -18,18 +18,42 @@ from pathlib import Path
 
 import numpy as np
 
-SALES_HEADER = ["Store", "DayOfWeek", "Date", "Sales", "Customers", "Open", "Promo",
-                "StateHoliday", "SchoolHoliday"]
-STORE_HEADER = ["Store", "StoreType", "Assortment", "CompetitionDistance",
-                "CompetitionOpenSinceMonth", "CompetitionOpenSinceYear", "Promo2",
-                "Promo2SinceWeek", "Promo2SinceYear", "PromoInterval"]
+SALES_HEADER = [
+    "Store",
+    "DayOfWeek",
+    "Date",
+    "Sales",
+    "Customers",
+    "Open",
+    "Promo",
+    "StateHoliday",
+    "SchoolHoliday",
+]
+STORE_HEADER = [
+    "Store",
+    "StoreType",
+    "Assortment",
+    "CompetitionDistance",
+    "CompetitionOpenSinceMonth",
+    "CompetitionOpenSinceYear",
+    "Promo2",
+    "Promo2SinceWeek",
+    "Promo2SinceYear",
+    "PromoInterval",
+]
 INTERVALS = ["Jan,Apr,Jul,Oct", "Feb,May,Aug,Nov", "Mar,Jun,Sept,Dec"]
 START, END = date(2013, 1, 1), date(2015, 7, 31)
 GAP = (date(2014, 7, 1), date(2014, 12, 31))
 # Fixed public holidays (month, day, code); Easter-like and Christmas codes as in the data.
 HOLIDAYS = {(1, 1): "a", (5, 1): "a", (10, 3): "a", (12, 25): "c", (12, 26): "c"}
-EASTER = {date(2013, 3, 29), date(2013, 4, 1), date(2014, 4, 18), date(2014, 4, 21),
-          date(2015, 4, 3), date(2015, 4, 6)}
+EASTER = {
+    date(2013, 3, 29),
+    date(2013, 4, 1),
+    date(2014, 4, 18),
+    date(2014, 4, 21),
+    date(2015, 4, 3),
+    date(2015, 4, 6),
+}
 # Two broken records (line numbers are decided when writing): too few fields, bad date.
 BROKEN_LINES = ['7,5,2015-07-31,6123,640,1,1,"0"', '9,5,2015-31-07,5011,590,1,1,"0","1"']
 
@@ -52,11 +76,20 @@ def stores(n: int, rng: np.random.Generator) -> list[list[str]]:
         else:
             comp_month, comp_year = str(rng.integers(1, 13)), str(rng.integers(2000, 2015))
         promo2 = s % 2 == 0
-        rows.append([str(s), store_type, assortment, distance, comp_month, comp_year,
-                     "1" if promo2 else "0",
-                     str(rng.integers(1, 50)) if promo2 else "",
-                     str(rng.integers(2009, 2015)) if promo2 else "",
-                     INTERVALS[s % 3] if promo2 else ""])
+        rows.append(
+            [
+                str(s),
+                store_type,
+                assortment,
+                distance,
+                comp_month,
+                comp_year,
+                "1" if promo2 else "0",
+                str(rng.integers(1, 50)) if promo2 else "",
+                str(rng.integers(2009, 2015)) if promo2 else "",
+                INTERVALS[s % 3] if promo2 else "",
+            ]
+        )
     return rows
 
 
@@ -87,8 +120,10 @@ def sales(store_rows: list[list[str]], rng: np.random.Generator) -> list[str]:
                 customers = round(amount / per_customer[s - 1])
             else:
                 amount = customers = 0
-            lines.append(f'{s},{dow},{day.isoformat()},{amount},{customers},'
-                         f'{1 if is_open else 0},{promo if is_open else 0},"{holiday}","{school}"')
+            lines.append(
+                f"{s},{dow},{day.isoformat()},{amount},{customers},"
+                f'{1 if is_open else 0},{promo if is_open else 0},"{holiday}","{school}"'
+            )
     # The broken lines go among the newest rows, where a reader looks first.
     lines.insert(5, BROKEN_LINES[0])
     lines.insert(11, BROKEN_LINES[1])
@@ -105,8 +140,9 @@ def generate(out: Path, n_stores: int = 12, seed: int = 20150731) -> list[Path]:
     lines = [",".join(f'"{h}"' for h in STORE_HEADER)]
     for row in store_rows:
         *head, interval = row
-        lines.append(",".join(v if v.isdigit() or v == "" else f'"{v}"' for v in head)
-                     + f',"{interval}"')
+        lines.append(
+            ",".join(v if v.isdigit() or v == "" else f'"{v}"' for v in head) + f',"{interval}"'
+        )
     store_path = folder / "store.csv.gz"
     store_path.write_bytes(_gzip_bytes("\n".join(lines) + "\n"))
     header = ",".join(f'"{h}"' for h in SALES_HEADER)

@@ -55,8 +55,16 @@ class SourceSpec:
     def from_config(cls, name: str, raw: dict) -> SourceSpec:
         if raw["format"] != "csv":
             raise JobError(f"source {name}: format {raw['format']!r} is not supported (csv)")
-        return cls(name, raw["pattern"], raw["table"], raw["delimiter"], raw["quote"],
-                   raw["encoding"], raw["header"], tuple(raw["columns"]))
+        return cls(
+            name,
+            raw["pattern"],
+            raw["table"],
+            raw["delimiter"],
+            raw["quote"],
+            raw["encoding"],
+            raw["header"],
+            tuple(raw["columns"]),
+        )
 
 
 def landing_dir(cfg: Config) -> str:
@@ -65,8 +73,10 @@ def landing_dir(cfg: Config) -> str:
         return cfg.get("paths.landing")
     bundled = resources.files("retail_lake") / "demo_data"
     if not isinstance(bundled, Path) or not bundled.is_dir():
-        raise JobError("paths.landing is not set, and the bundled demo data is not a folder "
-                       "(the library runs from an archive): set paths.landing")
+        raise JobError(
+            "paths.landing is not set, and the bundled demo data is not a folder "
+            "(the library runs from an archive): set paths.landing"
+        )
     return str(bundled)
 
 
@@ -84,7 +94,7 @@ def list_files(spark: SparkSession, landing: str, pattern: str) -> list[tuple[st
     for status in found or []:
         if status.isFile():
             uri = status.getPath().toString()
-            out.append((uri[len(qualified) + 1:] if uri.startswith(qualified) else uri, uri))
+            out.append((uri[len(qualified) + 1 :] if uri.startswith(qualified) else uri, uri))
     return sorted(out)
 
 
@@ -93,7 +103,7 @@ def _open_text_lines(uri: str) -> Iterator[bytes]:
     from pyarrow import fs as pafs
 
     if uri.startswith("file:"):  # Hadoop writes local paths as file:/x
-        uri = "/" + uri[len("file:"):].lstrip("/")
+        uri = "/" + uri[len("file:") :].lstrip("/")
     if "://" in uri:
         filesystem, path = pafs.FileSystem.from_uri(uri)
     else:
@@ -132,9 +142,14 @@ def check_header(header: list[str], spec: SourceSpec, source_file: str) -> None:
 def _parse_schema(columns: list[str]) -> StructType:
     return StructType(
         [StructField(c, StringType()) for c in columns]
-        + [StructField("_source_file", StringType()), StructField("_line_number", LongType()),
-           StructField("_kind", StringType()), StructField("_rule", StringType()),
-           StructField("_reason", StringType()), StructField("_raw", StringType())]
+        + [
+            StructField("_source_file", StringType()),
+            StructField("_line_number", LongType()),
+            StructField("_kind", StringType()),
+            StructField("_rule", StringType()),
+            StructField("_reason", StringType()),
+            StructField("_raw", StringType()),
+        ]
     )
 
 
@@ -152,8 +167,18 @@ def _parser(spec: SourceSpec, columns: list[str], batch_rows: int):
         records = 0
 
         def flush():
-            frame = pd.DataFrame(rows, columns=[*columns, "_source_file", "_line_number",
-                                                "_kind", "_rule", "_reason", "_raw"])
+            frame = pd.DataFrame(
+                rows,
+                columns=[
+                    *columns,
+                    "_source_file",
+                    "_line_number",
+                    "_kind",
+                    "_rule",
+                    "_reason",
+                    "_raw",
+                ],
+            )
             rows.clear()
             return frame
 
@@ -169,19 +194,32 @@ def _parser(spec: SourceSpec, columns: list[str], batch_rows: int):
             try:
                 text = raw.decode(spec.encoding)
             except UnicodeDecodeError as exc:
-                rows.append(broken(line_no, "undecodable", f"not valid {spec.encoding}: {exc}",
-                                   raw.decode("latin-1")))
+                rows.append(
+                    broken(
+                        line_no,
+                        "undecodable",
+                        f"not valid {spec.encoding}: {exc}",
+                        raw.decode("latin-1"),
+                    )
+                )
                 continue
             text = text.rstrip("\r\n")
             try:
-                fields = next(csv.reader([text], delimiter=spec.delimiter,
-                                         quotechar=spec.quote, strict=True))
+                fields = next(
+                    csv.reader([text], delimiter=spec.delimiter, quotechar=spec.quote, strict=True)
+                )
             except (csv.Error, StopIteration) as exc:
                 rows.append(broken(line_no, "unparseable", f"not a valid CSV record: {exc}", text))
                 continue
             if len(fields) != width:
-                rows.append(broken(line_no, "column_count",
-                                   f"expected {width} fields, found {len(fields)}", text))
+                rows.append(
+                    broken(
+                        line_no,
+                        "column_count",
+                        f"expected {width} fields, found {len(fields)}",
+                        text,
+                    )
+                )
                 continue
             rows.append([*fields, source_file, line_no, KIND_ROW, None, None, None])
             if len(rows) >= batch_rows:
@@ -193,15 +231,17 @@ def _parser(spec: SourceSpec, columns: list[str], batch_rows: int):
     return parse
 
 
-def ingest_source(ctx: JobContext, spec: SourceSpec, landing: str, ingested_at: datetime,
-                  cached: list[DataFrame]
-                  ) -> tuple[DataFrame | None, DataFrame | None, Conservation | None]:
+def ingest_source(
+    ctx: JobContext, spec: SourceSpec, landing: str, ingested_at: datetime, cached: list[DataFrame]
+) -> tuple[DataFrame | None, DataFrame | None, Conservation | None]:
     """Parses the new files of one source; returns (bronze rows, quarantine rows, check)."""
     contract = ctx.registry[spec.table]
     columns = [c for c in contract.content_columns]
     if len(columns) != len(spec.columns):
-        raise ContractError(f"{spec.table} has {len(columns)} raw columns but source "
-                            f"{spec.name} declares {len(spec.columns)}")
+        raise ContractError(
+            f"{spec.table} has {len(columns)} raw columns but source "
+            f"{spec.name} declares {len(spec.columns)}"
+        )
     files = list_files(ctx.spark, landing, spec.pattern)
     if not files:
         log.warning("source %s: no file matches %s under %s", spec.name, spec.pattern, landing)
@@ -216,38 +256,52 @@ def ingest_source(ctx: JobContext, spec: SourceSpec, landing: str, ingested_at: 
     for name, uri in new:
         if spec.header:
             check_header(read_header(uri, spec), spec, name)
-    file_df = ctx.spark.createDataFrame(new, "source_file string, uri string").repartition(
-        len(new))
+    file_df = ctx.spark.createDataFrame(new, "source_file string, uri string").repartition(len(new))
     parsed = file_df.mapInPandas(
         _parser(spec, columns, ctx.cfg.get("ingest.batch_rows")), _parse_schema(columns)
     ).cache()
     cached.append(parsed)
-    counts = {r["_kind"]: r["n"] for r in parsed.groupBy("_kind").agg(
-        F.count(F.lit(1)).alias("n")).collect()}
-    records = parsed.where(F.col("_kind") == KIND_SUMMARY).agg(
-        F.sum("_line_number")).first()[0] or 0
+    counts = {
+        r["_kind"]: r["n"]
+        for r in parsed.groupBy("_kind").agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    records = (
+        parsed.where(F.col("_kind") == KIND_SUMMARY).agg(F.sum("_line_number")).first()[0] or 0
+    )
     bronze = (
         parsed.where(F.col("_kind") == KIND_ROW)
         .withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp"))
-        .withColumn("_row_hash", F.sha2(F.to_json(F.struct(*columns),
-                                                  {"ignoreNullFields": "false"}), 256))
+        .withColumn(
+            "_row_hash", F.sha2(F.to_json(F.struct(*columns), {"ignoreNullFields": "false"}), 256)
+        )
         .select(*columns, "_source_file", "_line_number", "_ingested_at", "_row_hash")
     )
     quarantine = parsed.where(F.col("_kind") == KIND_BROKEN).select(
-        F.lit(spec.name).alias("source"), F.lit("ingest").alias("stage"),
-        F.col("_rule").alias("rule"), F.lit(None).cast("string").alias("column"),
-        F.col("_reason").alias("reason"), F.col("_raw").alias("payload"),
-        "_source_file", "_line_number",
+        F.lit(spec.name).alias("source"),
+        F.lit("ingest").alias("stage"),
+        F.col("_rule").alias("rule"),
+        F.lit(None).cast("string").alias("column"),
+        F.col("_reason").alias("reason"),
+        F.col("_raw").alias("payload"),
+        "_source_file",
+        "_line_number",
         F.lit(ingested_at).cast("timestamp").alias("_quarantined_at"),
     )
     check = Conservation(
         f"ingest {spec.name}: records read = bronze rows added + quarantined",
         {"records_read": int(records)},
-        {"bronze_rows": int(counts.get(KIND_ROW, 0)),
-         "quarantined": int(counts.get(KIND_BROKEN, 0))},
+        {
+            "bronze_rows": int(counts.get(KIND_ROW, 0)),
+            "quarantined": int(counts.get(KIND_BROKEN, 0)),
+        },
     )
-    log.info("source %s: %d records -> %d bronze, %d quarantined", spec.name, records,
-             counts.get(KIND_ROW, 0), counts.get(KIND_BROKEN, 0))
+    log.info(
+        "source %s: %d records -> %d bronze, %d quarantined",
+        spec.name,
+        records,
+        counts.get(KIND_ROW, 0),
+        counts.get(KIND_BROKEN, 0),
+    )
     return bronze, quarantine, check
 
 
@@ -259,8 +313,7 @@ def run(ctx: JobContext) -> JobResult:
     quarantined = []
     for name in ctx.cfg.sources:
         spec = SourceSpec.from_config(name, ctx.cfg.get(f"sources.{name}"))
-        bronze, quarantine, check = ingest_source(ctx, spec, landing, ingested_at,
-                                                  result.cached)
+        bronze, quarantine, check = ingest_source(ctx, spec, landing, ingested_at, result.cached)
         if bronze is None:
             continue
         result.outputs.append(Output(spec.table, bronze, mode="append"))

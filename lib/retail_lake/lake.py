@@ -51,14 +51,16 @@ class WriteResult:
 
 def content_hash(columns: tuple[str, ...] | list[str]) -> Column:
     """SHA-256 over the given columns, null-safe and type-stable (JSON of a struct)."""
-    return F.sha2(F.to_json(F.struct(*[F.col(c) for c in columns]),
-                            {"ignoreNullFields": "false"}), 256)
+    return F.sha2(
+        F.to_json(F.struct(*[F.col(c) for c in columns]), {"ignoreNullFields": "false"}), 256
+    )
 
 
 def with_metadata(df: DataFrame, contract: TableContract, run_id: str) -> DataFrame:
     """Adds `_run_id` (and `_content_hash`) and orders columns as the contract does."""
-    missing = [c for c in contract.column_names
-               if c not in df.columns and c not in (RUN_ID, CONTENT_HASH)]
+    missing = [
+        c for c in contract.column_names if c not in df.columns and c not in (RUN_ID, CONTENT_HASH)
+    ]
     if missing:
         raise ContractError(f"{contract.name}: the output lacks columns {missing}")
     extra = [c for c in df.columns if c not in contract.column_names]
@@ -118,8 +120,11 @@ class Lake:
 
     def changes(self, table: str, start_version: int, end_version: int | None = None) -> DataFrame:
         """The Change Data Feed of `table` from `start_version` (inclusive)."""
-        reader = (self.spark.read.format("delta").option("readChangeFeed", "true")
-                  .option("startingVersion", start_version))
+        reader = (
+            self.spark.read.format("delta")
+            .option("readChangeFeed", "true")
+            .option("startingVersion", start_version)
+        )
         if end_version is not None:
             reader = reader.option("endingVersion", end_version)
         return reader.load(self.location(table))
@@ -130,8 +135,11 @@ class Lake:
         location = self.location(contract.name)
         if not self.exists(contract.name):
             props = ", ".join(f"'{k}' = '{v}'" for k, v in contract.delta_properties.items())
-            partition = (f"PARTITIONED BY ({', '.join(contract.partition_by)})"
-                         if contract.partition_by else "")
+            partition = (
+                f"PARTITIONED BY ({', '.join(contract.partition_by)})"
+                if contract.partition_by
+                else ""
+            )
             comment = contract.description.replace("'", "\\'")
             self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {contract.layer}")
             # A name registered earlier in this session may point at a table that is gone.
@@ -186,9 +194,16 @@ class Lake:
                     writer = writer.option("replaceWhere", replace_where)
                 writer.save(path)
                 result = self._result(contract, mode)
-        log.info("%s %s: +%d ~%d -%d%s (%.1fs)", contract.name, mode, result.inserted,
-                 result.updated, result.deleted, " (unchanged, skipped)" if result.skipped else "",
-                 time.monotonic() - started)
+        log.info(
+            "%s %s: +%d ~%d -%d%s (%.1fs)",
+            contract.name,
+            mode,
+            result.inserted,
+            result.updated,
+            result.deleted,
+            " (unchanged, skipped)" if result.skipped else "",
+            time.monotonic() - started,
+        )
         return result
 
     def _merge(self, rows: DataFrame, contract: TableContract) -> WriteResult:
@@ -203,7 +218,8 @@ class Lake:
                 return WriteResult(contract.name, "merge", None, skipped=True)
             keys = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in contract.keys)
             (
-                self.delta_table(contract.name).alias("t")
+                self.delta_table(contract.name)
+                .alias("t")
                 .merge(changed.alias("s"), keys)
                 .whenMatchedUpdateAll(condition=f"t.`{CONTENT_HASH}` <> s.`{CONTENT_HASH}`")
                 .whenNotMatchedInsertAll()
@@ -215,21 +231,30 @@ class Lake:
 
     def _same_rows(self, current: DataFrame, rows: DataFrame, contract: TableContract) -> bool:
         """True when both hold exactly the same rows (by content hash and keys)."""
-        cols = [*contract.keys, CONTENT_HASH] if contract.has_content_hash else list(
-            contract.content_columns)
+        cols = (
+            [*contract.keys, CONTENT_HASH]
+            if contract.has_content_hash
+            else list(contract.content_columns)
+        )
 
         def fingerprint(frame: DataFrame) -> tuple:
             h = F.xxhash64(*[F.col(c) for c in cols])
-            row = frame.agg(F.count(F.lit(1)).alias("n"), F.sum(h.cast("decimal(38,0)"))
-                            .alias("s"), F.sum((h % 1000003).cast("long")).alias("t")).first()
+            row = frame.agg(
+                F.count(F.lit(1)).alias("n"),
+                F.sum(h.cast("decimal(38,0)")).alias("s"),
+                F.sum((h % 1000003).cast("long")).alias("t"),
+            ).first()
             return (row["n"], row["s"], row["t"])
 
         return fingerprint(current) == fingerprint(rows)
 
     def _result(self, contract: TableContract, mode: str) -> WriteResult:
         last = self.delta_table(contract.name).history(1).first()
-        metrics = {k: int(v) for k, v in (last["operationMetrics"] or {}).items()
-                   if v is not None and str(v).lstrip("-").isdigit()}
+        metrics = {
+            k: int(v)
+            for k, v in (last["operationMetrics"] or {}).items()
+            if v is not None and str(v).lstrip("-").isdigit()
+        }
         if mode == "merge":
             inserted = metrics.get("numTargetRowsInserted", 0)
             updated = metrics.get("numTargetRowsUpdated", 0)

@@ -29,14 +29,20 @@ def _params(job: str, run_date: date | None, overrides: Sequence[str]) -> dict[s
     return params
 
 
-def run_single(cfg: Config, job: str, run_date: date | None = None,
-               overrides: Sequence[str] = (), parent_run_id: str | None = None,
-               spark=None) -> JobContext:
+def run_single(
+    cfg: Config,
+    job: str,
+    run_date: date | None = None,
+    overrides: Sequence[str] = (),
+    parent_run_id: str | None = None,
+    spark=None,
+) -> JobContext:
     """Runs one job; returns its context (run id, versions read)."""
     fn = resolve(job)
     spark = spark or build_session(cfg, f"retail-lake {job}")
-    ctx, _ = run_job(spark, cfg, job, fn, run_date, _params(job, run_date, overrides),
-                     parent_run_id)
+    ctx, _ = run_job(
+        spark, cfg, job, fn, run_date, _params(job, run_date, overrides), parent_run_id
+    )
     return ctx
 
 
@@ -46,20 +52,36 @@ def steps_to_skip(spark, cfg: Config, steps: Sequence[str]) -> set[str]:
     if not lake.exists(JOB_RUNS):
         return set()
     runs = lake.read(JOB_RUNS)
-    last = (runs.where(F.col("job") == "pipeline").orderBy(F.col("started_at").desc())
-            .select("run_id", "status").first())
+    last = (
+        runs.where(F.col("job") == "pipeline")
+        .orderBy(F.col("started_at").desc())
+        .select("run_id", "status")
+        .first()
+    )
     if last is None or last["status"] == "succeeded":
         return set()
-    done = runs.where((F.col("parent_run_id") == last["run_id"])
-                      & (F.col("status") == "succeeded")).select("job").collect()
+    done = (
+        runs.where((F.col("parent_run_id") == last["run_id"]) & (F.col("status") == "succeeded"))
+        .select("job")
+        .collect()
+    )
     skip = {r["job"] for r in done} & set(steps)
-    log.info("resuming pipeline %s (%s): skipping %s", last["run_id"], last["status"],
-             ", ".join(s for s in steps if s in skip) or "nothing")
+    log.info(
+        "resuming pipeline %s (%s): skipping %s",
+        last["run_id"],
+        last["status"],
+        ", ".join(s for s in steps if s in skip) or "nothing",
+    )
     return skip
 
 
-def run_pipeline(cfg: Config, steps: Sequence[str] | None = None, resume: bool = False,
-                 run_date: date | None = None, overrides: Sequence[str] = ()) -> list[str]:
+def run_pipeline(
+    cfg: Config,
+    steps: Sequence[str] | None = None,
+    resume: bool = False,
+    run_date: date | None = None,
+    overrides: Sequence[str] = (),
+) -> list[str]:
     """Runs the pipeline; returns the steps that ran. Stops at the first failing step."""
     steps = list(steps or cfg.get("pipeline.steps"))
     for s in steps:
@@ -72,15 +94,17 @@ def run_pipeline(cfg: Config, steps: Sequence[str] | None = None, resume: bool =
     def pipeline(ctx: JobContext) -> JobResult:
         for i, step in enumerate(steps, 1):
             if step in skip:
-                log.info("pipeline step %d/%d %s: skipped (succeeded before)", i, len(steps),
-                         step)
+                log.info("pipeline step %d/%d %s: skipped (succeeded before)", i, len(steps), step)
                 continue
             log.info("pipeline step %d/%d: %s", i, len(steps), step)
             run_single(cfg, step, run_date, overrides, parent_run_id=ctx.run_id, spark=spark)
             ran.append(step)
         return JobResult()
 
-    params = {"steps": ",".join(steps), "resume": str(resume).lower(),
-              **_params("pipeline", run_date, overrides)}
+    params = {
+        "steps": ",".join(steps),
+        "resume": str(resume).lower(),
+        **_params("pipeline", run_date, overrides),
+    }
     run_job(spark, cfg, "pipeline", pipeline, run_date, params)
     return ran

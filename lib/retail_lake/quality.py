@@ -78,12 +78,17 @@ class ExpectationResult:
 
     def as_row(self, run_id: str, at: datetime) -> dict[str, Any]:
         return {
-            "run_id": run_id, "table_name": self.table_name,
-            "expectation": self.spec.expectation, "column": self.spec.column,
+            "run_id": run_id,
+            "table_name": self.table_name,
+            "expectation": self.spec.expectation,
+            "column": self.spec.column,
             "kwargs": json.dumps(self.spec.kwargs, sort_keys=True, default=str),
-            "severity": self.spec.severity, "success": self.success,
-            "element_count": self.element_count, "unexpected_count": self.unexpected_count,
-            "observed": self.observed, "evaluated_at": at,
+            "severity": self.spec.severity,
+            "success": self.success,
+            "element_count": self.element_count,
+            "unexpected_count": self.unexpected_count,
+            "observed": self.observed,
+            "evaluated_at": at,
         }
 
     def describe(self) -> str:
@@ -101,18 +106,23 @@ def suite_path(table: str, conf_dir: Traversable | None = None) -> Traversable:
     return (conf_dir or find_conf_dir()) / "suites" / f"{table}.yaml"
 
 
-def load_suite(contract: TableContract, conf_dir: Traversable | None = None
-               ) -> list[ExpectationSpec]:
+def load_suite(
+    contract: TableContract, conf_dir: Traversable | None = None
+) -> list[ExpectationSpec]:
     """The contract's key rules followed by the configured suite, validated."""
     specs: list[ExpectationSpec] = []
     for key in contract.keys:
         specs.append(ExpectationSpec("expect_column_values_to_not_be_null", {"column": key}))
     if len(contract.keys) == 1:
-        specs.append(ExpectationSpec("expect_column_values_to_be_unique",
-                                     {"column": contract.keys[0]}))
+        specs.append(
+            ExpectationSpec("expect_column_values_to_be_unique", {"column": contract.keys[0]})
+        )
     elif contract.keys:
-        specs.append(ExpectationSpec("expect_compound_columns_to_be_unique",
-                                     {"column_list": list(contract.keys)}))
+        specs.append(
+            ExpectationSpec(
+                "expect_compound_columns_to_be_unique", {"column_list": list(contract.keys)}
+            )
+        )
     path = suite_path(contract.name, conf_dir)
     if not path.is_file():
         return specs
@@ -144,7 +154,8 @@ def _expectation_class(name: str, where: str = "") -> type:
     cls = getattr(gx.expectations, class_name, None)
     if cls is None:
         raise ConfigError(
-            f"{where}: unknown expectation {name!r} (no gx.expectations.{class_name})")
+            f"{where}: unknown expectation {name!r} (no gx.expectations.{class_name})"
+        )
     return cls
 
 
@@ -156,8 +167,9 @@ def _gx_context():
         return gx.get_context(mode="ephemeral")
 
 
-def validate(df: DataFrame, contract: TableContract, specs: list[ExpectationSpec]
-             ) -> list[ExpectationResult]:
+def validate(
+    df: DataFrame, contract: TableContract, specs: list[ExpectationSpec]
+) -> list[ExpectationResult]:
     """Evaluates `specs` on `df` with Great Expectations; returns one result per spec."""
     import great_expectations as gx
 
@@ -184,12 +196,16 @@ def validate(df: DataFrame, contract: TableContract, specs: list[ExpectationSpec
         observed = res.get("observed_value", res.get("partial_unexpected_list"))
         if r.exception_info and r.exception_info.get("raised_exception"):
             observed = f"error: {r.exception_info.get('exception_message')}"
-        results.append(ExpectationResult(
-            table_name=contract.name, spec=spec, success=bool(r.success),
-            element_count=res.get("element_count"),
-            unexpected_count=res.get("unexpected_count"),
-            observed=None if observed is None else json.dumps(observed, default=str)[:2000],
-        ))
+        results.append(
+            ExpectationResult(
+                table_name=contract.name,
+                spec=spec,
+                success=bool(r.success),
+                element_count=res.get("element_count"),
+                unexpected_count=res.get("unexpected_count"),
+                observed=None if observed is None else json.dumps(observed, default=str)[:2000],
+            )
+        )
     return results
 
 

@@ -66,8 +66,12 @@ class Conservation:
         return sum(self.inputs.values()) == sum(self.outputs.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "inputs": self.inputs, "outputs": self.outputs,
-                "holds": self.holds}
+        return {
+            "name": self.name,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "holds": self.holds,
+        }
 
 
 @dataclass
@@ -109,8 +113,14 @@ def new_run_id(job: str) -> str:
 
 
 # ----------------------------------------------------------------------------- ops tables
-def _ops_write(lake: Lake, table: str, rows: list[dict[str, Any]], run_id: str,
-               merge_key: str | None = None, attempts: int = 8) -> None:
+def _ops_write(
+    lake: Lake,
+    table: str,
+    rows: list[dict[str, Any]],
+    run_id: str,
+    merge_key: str | None = None,
+    attempts: int = 8,
+) -> None:
     """Appends (or upserts on `merge_key`) ops records, retrying Delta write conflicts."""
     if not rows:
         return
@@ -120,9 +130,14 @@ def _ops_write(lake: Lake, table: str, rows: list[dict[str, Any]], run_id: str,
     for attempt in range(1, attempts + 1):
         try:
             if merge_key:
-                (lake.delta_table(table).alias("t")
-                 .merge(df.alias("s"), f"t.{merge_key} = s.{merge_key}")
-                 .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+                (
+                    lake.delta_table(table)
+                    .alias("t")
+                    .merge(df.alias("s"), f"t.{merge_key} = s.{merge_key}")
+                    .whenMatchedUpdateAll()
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                )
             else:
                 df.write.format("delta").mode("append").save(lake.location(table))
             return
@@ -133,15 +148,24 @@ def _ops_write(lake: Lake, table: str, rows: list[dict[str, Any]], run_id: str,
             log.debug("retrying %s write after a concurrent commit (%d)", table, attempt)
 
 
-def _run_row(ctx: JobContext, status: str, started: datetime, params: dict[str, str],
-             **extra: Any) -> dict[str, Any]:
+def _run_row(
+    ctx: JobContext, status: str, started: datetime, params: dict[str, str], **extra: Any
+) -> dict[str, Any]:
     row = {c: None for c in REGISTRY[JOB_RUNS].column_names}
-    row.update({
-        "run_id": ctx.run_id, "job": ctx.job, "parent_run_id": ctx.parent_run_id,
-        "status": status, "profile": ctx.cfg.profile, "run_date": ctx.run_date,
-        "started_at": started, "parameters": params, "host": socket.gethostname(),
-        "spark_app_id": ctx.spark.sparkContext.applicationId,
-    })
+    row.update(
+        {
+            "run_id": ctx.run_id,
+            "job": ctx.job,
+            "parent_run_id": ctx.parent_run_id,
+            "status": status,
+            "profile": ctx.cfg.profile,
+            "run_date": ctx.run_date,
+            "started_at": started,
+            "parameters": params,
+            "host": socket.gethostname(),
+            "spark_app_id": ctx.spark.sparkContext.applicationId,
+        }
+    )
     row.update(extra)
     return row
 
@@ -181,31 +205,60 @@ def run_job(
         if not quality and hasattr(exc, "results"):
             quality = exc.results  # QualityGateError carries them
         _record_quality(lake, ctx.run_id, quality)
-        _ops_write(lake, JOB_RUNS, [_run_row(
-            ctx, "failed", started, params, ended_at=utc_now(),
-            duration_s=round(time.monotonic() - clock, 3),
-            rows_read=(result.rows_read if result else None) or None,
-            versions_read=ctx.versions_read or None,
-            conservation=_conservation_json(result),
-            error=f"{type(exc).__name__}: {exc}"[:4000],
-        )], ctx.run_id, merge_key="run_id")
-        log.error("[%s] %s failed after %.1fs: %s", ctx.run_id, job, time.monotonic() - clock,
-                  str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        _ops_write(
+            lake,
+            JOB_RUNS,
+            [
+                _run_row(
+                    ctx,
+                    "failed",
+                    started,
+                    params,
+                    ended_at=utc_now(),
+                    duration_s=round(time.monotonic() - clock, 3),
+                    rows_read=(result.rows_read if result else None) or None,
+                    versions_read=ctx.versions_read or None,
+                    conservation=_conservation_json(result),
+                    error=f"{type(exc).__name__}: {exc}"[:4000],
+                )
+            ],
+            ctx.run_id,
+            merge_key="run_id",
+        )
+        log.error(
+            "[%s] %s failed after %.1fs: %s",
+            ctx.run_id,
+            job,
+            time.monotonic() - clock,
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        )
         raise
     finally:
         for df in [*persisted, *(result.cached if result else [])]:
             df.unpersist()
     _record_quality(lake, ctx.run_id, quality)
-    _ops_write(lake, JOB_RUNS, [_run_row(
-        ctx, "succeeded", started, params, ended_at=utc_now(),
-        duration_s=round(time.monotonic() - clock, 3),
-        rows_read=result.rows_read or None,
-        rows_written={t: w.rows_changed for t, w in writes.items()} or None,
-        versions_read=ctx.versions_read or None,
-        versions_written={t: w.version for t, w in writes.items() if w.version is not None}
-        or None,
-        conservation=_conservation_json(result),
-    )], ctx.run_id, merge_key="run_id")
+    _ops_write(
+        lake,
+        JOB_RUNS,
+        [
+            _run_row(
+                ctx,
+                "succeeded",
+                started,
+                params,
+                ended_at=utc_now(),
+                duration_s=round(time.monotonic() - clock, 3),
+                rows_read=result.rows_read or None,
+                rows_written={t: w.rows_changed for t, w in writes.items()} or None,
+                versions_read=ctx.versions_read or None,
+                versions_written={t: w.version for t, w in writes.items() if w.version is not None}
+                or None,
+                conservation=_conservation_json(result),
+            )
+        ],
+        ctx.run_id,
+        merge_key="run_id",
+    )
     log.info("[%s] %s succeeded in %.1fs", ctx.run_id, job, time.monotonic() - clock)
     return ctx, writes
 
@@ -216,8 +269,9 @@ def _conservation_json(result: JobResult | None) -> str | None:
     return json.dumps([c.as_dict() for c in result.conservation], sort_keys=True)
 
 
-def _audit(ctx: JobContext, result: JobResult, persisted: list[DataFrame]
-           ) -> list[ExpectationResult]:
+def _audit(
+    ctx: JobContext, result: JobResult, persisted: list[DataFrame]
+) -> list[ExpectationResult]:
     """Checks conservation and every output's suite before anything is written.
 
     Each output is persisted (validated, then written) and added to `persisted`.
@@ -244,8 +298,9 @@ def _publish(ctx: JobContext, result: JobResult) -> dict[str, WriteResult]:
     writes: dict[str, WriteResult] = {}
     for out in result.outputs:
         contract = ctx.registry[out.table]
-        writes[out.table] = ctx.lake.write(out.df, contract, ctx.run_id, out.mode,
-                                           out.replace_where)
+        writes[out.table] = ctx.lake.write(
+            out.df, contract, ctx.run_id, out.mode, out.replace_where
+        )
     return writes
 
 

@@ -50,8 +50,9 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
     builder = (
         SparkSession.builder.appName(app_name or spark_cfg["app_name"])
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog",
-                "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        )
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(spark_cfg["shuffle_partitions"]))
         .config("spark.driver.memory", spark_cfg["driver_memory"])
@@ -136,8 +137,11 @@ def register_table(spark: SparkSession, name: str, location: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resolve-jars", action="store_true",
-                        help="start a session once so Ivy fetches the Delta jars, then stop")
+    parser.add_argument(
+        "--resolve-jars",
+        action="store_true",
+        help="start a session once so Ivy fetches the Delta jars, then stop",
+    )
     parser.add_argument("--profile", default="local")
     args = parser.parse_args(argv)
     if not args.resolve_jars:

@@ -10,16 +10,16 @@ from retail_lake.contracts import Col, Registry, TableContract, meta_columns
 # ----------------------------------------------------------------------------- bronze
 PROVENANCE = (
     Col("_source_file", "string", "landing file, relative to the landing folder", False),
-    Col("_line_number", "bigint", "1-based line of the record in its file (header is line 1)",
-        False),
+    Col(
+        "_line_number", "bigint", "1-based line of the record in its file (header is line 1)", False
+    ),
     Col("_ingested_at", "timestamp", "when the ingest run read the file (UTC)", False),
     Col("_run_id", "string", "ingest run that added the row", False),
     Col("_row_hash", "string", "SHA-256 of the raw fields; detects change, not identity", False),
 )
 
 
-def _raw(name: str, source: str, columns: list[tuple[str, str]], description: str
-         ) -> TableContract:
+def _raw(name: str, source: str, columns: list[tuple[str, str]], description: str) -> TableContract:
     return TableContract(
         name=name,
         description=description,
@@ -33,19 +33,39 @@ def _raw(name: str, source: str, columns: list[tuple[str, str]], description: st
 
 
 BRONZE = [
-    _raw("bronze.rossmann_sales_raw", "rossmann/train.csv.gz", [
-        ("store", "Store"), ("day_of_week", "DayOfWeek"), ("date", "Date"), ("sales", "Sales"),
-        ("customers", "Customers"), ("open", "Open"), ("promo", "Promo"),
-        ("state_holiday", "StateHoliday"), ("school_holiday", "SchoolHoliday"),
-    ], "Rossmann daily sales per store, every field as text, with provenance."),
-    _raw("bronze.rossmann_stores_raw", "rossmann/store.csv.gz", [
-        ("store", "Store"), ("store_type", "StoreType"), ("assortment", "Assortment"),
-        ("competition_distance", "CompetitionDistance"),
-        ("competition_open_since_month", "CompetitionOpenSinceMonth"),
-        ("competition_open_since_year", "CompetitionOpenSinceYear"),
-        ("promo2", "Promo2"), ("promo2_since_week", "Promo2SinceWeek"),
-        ("promo2_since_year", "Promo2SinceYear"), ("promo_interval", "PromoInterval"),
-    ], "Rossmann store attributes, every field as text, with provenance."),
+    _raw(
+        "bronze.rossmann_sales_raw",
+        "rossmann/train.csv.gz",
+        [
+            ("store", "Store"),
+            ("day_of_week", "DayOfWeek"),
+            ("date", "Date"),
+            ("sales", "Sales"),
+            ("customers", "Customers"),
+            ("open", "Open"),
+            ("promo", "Promo"),
+            ("state_holiday", "StateHoliday"),
+            ("school_holiday", "SchoolHoliday"),
+        ],
+        "Rossmann daily sales per store, every field as text, with provenance.",
+    ),
+    _raw(
+        "bronze.rossmann_stores_raw",
+        "rossmann/store.csv.gz",
+        [
+            ("store", "Store"),
+            ("store_type", "StoreType"),
+            ("assortment", "Assortment"),
+            ("competition_distance", "CompetitionDistance"),
+            ("competition_open_since_month", "CompetitionOpenSinceMonth"),
+            ("competition_open_since_year", "CompetitionOpenSinceYear"),
+            ("promo2", "Promo2"),
+            ("promo2_since_week", "Promo2SinceWeek"),
+            ("promo2_since_year", "Promo2SinceYear"),
+            ("promo_interval", "PromoInterval"),
+        ],
+        "Rossmann store attributes, every field as text, with provenance.",
+    ),
 ]
 
 # ----------------------------------------------------------------------------- silver
@@ -58,7 +78,7 @@ SILVER = [
     TableContract(
         name="silver.store_daily_sales",
         description="One row per Rossmann store and day, typed. Closed days are kept "
-                    "(open = false, sales 0); gaps in a store's series are not filled.",
+        "(open = false, sales 0); gaps in a store's series are not filled.",
         columns=(
             Col("store", "int", "Rossmann store number (1..1115)", False),
             Col("date", "date", "calendar day (UTC)", False),
@@ -67,8 +87,12 @@ SILVER = [
             Col("customers", "int", "customers served that day", False),
             Col("open", "boolean", "store was open", False),
             Col("promo", "boolean", "a store promotion ran that day", False),
-            Col("state_holiday", "string",
-                "state holiday code: 0 none, a public, b Easter, c Christmas", False),
+            Col(
+                "state_holiday",
+                "string",
+                "state holiday code: 0 none, a public, b Easter, c Christmas",
+                False,
+            ),
             Col("school_holiday", "boolean", "store affected by school holidays", False),
             *LINEAGE,
             *meta_columns(),
@@ -83,15 +107,24 @@ SILVER = [
             Col("store", "int", "Rossmann store number", False),
             Col("store_type", "string", "store model a..d", False),
             Col("assortment", "string", "assortment level: a basic, b extra, c extended", False),
-            Col("competition_distance_m", "double",
-                "metres to the nearest competitor; null when unknown"),
-            Col("competition_open_since", "date",
-                "first day of the month the nearest competitor opened; null when unknown"),
-            Col("promo2", "boolean", "store takes part in the continuing promotion Promo2",
-                False),
+            Col(
+                "competition_distance_m",
+                "double",
+                "metres to the nearest competitor; null when unknown",
+            ),
+            Col(
+                "competition_open_since",
+                "date",
+                "first day of the month the nearest competitor opened; null when unknown",
+            ),
+            Col("promo2", "boolean", "store takes part in the continuing promotion Promo2", False),
             Col("promo2_since", "date", "Monday of the ISO week Promo2 started; null if none"),
-            Col("promo2_months", "array<int>",
-                "months (1..12) in which a Promo2 round starts; empty if none", False),
+            Col(
+                "promo2_months",
+                "array<int>",
+                "months (1..12) in which a Promo2 round starts; empty if none",
+                False,
+            ),
             *LINEAGE,
             *meta_columns(),
         ),
@@ -101,7 +134,7 @@ SILVER = [
     TableContract(
         name="silver.quarantine",
         description="Every rejected record, with where it came from, the rule it broke and "
-                    "its raw payload (personal fields pseudonymised).",
+        "its raw payload (personal fields pseudonymised).",
         columns=(
             Col("source", "string", "source or table the record came from", False),
             Col("stage", "string", "ingest or cleanse", False),
@@ -111,8 +144,12 @@ SILVER = [
             Col("payload", "string", "the raw line (ingest) or the bronze fields as JSON"),
             Col("_source_file", "string", "landing file", False),
             Col("_line_number", "bigint", "line in that file", False),
-            Col("_quarantined_at", "timestamp",
-                "when the record was first rejected (UTC); not part of the content hash", False),
+            Col(
+                "_quarantined_at",
+                "timestamp",
+                "when the record was first rejected (UTC); not part of the content hash",
+                False,
+            ),
             *meta_columns(),
         ),
         keys=("source", "stage", "_source_file", "_line_number", "rule"),
@@ -125,15 +162,19 @@ SILVER = [
 MODEL_LINEAGE = (
     Col("model_name", "string", "registered model name", False),
     Col("model_version", "string", "registered model version that produced the row", False),
-    Col("input_versions", "map<string,bigint>",
-        "Delta version of every input table the row was computed from", False),
+    Col(
+        "input_versions",
+        "map<string,bigint>",
+        "Delta version of every input table the row was computed from",
+        False,
+    ),
 )
 
 GOLD = [
     TableContract(
         name="gold.store_day_features",
         description="Per store and day: the day's facts plus calendar and store features. "
-                    "Features use only the day itself and the store's attributes.",
+        "Features use only the day itself and the store's attributes.",
         columns=(
             Col("store", "int", "Rossmann store number", False),
             Col("date", "date", "calendar day", False),
@@ -162,7 +203,7 @@ GOLD = [
     TableContract(
         name="gold.sales_forecasts",
         description="Daily sales forecasts per store from a registered model, for the "
-                    "backtest period and for future dates whose covariates are known.",
+        "backtest period and for future dates whose covariates are known.",
         columns=(
             Col("store", "int", "Rossmann store number", False),
             Col("date", "date", "forecast day", False),
@@ -181,7 +222,7 @@ OPS = [
     TableContract(
         name="ops.job_runs",
         description="One row per job run: written as 'running' when it starts, completed "
-                    "with its outcome when it ends.",
+        "with its outcome when it ends.",
         columns=(
             Col("run_id", "string", "unique id of the run", False),
             Col("job", "string", "job name", False),
@@ -194,11 +235,13 @@ OPS = [
             Col("duration_s", "double", "wall-clock seconds"),
             Col("parameters", "map<string,string>", "job parameters and --set overrides"),
             Col("rows_read", "map<string,bigint>", "rows read per input"),
-            Col("rows_written", "map<string,bigint>",
-                "rows inserted+updated+deleted per output table"),
+            Col(
+                "rows_written",
+                "map<string,bigint>",
+                "rows inserted+updated+deleted per output table",
+            ),
             Col("versions_read", "map<string,bigint>", "Delta version read per input table"),
-            Col("versions_written", "map<string,bigint>",
-                "Delta version written per output table"),
+            Col("versions_written", "map<string,bigint>", "Delta version written per output table"),
             Col("conservation", "string", "row-conservation checks as JSON"),
             Col("error", "string", "error summary when failed"),
             Col("host", "string", "driver host"),

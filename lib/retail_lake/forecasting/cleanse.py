@@ -31,8 +31,21 @@ from retail_lake.cleansing import (
 SALES_SOURCE = "rossmann_sales"
 STORES_SOURCE = "rossmann_stores"
 STATE_HOLIDAYS = ("0", "a", "b", "c")
-MONTHS = {"Jan": 1, "Feb": 2, "Mar": 3, "Apr": 4, "May": 5, "Jun": 6, "Jul": 7, "Aug": 8,
-          "Sept": 9, "Sep": 9, "Oct": 10, "Nov": 11, "Dec": 12}
+MONTHS = {
+    "Jan": 1,
+    "Feb": 2,
+    "Mar": 3,
+    "Apr": 4,
+    "May": 5,
+    "Jun": 6,
+    "Jul": 7,
+    "Aug": 8,
+    "Sept": 9,
+    "Sep": 9,
+    "Oct": 10,
+    "Nov": 11,
+    "Dec": 12,
+}
 
 
 def _date(raw: str) -> Column:
@@ -51,12 +64,25 @@ def _flag(raw: str) -> Column:
 
 def _flag_rule(column: str, raw: str) -> Rule:
     v = F.trim(F.col(raw))
-    return Rule(f"invalid_{column}", column, v.isNotNull() & ~v.isin("0", "1"),
-                f"{column}: {{value}} is not 0 or 1")
+    return Rule(
+        f"invalid_{column}",
+        column,
+        v.isNotNull() & ~v.isin("0", "1"),
+        f"{column}: {{value}} is not 0 or 1",
+    )
 
 
-SALES_RAW = ("store", "day_of_week", "date", "sales", "customers", "open", "promo",
-             "state_holiday", "school_holiday")
+SALES_RAW = (
+    "store",
+    "day_of_week",
+    "date",
+    "sales",
+    "customers",
+    "open",
+    "promo",
+    "state_holiday",
+    "school_holiday",
+)
 
 
 def type_sales(bronze: DataFrame) -> DataFrame:
@@ -65,33 +91,50 @@ def type_sales(bronze: DataFrame) -> DataFrame:
     rules = [
         *[required_rule(c, c) for c in SALES_RAW],
         parse_rule("store", "store", _int("store"), "an integer"),
-        parse_rule("date", "date", _date("date"),
-                   "a date (yyyy-MM-dd)"),
+        parse_rule("date", "date", _date("date"), "a date (yyyy-MM-dd)"),
         parse_rule("day_of_week", "day_of_week", _int("day_of_week"), "an integer"),
         parse_rule("sales", "sales", _int("sales"), "an integer"),
         parse_rule("customers", "customers", _int("customers"), "an integer"),
-        Rule("invalid_day_of_week", "day_of_week", ~_int("day_of_week").between(1, 7),
-             "day_of_week: {value} is not 1..7"),
+        Rule(
+            "invalid_day_of_week",
+            "day_of_week",
+            ~_int("day_of_week").between(1, 7),
+            "day_of_week: {value} is not 1..7",
+        ),
         Rule("negative_sales", "sales", _int("sales") < 0, "sales: {value} is negative"),
-        Rule("negative_customers", "customers", _int("customers") < 0,
-             "customers: {value} is negative"),
-        Rule("invalid_state_holiday", "state_holiday",
-             ~F.trim(F.col("state_holiday")).isin(*STATE_HOLIDAYS),
-             "state_holiday: {value} is not one of 0, a, b, c"),
+        Rule(
+            "negative_customers",
+            "customers",
+            _int("customers") < 0,
+            "customers: {value} is negative",
+        ),
+        Rule(
+            "invalid_state_holiday",
+            "state_holiday",
+            ~F.trim(F.col("state_holiday")).isin(*STATE_HOLIDAYS),
+            "state_holiday: {value} is not one of 0, a, b, c",
+        ),
         *[_flag_rule(c, c) for c in ("open", "promo", "school_holiday")],
-        Rule("sales_on_closed_day", "sales",
-             (F.trim(F.col("open")) == "0") & (_int("sales") > 0),
-             "sales: {value} reported on a closed day"),
+        Rule(
+            "sales_on_closed_day",
+            "sales",
+            (F.trim(F.col("open")) == "0") & (_int("sales") > 0),
+            "sales: {value} reported on a closed day",
+        ),
     ]
     # Rules compare nulls as unknown; coalesce so a rule never yields null.
     rules = [Rule(r.name, r.column, F.coalesce(r.broken, F.lit(False)), r.reason) for r in rules]
     typed = bronze.select(
-        *SALES_RAW, "_source_file", "_line_number",
+        *SALES_RAW,
+        "_source_file",
+        "_line_number",
         _int("store").alias("t_store"),
         _date("date").alias("t_date"),
         _int("day_of_week").alias("t_day_of_week"),
-        _int("sales").alias("t_sales"), _int("customers").alias("t_customers"),
-        _flag("open").alias("t_open"), _flag("promo").alias("t_promo"),
+        _int("sales").alias("t_sales"),
+        _int("customers").alias("t_customers"),
+        _flag("open").alias("t_open"),
+        _flag("promo").alias("t_promo"),
         F.trim(F.col("state_holiday")).alias("t_state_holiday"),
         _flag("school_holiday").alias("t_school_holiday"),
     )
@@ -100,16 +143,31 @@ def type_sales(bronze: DataFrame) -> DataFrame:
 
 def _silver_sales(valid: DataFrame) -> DataFrame:
     return valid.select(
-        F.col("t_store").alias("store"), F.col("t_date").alias("date"),
-        F.col("t_day_of_week").alias("day_of_week"), F.col("t_sales").alias("sales"),
-        F.col("t_customers").alias("customers"), F.col("t_open").alias("open"),
-        F.col("t_promo").alias("promo"), F.col("t_state_holiday").alias("state_holiday"),
-        F.col("t_school_holiday").alias("school_holiday"), "_source_file", "_line_number",
+        F.col("t_store").alias("store"),
+        F.col("t_date").alias("date"),
+        F.col("t_day_of_week").alias("day_of_week"),
+        F.col("t_sales").alias("sales"),
+        F.col("t_customers").alias("customers"),
+        F.col("t_open").alias("open"),
+        F.col("t_promo").alias("promo"),
+        F.col("t_state_holiday").alias("state_holiday"),
+        F.col("t_school_holiday").alias("school_holiday"),
+        "_source_file",
+        "_line_number",
     )
 
 
-SALES_CONTENT = ("store", "date", "day_of_week", "sales", "customers", "open", "promo",
-                 "state_holiday", "school_holiday")
+SALES_CONTENT = (
+    "store",
+    "date",
+    "day_of_week",
+    "sales",
+    "customers",
+    "open",
+    "promo",
+    "state_holiday",
+    "school_holiday",
+)
 
 
 def cleanse_sales(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFrame, DataFrame]:
@@ -121,15 +179,29 @@ def cleanse_sales(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFrame
     conflicts = conflict_errors(
         conflict.select("_source_file", "_line_number").join(
             bronze.select(*SALES_RAW, "_source_file", "_line_number"),
-            on=["_source_file", "_line_number"], how="left"), ("store", "date"))
+            on=["_source_file", "_line_number"],
+            how="left",
+        ),
+        ("store", "date"),
+    )
     quarantine = quarantine_rows(rejected, SALES_SOURCE, SALES_RAW, at).unionByName(
-        quarantine_rows(conflicts, SALES_SOURCE, SALES_RAW, at))
+        quarantine_rows(conflicts, SALES_SOURCE, SALES_RAW, at)
+    )
     return kept, quarantine, exact
 
 
-STORES_RAW = ("store", "store_type", "assortment", "competition_distance",
-              "competition_open_since_month", "competition_open_since_year", "promo2",
-              "promo2_since_week", "promo2_since_year", "promo_interval")
+STORES_RAW = (
+    "store",
+    "store_type",
+    "assortment",
+    "competition_distance",
+    "competition_open_since_month",
+    "competition_open_since_year",
+    "promo2",
+    "promo2_since_week",
+    "promo2_since_year",
+    "promo_interval",
+)
 
 
 def iso_week_monday(year: Column, week: Column) -> Column:
@@ -151,68 +223,126 @@ def cleanse_stores(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFram
     raw_of = {c: c for c in STORES_RAW}
     months = promo_months(F.col("promo_interval"))
     rules = [
-        required_rule("store", "store"), required_rule("store_type", "store_type"),
-        required_rule("assortment", "assortment"), required_rule("promo2", "promo2"),
+        required_rule("store", "store"),
+        required_rule("store_type", "store_type"),
+        required_rule("assortment", "assortment"),
+        required_rule("promo2", "promo2"),
         parse_rule("store", "store", _int("store"), "an integer"),
-        parse_rule("competition_distance", "competition_distance",
-                   F.expr("try_cast(trim(competition_distance) AS DOUBLE)"), "a number"),
-        parse_rule("competition_open_since_month", "competition_open_since_month",
-                   _int("competition_open_since_month"), "an integer"),
-        parse_rule("competition_open_since_year", "competition_open_since_year",
-                   _int("competition_open_since_year"), "an integer"),
-        parse_rule("promo2_since_week", "promo2_since_week", _int("promo2_since_week"),
-                   "an integer"),
-        parse_rule("promo2_since_year", "promo2_since_year", _int("promo2_since_year"),
-                   "an integer"),
-        Rule("invalid_store_type", "store_type", ~F.trim("store_type").isin("a", "b", "c", "d"),
-             "store_type: {value} is not a..d"),
-        Rule("invalid_assortment", "assortment", ~F.trim("assortment").isin("a", "b", "c"),
-             "assortment: {value} is not a..c"),
+        parse_rule(
+            "competition_distance",
+            "competition_distance",
+            F.expr("try_cast(trim(competition_distance) AS DOUBLE)"),
+            "a number",
+        ),
+        parse_rule(
+            "competition_open_since_month",
+            "competition_open_since_month",
+            _int("competition_open_since_month"),
+            "an integer",
+        ),
+        parse_rule(
+            "competition_open_since_year",
+            "competition_open_since_year",
+            _int("competition_open_since_year"),
+            "an integer",
+        ),
+        parse_rule(
+            "promo2_since_week", "promo2_since_week", _int("promo2_since_week"), "an integer"
+        ),
+        parse_rule(
+            "promo2_since_year", "promo2_since_year", _int("promo2_since_year"), "an integer"
+        ),
+        Rule(
+            "invalid_store_type",
+            "store_type",
+            ~F.trim("store_type").isin("a", "b", "c", "d"),
+            "store_type: {value} is not a..d",
+        ),
+        Rule(
+            "invalid_assortment",
+            "assortment",
+            ~F.trim("assortment").isin("a", "b", "c"),
+            "assortment: {value} is not a..c",
+        ),
         _flag_rule("promo2", "promo2"),
-        Rule("invalid_promo_interval", "promo_interval",
-             F.exists(months, lambda m: m.isNull()),
-             "promo_interval: {value} has a month name that is not recognised"),
-        Rule("invalid_competition_open_since_month", "competition_open_since_month",
-             ~_int("competition_open_since_month").between(1, 12),
-             "competition_open_since_month: {value} is not 1..12"),
-        Rule("invalid_promo2_since_week", "promo2_since_week",
-             ~_int("promo2_since_week").between(1, 53),
-             "promo2_since_week: {value} is not 1..53"),
+        Rule(
+            "invalid_promo_interval",
+            "promo_interval",
+            F.exists(months, lambda m: m.isNull()),
+            "promo_interval: {value} has a month name that is not recognised",
+        ),
+        Rule(
+            "invalid_competition_open_since_month",
+            "competition_open_since_month",
+            ~_int("competition_open_since_month").between(1, 12),
+            "competition_open_since_month: {value} is not 1..12",
+        ),
+        Rule(
+            "invalid_promo2_since_week",
+            "promo2_since_week",
+            ~_int("promo2_since_week").between(1, 53),
+            "promo2_since_week: {value} is not 1..53",
+        ),
     ]
     rules = [Rule(r.name, r.column, F.coalesce(r.broken, F.lit(False)), r.reason) for r in rules]
-    comp_month, comp_year = _int("competition_open_since_month"), _int(
-        "competition_open_since_year")
+    comp_month, comp_year = (
+        _int("competition_open_since_month"),
+        _int("competition_open_since_year"),
+    )
     promo_week, promo_year = _int("promo2_since_week"), _int("promo2_since_year")
     typed = bronze.select(
-        *STORES_RAW, "_source_file", "_line_number",
-        _int("store").alias("t_store"), F.trim("store_type").alias("t_store_type"),
+        *STORES_RAW,
+        "_source_file",
+        "_line_number",
+        _int("store").alias("t_store"),
+        F.trim("store_type").alias("t_store_type"),
         F.trim("assortment").alias("t_assortment"),
         F.expr("try_cast(trim(competition_distance) AS DOUBLE)").alias("t_distance"),
         # CASE WHEN evaluates make_date only for valid parts (ANSI mode would raise).
-        F.when(comp_month.between(1, 12) & comp_year.between(1800, 2200),
-               F.make_date(comp_year, comp_month, F.lit(1))).alias("t_comp_since"),
+        F.when(
+            comp_month.between(1, 12) & comp_year.between(1800, 2200),
+            F.make_date(comp_year, comp_month, F.lit(1)),
+        ).alias("t_comp_since"),
         _flag("promo2").alias("t_promo2"),
-        F.when(promo_week.between(1, 53) & promo_year.between(1800, 2200),
-               iso_week_monday(promo_year, promo_week)).alias("t_promo2_since"),
+        F.when(
+            promo_week.between(1, 53) & promo_year.between(1800, 2200),
+            iso_week_monday(promo_year, promo_week),
+        ).alias("t_promo2_since"),
         F.coalesce(months, F.array().cast("array<int>")).alias("t_promo2_months"),
     )
     valid, rejected = split_valid(with_errors(typed, rules, raw_of))
     silver = valid.select(
-        F.col("t_store").alias("store"), F.col("t_store_type").alias("store_type"),
+        F.col("t_store").alias("store"),
+        F.col("t_store_type").alias("store_type"),
         F.col("t_assortment").alias("assortment"),
         F.col("t_distance").alias("competition_distance_m"),
         F.col("t_comp_since").alias("competition_open_since"),
-        F.col("t_promo2").alias("promo2"), F.col("t_promo2_since").alias("promo2_since"),
+        F.col("t_promo2").alias("promo2"),
+        F.col("t_promo2_since").alias("promo2_since"),
         F.col("t_promo2_months").cast("array<int>").alias("promo2_months"),
-        "_source_file", "_line_number",
+        "_source_file",
+        "_line_number",
     )
-    content = ("store", "store_type", "assortment", "competition_distance_m",
-               "competition_open_since", "promo2", "promo2_since", "promo2_months")
+    content = (
+        "store",
+        "store_type",
+        "assortment",
+        "competition_distance_m",
+        "competition_open_since",
+        "promo2",
+        "promo2_since",
+        "promo2_months",
+    )
     kept, exact, conflict = deduplicate(silver, ("store",), content)
     conflicts = conflict_errors(
         conflict.select("_source_file", "_line_number").join(
             bronze.select(*STORES_RAW, "_source_file", "_line_number"),
-            on=["_source_file", "_line_number"], how="left"), ("store",))
+            on=["_source_file", "_line_number"],
+            how="left",
+        ),
+        ("store",),
+    )
     quarantine = quarantine_rows(rejected, STORES_SOURCE, STORES_RAW, at).unionByName(
-        quarantine_rows(conflicts, STORES_SOURCE, STORES_RAW, at))
+        quarantine_rows(conflicts, STORES_SOURCE, STORES_RAW, at)
+    )
     return kept, quarantine, exact

@@ -19,21 +19,37 @@ FEATURES = "gold.store_day_features"
 
 def store_day_features(sales: DataFrame, stores: DataFrame) -> DataFrame:
     """One row per store and day with calendar, competition and promo2 state."""
-    joined = sales.join(stores.drop("_source_file", "_line_number", "_run_id",
-                                    "_content_hash"), on="store", how="left")
-    competition_open = F.coalesce(F.col("date") >= F.col("competition_open_since"),
-                                  F.col("competition_distance_m").isNotNull())
+    joined = sales.join(
+        stores.drop("_source_file", "_line_number", "_run_id", "_content_hash"),
+        on="store",
+        how="left",
+    )
+    competition_open = F.coalesce(
+        F.col("date") >= F.col("competition_open_since"),
+        F.col("competition_distance_m").isNotNull(),
+    )
     promo2_active = (
         F.col("promo2")
         & F.coalesce(F.col("date") >= F.col("promo2_since"), F.lit(False))
         & F.array_contains(F.col("promo2_months"), F.month("date"))
     )
     return joined.select(
-        "store", "date", "sales", "customers", "open", "promo", "state_holiday",
-        "school_holiday", "day_of_week",
-        F.dayofmonth("date").alias("day_of_month"), F.month("date").alias("month"),
-        F.year("date").alias("year"), F.weekofyear("date").alias("week_of_year"),
-        "store_type", "assortment", "competition_distance_m",
+        "store",
+        "date",
+        "sales",
+        "customers",
+        "open",
+        "promo",
+        "state_holiday",
+        "school_holiday",
+        "day_of_week",
+        F.dayofmonth("date").alias("day_of_month"),
+        F.month("date").alias("month"),
+        F.year("date").alias("year"),
+        F.weekofyear("date").alias("week_of_year"),
+        "store_type",
+        "assortment",
+        "competition_distance_m",
         F.coalesce(competition_open, F.lit(False)).alias("competition_open"),
         F.coalesce(promo2_active, F.lit(False)).alias("promo2_active"),
     )

@@ -15,11 +15,18 @@ from pyspark.sql import functions as F
 
 FEATURE_NAMES = (
     *[f"dow_{d}" for d in range(1, 8)],
-    "promo", "school_holiday", "state_holiday", "promo2_active", "competition_open",
+    "promo",
+    "school_holiday",
+    "state_holiday",
+    "promo2_active",
+    "competition_open",
     *[f"store_type_{t}" for t in "abcd"],
     *[f"assortment_{a}" for a in "abc"],
-    "log_competition_distance", "competition_distance_missing",
-    "month_sin", "month_cos", "store_level",
+    "log_competition_distance",
+    "competition_distance_missing",
+    "month_sin",
+    "month_cos",
+    "store_level",
 )
 N_FEATURES = len(FEATURE_NAMES)
 
@@ -30,8 +37,11 @@ def _flag(cond: Column) -> Column:
 
 def store_levels(train_days: DataFrame) -> DataFrame:
     """Mean log(1 + sales) per store over open days of the training period only."""
-    return (train_days.where(F.col("open") & (F.col("sales") > 0))
-            .groupBy("store").agg(F.avg(F.log1p("sales")).alias("store_level")))
+    return (
+        train_days.where(F.col("open") & (F.col("sales") > 0))
+        .groupBy("store")
+        .agg(F.avg(F.log1p("sales")).alias("store_level"))
+    )
 
 
 def with_features(days: DataFrame, levels: DataFrame, global_level: float) -> DataFrame:
@@ -41,13 +51,17 @@ def with_features(days: DataFrame, levels: DataFrame, global_level: float) -> Da
     angle = (F.col("month") - 1) * (2 * math.pi / 12)
     parts = [
         *[_flag(F.col("day_of_week") == d) for d in range(1, 8)],
-        _flag(F.col("promo")), _flag(F.col("school_holiday")),
-        _flag(F.col("state_holiday") != "0"), _flag(F.col("promo2_active")),
+        _flag(F.col("promo")),
+        _flag(F.col("school_holiday")),
+        _flag(F.col("state_holiday") != "0"),
+        _flag(F.col("promo2_active")),
         _flag(F.col("competition_open")),
         *[_flag(F.col("store_type") == t) for t in "abcd"],
         *[_flag(F.col("assortment") == a) for a in "abc"],
-        F.coalesce(F.log1p(distance) / 10.0, F.lit(0.0)), _flag(distance.isNull()),
-        F.sin(angle), F.cos(angle),
+        F.coalesce(F.log1p(distance) / 10.0, F.lit(0.0)),
+        _flag(distance.isNull()),
+        F.sin(angle),
+        F.cos(angle),
         F.coalesce(F.col("store_level"), F.lit(global_level)) - F.lit(global_level),
     ]
     return joined.withColumn("features", F.array(*[p.cast("float") for p in parts]))

@@ -51,8 +51,9 @@ def _network(key: str, weights: bytes):
     return _MODELS[key]
 
 
-def score(spark: SparkSession, rows: DataFrame, weights: bytes, global_level: float,
-          key: str) -> DataFrame:
+def score(
+    spark: SparkSession, rows: DataFrame, weights: bytes, global_level: float, key: str
+) -> DataFrame:
     """Adds `forecast` (EUR; 0 on closed days) to rows that carry `features` and `open`."""
     shared = spark.sparkContext.broadcast(weights)
     schema = StructType([*rows.schema.fields, StructField("forecast", DoubleType(), False)])
@@ -79,8 +80,11 @@ def error_metrics(scored: DataFrame) -> dict[str, float]:
     """RMSPE and MAPE over open days with non-zero sales (the competition's rule)."""
     judged = scored.where(F.col("open") & (F.col("sales") > 0))
     pct = (F.col("sales") - F.col("forecast")) / F.col("sales")
-    row = judged.agg(F.sqrt(F.avg(pct * pct)).alias("rmspe"),
-                     F.avg(F.abs(pct)).alias("mape"), F.count(F.lit(1)).alias("n")).first()
+    row = judged.agg(
+        F.sqrt(F.avg(pct * pct)).alias("rmspe"),
+        F.avg(F.abs(pct)).alias("mape"),
+        F.count(F.lit(1)).alias("n"),
+    ).first()
     if not row["n"]:
         raise JobError("no open days with sales to evaluate on")
     return {"rmspe": float(row["rmspe"]), "mape": float(row["mape"]), "days": float(row["n"])}
@@ -102,8 +106,9 @@ def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[s
         version = str(max(int(v.version) for v in versions))
     mv = client.get_model_version(MODEL_NAME, version)
     net = mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/{version}", map_location="cpu")
-    prep_path = mlflow.artifacts.download_artifacts(run_id=mv.run_id,
-                                                    artifact_path="preprocessing.json")
+    prep_path = mlflow.artifacts.download_artifacts(
+        run_id=mv.run_id, artifact_path="preprocessing.json"
+    )
     with open(prep_path, encoding="utf-8") as fh:
         prep = json.load(fh)
     weights = state_to_bytes({k: v.detach().cpu() for k, v in net.state_dict().items()})
@@ -118,18 +123,31 @@ def run(ctx: JobContext) -> JobResult:
     horizon = days.where(F.col("date") >= F.lit(test_start))
     levels = ctx.spark.createDataFrame(
         [(int(s), float(v)) for s, v in prep["store_levels"].items()],
-        "store int, store_level double")
+        "store int, store_level double",
+    )
     rows = with_features(horizon, levels, prep["global_level"])
     scored = score(ctx.spark, rows, weights, prep["global_level"], f"{MODEL_NAME}:{version}")
     # The table scored now, and (prefixed train:) the tables the model was trained on.
-    inputs = {FEATURES: ctx.versions_read[FEATURES], **{
-        f"train:{k}": int(v) for k, v in prep["input_versions"].items()}}
+    inputs = {
+        FEATURES: ctx.versions_read[FEATURES],
+        **{f"train:{k}": int(v) for k, v in prep["input_versions"].items()},
+    }
     out = scored.select(
-        "store", "date", "forecast", F.col("sales").alias("actual"),
-        F.lit(MODEL_NAME).alias("model_name"), F.lit(version).alias("model_version"),
-        F.create_map(*[x for k, v in sorted(inputs.items())
-                       for x in (F.lit(k), F.lit(v).cast("bigint"))]).alias("input_versions"),
+        "store",
+        "date",
+        "forecast",
+        F.col("sales").alias("actual"),
+        F.lit(MODEL_NAME).alias("model_name"),
+        F.lit(version).alias("model_version"),
+        F.create_map(
+            *[x for k, v in sorted(inputs.items()) for x in (F.lit(k), F.lit(v).cast("bigint"))]
+        ).alias("input_versions"),
     )
-    log.info("forecast: model %s v%s over %s..%s", MODEL_NAME, version, test_start,
-             test_start + timedelta(days=int(prep["test_days"]) - 1))
+    log.info(
+        "forecast: model %s v%s over %s..%s",
+        MODEL_NAME,
+        version,
+        test_start,
+        test_start + timedelta(days=int(prep["test_days"]) - 1),
+    )
     return JobResult(outputs=[Output(FORECASTS, out, mode="merge")])

@@ -63,9 +63,13 @@ def train_rank(converter, params: dict[str, Any]) -> dict[str, Any]:
     loss_fn = torch.nn.MSELoss()
     history = []
     rows_seen = 0
-    with converter.make_torch_dataloader(batch_size=params["batch_size"], num_epochs=None,
-                                         cur_shard=hvd.rank(), shard_count=hvd.size(),
-                                         workers_count=1) as loader:
+    with converter.make_torch_dataloader(
+        batch_size=params["batch_size"],
+        num_epochs=None,
+        cur_shard=hvd.rank(),
+        shard_count=hvd.size(),
+        workers_count=1,
+    ) as loader:
         batches = iter(loader)
         for epoch in range(1, params["epochs"] + 1):
             started = time.monotonic()
@@ -82,16 +86,27 @@ def train_rank(converter, params: dict[str, Any]) -> dict[str, Any]:
                 rows_seen += len(y)
             mean_loss = hvd.allreduce(torch.tensor(total / params["steps"]), name="loss").item()
             seconds = time.monotonic() - started
-            rate = hvd.allreduce(torch.tensor(params["steps"] * params["batch_size"] / seconds),
-                                 op=hvd.Sum, name="rate").item()
+            rate = hvd.allreduce(
+                torch.tensor(params["steps"] * params["batch_size"] / seconds),
+                op=hvd.Sum,
+                name="rate",
+            ).item()
             history.append({"epoch": epoch, "loss": mean_loss, "samples_per_s": rate})
             if hvd.rank() == 0:
-                print(f"epoch {epoch}/{params['epochs']}: loss {mean_loss:.5f}, "
-                      f"{rate:.0f} samples/s", flush=True)
+                print(
+                    f"epoch {epoch}/{params['epochs']}: loss {mean_loss:.5f}, {rate:.0f} samples/s",
+                    flush=True,
+                )
                 ckpt = Path(params["checkpoint_dir"])
                 ckpt.mkdir(parents=True, exist_ok=True)
-                torch.save({"epoch": epoch, "model": net.state_dict(),
-                            "optimizer": optimizer.state_dict()}, ckpt / "last.pt")
+                torch.save(
+                    {
+                        "epoch": epoch,
+                        "model": net.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                    },
+                    ckpt / "last.pt",
+                )
     result: dict[str, Any] = {"rank": hvd.rank(), "rows_seen": rows_seen}
     if hvd.rank() == 0:
         result["state"] = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
@@ -108,8 +123,9 @@ def _checkpoint_dir(ctx: JobContext) -> str:
 def _fingerprint(versions: dict[str, int], training: dict[str, Any], test_days: int) -> str:
     """Identifies a training: input table versions and every parameter that shapes it."""
     keep = {k: v for k, v in training.items() if k not in ("force", "petastorm_cache")}
-    blob = json.dumps({"inputs": versions, "training": keep, "test_days": test_days},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"inputs": versions, "training": keep, "test_days": test_days}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -137,8 +153,12 @@ def run(ctx: JobContext) -> JobResult:
     if not training["force"]:
         existing = _registered_with(cfg, fingerprint)
         if existing:
-            log.info("%s version %s was trained on the same inputs and parameters; not "
-                     "retraining (set training.force=true to retrain)", MODEL_NAME, existing)
+            log.info(
+                "%s version %s was trained on the same inputs and parameters; not "
+                "retraining (set training.force=true to retrain)",
+                MODEL_NAME,
+                existing,
+            )
             return JobResult(rows_read={FEATURES: 0})
     last = days.agg(F.max("date")).first()[0]
     if last is None:
@@ -151,25 +171,37 @@ def run(ctx: JobContext) -> JobResult:
     if global_level is None:
         raise JobError(f"no open days with sales before {test_start} to train on")
 
-    train_rows = (with_features(train_days.where(F.col("open") & (F.col("sales") > 0)), levels,
-                                global_level)
-                  .select("features", (F.log1p("sales") - F.lit(global_level)).cast("float")
-                          .alias("label")))
+    train_rows = with_features(
+        train_days.where(F.col("open") & (F.col("sales") > 0)), levels, global_level
+    ).select("features", (F.log1p("sales") - F.lit(global_level)).cast("float").alias("label"))
     if training["max_rows"]:
-        train_rows = (train_rows.withColumn("_k", F.xxhash64("features", F.lit(training["seed"])))
-                      .orderBy("_k").limit(training["max_rows"]).drop("_k"))
+        train_rows = (
+            train_rows.withColumn("_k", F.xxhash64("features", F.lit(training["seed"])))
+            .orderBy("_k")
+            .limit(training["max_rows"])
+            .drop("_k")
+        )
     cache_dir = training["petastorm_cache"] or f"{cfg.root}/petastorm_cache"
-    converter, n_rows = make_converter(ctx.spark, train_rows, training["num_proc"], cache_dir,
-                                       row_bytes=4 * (N_FEATURES + 1) + 16)
+    converter, n_rows = make_converter(
+        ctx.spark, train_rows, training["num_proc"], cache_dir, row_bytes=4 * (N_FEATURES + 1) + 16
+    )
     params = {
-        "epochs": training["epochs"], "batch_size": training["batch_size"],
-        "lr": training["learning_rate"], "seed": training["seed"],
+        "epochs": training["epochs"],
+        "batch_size": training["batch_size"],
+        "lr": training["learning_rate"],
+        "seed": training["seed"],
         "threads": training["threads_per_rank"],
         "steps": steps_per_epoch(n_rows, training["batch_size"], training["num_proc"]),
         "checkpoint_dir": _checkpoint_dir(ctx),
     }
-    log.info("training %s on %d rows, %d ranks x %d steps x %d epochs", MODEL_NAME, n_rows,
-             training["num_proc"], params["steps"], params["epochs"])
+    log.info(
+        "training %s on %d rows, %d ranks x %d steps x %d epochs",
+        MODEL_NAME,
+        n_rows,
+        training["num_proc"],
+        params["steps"],
+        params["epochs"],
+    )
     try:
         results = run_horovod(train_rank, (converter, params), training["num_proc"])
     finally:
@@ -178,42 +210,66 @@ def run(ctx: JobContext) -> JobResult:
     weights = state_to_bytes(chief["state"])
 
     key = f"{MODEL_NAME}:{ctx.run_id}"
-    test_rows = with_features(days.where(F.col("date") >= F.lit(test_start)), levels,
-                              global_level)
-    metrics = {"test": error_metrics(score(ctx.spark, test_rows, weights, global_level, key)),
-               "train": {"loss": chief["history"][-1]["loss"],
-                         "rows": float(n_rows)}}
+    test_rows = with_features(days.where(F.col("date") >= F.lit(test_start)), levels, global_level)
+    metrics = {
+        "test": error_metrics(score(ctx.spark, test_rows, weights, global_level, key)),
+        "train": {"loss": chief["history"][-1]["loss"], "rows": float(n_rows)},
+    }
     input_versions = dict(ctx.versions_read)
 
     experiment = setup_mlflow(cfg)
     net = build_network(N_FEATURES)
     net.load_state_dict({k: torch.as_tensor(v) for k, v in chief["state"].items()})
-    prep = {"global_level": global_level, "test_start": test_start.isoformat(),
-            "test_days": test_days, "feature_names": list(FEATURE_NAMES),
-            "store_levels": {str(r["store"]): r["store_level"] for r in levels.collect()},
-            "input_versions": input_versions}
+    prep = {
+        "global_level": global_level,
+        "test_start": test_start.isoformat(),
+        "test_days": test_days,
+        "feature_names": list(FEATURE_NAMES),
+        "store_levels": {str(r["store"]): r["store_level"] for r in levels.collect()},
+        "input_versions": input_versions,
+    }
     with mlflow.start_run(experiment_id=experiment, run_name=ctx.run_id) as mlrun:
-        mlflow.log_params({**{k: v for k, v in params.items() if k != "checkpoint_dir"},
-                           "num_proc": training["num_proc"], "backend": training["backend"],
-                           "rows": n_rows, "test_start": test_start.isoformat()})
-        mlflow.set_tags({"retail_lake.run_id": ctx.run_id, "retail_lake.fingerprint": fingerprint,
-                         **{f"input_version.{k}": v for k, v in input_versions.items()}})
+        mlflow.log_params(
+            {
+                **{k: v for k, v in params.items() if k != "checkpoint_dir"},
+                "num_proc": training["num_proc"],
+                "backend": training["backend"],
+                "rows": n_rows,
+                "test_start": test_start.isoformat(),
+            }
+        )
+        mlflow.set_tags(
+            {
+                "retail_lake.run_id": ctx.run_id,
+                "retail_lake.fingerprint": fingerprint,
+                **{f"input_version.{k}": v for k, v in input_versions.items()},
+            }
+        )
         for h in chief["history"]:
-            mlflow.log_metrics({"train_loss": h["loss"], "samples_per_s": h["samples_per_s"]},
-                               step=h["epoch"])
+            mlflow.log_metrics(
+                {"train_loss": h["loss"], "samples_per_s": h["samples_per_s"]}, step=h["epoch"]
+            )
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics["test"].items()})
         mlflow.log_dict(prep, "preprocessing.json")
         # pickle: a plain nn.Sequential loads back as itself (pt2 would need tracing).
         info = mlflow.pytorch.log_model(
-            net, name="model", registered_model_name=MODEL_NAME,
+            net,
+            name="model",
+            registered_model_name=MODEL_NAME,
             serialization_format="pickle",
             input_example=np.zeros((1, N_FEATURES), dtype=np.float32),
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
         version = str(info.registered_model_version)
-    log.info("registered %s version %s (test RMSPE %.4f, MAPE %.4f)", MODEL_NAME, version,
-             metrics["test"]["rmspe"], metrics["test"]["mape"])
-    rows = metric_rows(ctx.run_id, MODEL_NAME, version, mlrun.info.run_id, metrics,
-                       input_versions)
+    log.info(
+        "registered %s version %s (test RMSPE %.4f, MAPE %.4f)",
+        MODEL_NAME,
+        version,
+        metrics["test"]["rmspe"],
+        metrics["test"]["mape"],
+    )
+    rows = metric_rows(ctx.run_id, MODEL_NAME, version, mlrun.info.run_id, metrics, input_versions)
     metrics_df = ctx.spark.createDataFrame(rows, ctx.registry[MODEL_METRICS].spark_schema())
-    return JobResult(outputs=[Output(MODEL_METRICS, metrics_df, mode="append")],
-                     rows_read={FEATURES: n_rows})
+    return JobResult(
+        outputs=[Output(MODEL_METRICS, metrics_df, mode="append")], rows_read={FEATURES: n_rows}
+    )

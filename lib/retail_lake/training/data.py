@@ -25,8 +25,14 @@ def cache_url(path: str) -> str:
     return path if "://" in path else f"file://{path}"
 
 
-def make_converter(spark: SparkSession, df: DataFrame, num_proc: int, cache_dir: str,
-                   row_bytes: int, row_groups_per_rank: int = 4):
+def make_converter(
+    spark: SparkSession,
+    df: DataFrame,
+    num_proc: int,
+    cache_dir: str,
+    row_bytes: int,
+    row_groups_per_rank: int = 4,
+):
     """A `SparkDatasetConverter` for `df` with enough row groups for `num_proc` ranks.
 
     Args:
@@ -44,10 +50,10 @@ def make_converter(spark: SparkSession, df: DataFrame, num_proc: int, cache_dir:
     files = num_proc * row_groups_per_rank
     per_file = max(n * row_bytes // files, 1)
     group_bytes = max(MIN_ROW_GROUP_BYTES, int(per_file // 2))
-    log.info("petastorm: %d rows in %d files, row groups of ~%d KiB", n, files,
-             group_bytes // 1024)
-    converter = make_spark_converter(df.repartition(files),
-                                     parquet_row_group_size_bytes=group_bytes)
+    log.info("petastorm: %d rows in %d files, row groups of ~%d KiB", n, files, group_bytes // 1024)
+    converter = make_spark_converter(
+        df.repartition(files), parquet_row_group_size_bytes=group_bytes
+    )
     return converter, n
 
 

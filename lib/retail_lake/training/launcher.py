@@ -15,8 +15,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def run_horovod(fn: Callable[..., Any], args: tuple = (), num_proc: int = 2,
-                env: dict[str, str] | None = None) -> list[Any]:
+def run_horovod(
+    fn: Callable[..., Any], args: tuple = (), num_proc: int = 2, env: dict[str, str] | None = None
+) -> list[Any]:
     """Runs `fn(*args)` on `num_proc` ranks; returns the per-rank results, rank order.
 
     Raises:
@@ -35,7 +36,8 @@ def run_horovod(fn: Callable[..., Any], args: tuple = (), num_proc: int = 2,
     ranks_env.setdefault("OMP_NUM_THREADS", "1")
     # petastorm 0.13 uses pyarrow's legacy dataset API: one FutureWarning per call.
     ranks_env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
-    results = horovod.spark.run(fn, args=args, num_proc=num_proc, env=ranks_env,
-                                use_gloo=True, verbose=0)
+    results = horovod.spark.run(
+        fn, args=args, num_proc=num_proc, env=ranks_env, use_gloo=True, verbose=0
+    )
     log.info("horovod: %d ranks finished in %.1fs", num_proc, time.monotonic() - started)
     return results

@@ -27,8 +27,9 @@ def setup_mlflow(cfg: Config) -> str:
     artifact_location = None
     if not uri:
         if "://" in cfg.root:
-            raise ValueError("mlflow.tracking_uri must be set when paths.root is a URI "
-                             f"({cfg.root})")
+            raise ValueError(
+                f"mlflow.tracking_uri must be set when paths.root is a URI ({cfg.root})"
+            )
         folder = Path(cfg.root) / "mlflow"
         folder.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{folder / 'mlflow.db'}"
@@ -42,14 +43,28 @@ def setup_mlflow(cfg: Config) -> str:
     return experiment.experiment_id
 
 
-def metric_rows(run_id: str, model_name: str, model_version: str | None,
-                mlflow_run_id: str | None, metrics: Mapping[str, Mapping[str, float]],
-                input_versions: Mapping[str, int]) -> list[dict[str, Any]]:
+def metric_rows(
+    run_id: str,
+    model_name: str,
+    model_version: str | None,
+    mlflow_run_id: str | None,
+    metrics: Mapping[str, Mapping[str, float]],
+    input_versions: Mapping[str, int],
+) -> list[dict[str, Any]]:
     """ops.model_metrics rows from {split: {metric: value}}."""
     at = utc_now()
     return [
-        {"run_id": run_id, "model_name": model_name, "model_version": model_version,
-         "mlflow_run_id": mlflow_run_id, "split": split, "metric": metric,
-         "value": float(value), "input_versions": dict(input_versions), "recorded_at": at}
-        for split, values in metrics.items() for metric, value in values.items()
+        {
+            "run_id": run_id,
+            "model_name": model_name,
+            "model_version": model_version,
+            "mlflow_run_id": mlflow_run_id,
+            "split": split,
+            "metric": metric,
+            "value": float(value),
+            "input_versions": dict(input_versions),
+            "recorded_at": at,
+        }
+        for split, values in metrics.items()
+        for metric, value in values.items()
     ]
