@@ -1,37 +1,105 @@
 """Cleanse: bronze -> silver for every source that has landed, behind the quality gates.
 
-Conservation, per source: bronze rows = rows in silver + quarantined at cleanse +
-exact duplicates removed.
+Each source has a `Cleanser`: the bronze table it conserves, any lookup tables it reads,
+and a function returning its silver outputs, its quarantined rows and the exact duplicates
+it removed (`Cleansed`). Conservation, per source:
+bronze rows = rows in the source's conserved silver outputs + quarantined at cleanse +
+exact duplicates removed. Tables derived from those outputs (dimensions such as
+`silver.customers`) are written too but are not part of the count.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 
-from retail_lake.forecasting import cleanse as rossmann
+from retail_lake.config import Config
 from retail_lake.runner import Conservation, JobContext, JobResult, Output
 
 log = logging.getLogger(__name__)
 
 QUARANTINE = "silver.quarantine"
 
-# source name -> (bronze table, silver table, cleanse function)
-CLEANSERS = {
-    rossmann.SALES_SOURCE: (
-        "bronze.rossmann_sales_raw",
-        "silver.store_daily_sales",
-        rossmann.cleanse_sales,
-    ),
-    rossmann.STORES_SOURCE: (
-        "bronze.rossmann_stores_raw",
-        "silver.stores",
-        rossmann.cleanse_stores,
-    ),
-}
+
+@dataclass(frozen=True)
+class CleanseEnv:
+    """What a cleanse function may use besides its bronze frames."""
+
+    at: datetime
+    cfg: Config
+    # Column -> Column: the keyed pseudonym (HMAC-SHA256) of a personal identifier.
+    pseudonymise: Callable[[Column], Column]
+
+
+@dataclass(frozen=True)
+class Cleansed:
+    """The result of cleansing one source."""
+
+    outputs: Mapping[str, DataFrame]  # silver table -> rows; every bronze row lands in one
+    quarantine: DataFrame
+    duplicates: DataFrame
+    derived: Mapping[str, DataFrame] = field(default_factory=dict)  # not counted
+
+
+@dataclass(frozen=True)
+class Cleanser:
+    """How one source is cleansed: `fn(frames, env)`; `frames` holds bronze and lookups."""
+
+    source: str
+    bronze: str
+    fn: Callable[[Mapping[str, DataFrame], CleanseEnv], Cleansed]
+    lookups: tuple[str, ...] = ()
+
+
+def _single(silver: str, fn: Callable) -> Callable[[Mapping[str, DataFrame], CleanseEnv], Cleansed]:
+    """Adapts `fn(bronze, at) -> (silver rows, quarantine, duplicates)` of one bronze table."""
+
+    def run(frames: Mapping[str, DataFrame], env: CleanseEnv) -> Cleansed:
+        (bronze,) = frames.values()
+        rows, quarantine, duplicates = fn(bronze, env.at)
+        return Cleansed({silver: rows}, quarantine, duplicates)
+
+    return run
+
+
+def cleansers() -> list[Cleanser]:
+    """Every source's cleanser, in the order the job runs them."""
+    from retail_lake.forecasting import cleanse as rossmann
+    from retail_lake.retail import cleanse as online_retail
+
+    return [
+        Cleanser(
+            rossmann.SALES_SOURCE,
+            "bronze.rossmann_sales_raw",
+            _single("silver.store_daily_sales", rossmann.cleanse_sales),
+        ),
+        Cleanser(
+            rossmann.STORES_SOURCE,
+            "bronze.rossmann_stores_raw",
+            _single("silver.stores", rossmann.cleanse_stores),
+        ),
+        Cleanser(online_retail.SOURCE, online_retail.BRONZE, online_retail.cleanse),
+        *_optional_cleansers(),
+    ]
+
+
+def _optional_cleansers() -> list[Cleanser]:
+    """Cleansers of the domains that provide a `CLEANSERS` list (geo, images)."""
+    import importlib
+
+    found: list[Cleanser] = []
+    for module in ("retail_lake.geo.cleanse", "retail_lake.images.cleanse"):
+        try:
+            found.extend(importlib.import_module(module).CLEANSERS)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return found
 
 
 def _count(df: DataFrame, cached: list[DataFrame]) -> int:
@@ -41,42 +109,38 @@ def _count(df: DataFrame, cached: list[DataFrame]) -> int:
 
 
 def run(ctx: JobContext) -> JobResult:
-    """The cleanse job: each landed source's bronze table into its silver table."""
-    at = datetime.utcnow()
+    """The cleanse job: each landed source's bronze table into its silver tables."""
+    from retail_lake.privacy import load_key, pseudonymiser
+
+    env = CleanseEnv(datetime.utcnow(), ctx.cfg, pseudonymiser(load_key(ctx.cfg)))
     result = JobResult()
     quarantined: list[DataFrame] = []
-    for source, (bronze_name, silver_name, cleanse) in CLEANSERS.items():
-        if not ctx.lake.exists(bronze_name):
-            log.warning("cleanse: %s has not been ingested yet; skipping %s", bronze_name, source)
+    for cleanser in cleansers():
+        missing = [t for t in (cleanser.bronze, *cleanser.lookups) if not ctx.lake.exists(t)]
+        if missing:
+            log.warning(
+                "cleanse: %s not ingested yet; skipping %s", ", ".join(missing), cleanser.source
+            )
             continue
-        bronze = ctx.read(bronze_name)
-        silver, quarantine, duplicates = cleanse(bronze, at)
-        n_bronze = _count(bronze, result.cached)
-        n_silver, n_quarantine, n_dupes = (
-            _count(df, result.cached) for df in (silver, quarantine, duplicates)
-        )
-        result.rows_read[bronze_name] = n_bronze
+        frames = {t: ctx.read(t) for t in (cleanser.bronze, *cleanser.lookups)}
+        cleansed = cleanser.fn(frames, env)
+        n_bronze = _count(frames[cleanser.bronze], result.cached)
+        counted = {f"{t}_rows": _count(df, result.cached) for t, df in cleansed.outputs.items()}
+        counted["quarantined"] = _count(cleansed.quarantine, result.cached)
+        counted["duplicates_removed"] = _count(cleansed.duplicates, result.cached)
+        result.rows_read[cleanser.bronze] = n_bronze
         result.conservation.append(
             Conservation(
-                f"cleanse {source}: bronze rows = silver + quarantined + duplicates removed",
+                f"cleanse {cleanser.source}: bronze rows = silver + quarantined + "
+                "duplicates removed",
                 {"bronze_rows": n_bronze},
-                {
-                    "silver_rows": n_silver,
-                    "quarantined": n_quarantine,
-                    "duplicates_removed": n_dupes,
-                },
+                counted,
             )
         )
-        log.info(
-            "cleanse %s: %d bronze -> %d silver, %d quarantined, %d duplicates",
-            source,
-            n_bronze,
-            n_silver,
-            n_quarantine,
-            n_dupes,
-        )
-        result.outputs.append(Output(silver_name, silver, mode="merge"))
-        quarantined.append(quarantine)
+        log.info("cleanse %s: %d bronze -> %s", cleanser.source, n_bronze, counted)
+        for table, df in {**cleansed.outputs, **cleansed.derived}.items():
+            result.outputs.append(Output(table, df, mode="merge"))
+        quarantined.append(cleansed.quarantine)
     if quarantined:
         union = quarantined[0]
         for q in quarantined[1:]:

@@ -81,9 +81,13 @@ def split_valid(df: DataFrame) -> tuple[DataFrame, DataFrame]:
 
 
 def quarantine_rows(
-    rejected: DataFrame, source: str, raw_columns: Sequence[str], at: datetime
+    rejected: DataFrame, source: str, raw_columns: Sequence[str | Column], at: datetime
 ) -> DataFrame:
-    """silver.quarantine rows (first broken rule as the rule; all reasons joined)."""
+    """silver.quarantine rows (first broken rule as the rule; all reasons joined).
+
+    The payload is the JSON of `raw_columns`: names, or aliased columns (a personal field
+    replaced by its pseudonym).
+    """
     first = F.col(ERRORS)[0]
     return rejected.select(
         F.lit(source).alias("source"),
@@ -91,9 +95,10 @@ def quarantine_rows(
         first["rule"].alias("rule"),
         first["column"].alias("column"),
         F.array_join(F.transform(F.col(ERRORS), lambda e: e["reason"]), "; ").alias("reason"),
-        F.to_json(F.struct(*[F.col(c) for c in raw_columns]), {"ignoreNullFields": "false"}).alias(
-            "payload"
-        ),
+        F.to_json(
+            F.struct(*[F.col(c) if isinstance(c, str) else c for c in raw_columns]),
+            {"ignoreNullFields": "false"},
+        ).alias("payload"),
         "_source_file",
         "_line_number",
         F.lit(at).cast("timestamp").alias("_quarantined_at"),
@@ -101,17 +106,20 @@ def quarantine_rows(
 
 
 def deduplicate(
-    df: DataFrame, keys: Sequence[str], content: Sequence[str]
+    df: DataFrame, keys: Sequence[str], content: Sequence[str], keep: str = "latest"
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
     """Splits rows sharing a key into (kept, exact duplicates, conflicting duplicates).
 
-    The latest line (by file, then line number) of a key is kept. Another line with the
-    same content is an exact duplicate (removed and counted); one with different content
-    is a conflict (quarantined, never silently dropped).
+    The latest line (by file, then line number) of a key is kept, or the first with
+    `keep="first"`. Another line with the same content is an exact duplicate (removed and
+    counted); one with different content is a conflict (quarantined, never silently dropped).
     """
-    w = Window.partitionBy(*keys).orderBy(
-        F.col("_source_file").desc(), F.col("_line_number").desc()
-    )
+    if keep not in ("latest", "first"):
+        raise ValueError(f"keep must be 'latest' or 'first', got {keep!r}")
+    order = (F.col("_source_file"), F.col("_line_number"))
+    if keep == "latest":
+        order = tuple(c.desc() for c in order)
+    w = Window.partitionBy(*keys).orderBy(*order)
     ranked = (
         df.withColumn("_h", content_hash(list(content)))
         .withColumn("_rn", F.row_number().over(w))

@@ -190,3 +190,38 @@ class Registry:
 def _catalog_order(c: TableContract) -> tuple[int, str]:
     order = {"bronze": 0, "silver": 1, "gold": 2, "ops": 3}
     return (order.get(c.layer, 9), c.name)
+
+
+# Provenance every bronze table carries; identity is (file, line).
+PROVENANCE = (
+    Col("_source_file", "string", "landing file, relative to the landing folder", False),
+    Col(
+        "_line_number", "bigint", "1-based line of the record in its file (header is line 1)", False
+    ),
+    Col("_ingested_at", "timestamp", "when the ingest run read the file (UTC)", False),
+    Col("_run_id", "string", "ingest run that added the row", False),
+    Col("_row_hash", "string", "SHA-256 of the raw fields; detects change, not identity", False),
+)
+
+
+def raw_table(
+    name: str, source: str, columns: list[tuple[str, str]], description: str
+) -> TableContract:
+    """A bronze table: the source's columns as text, then provenance; identity (file, line)."""
+    return TableContract(
+        name=name,
+        description=description,
+        columns=tuple(Col(c, "string", f"as it arrived: {orig}") for c, orig in columns)
+        + PROVENANCE,
+        keys=("_source_file", "_line_number"),
+        write_mode="append",
+        source=source,
+        retention_days=90,
+    )
+
+
+# Lineage a silver row keeps: the bronze line it came from.
+LINEAGE = (
+    Col("_source_file", "string", "bronze provenance: landing file"),
+    Col("_line_number", "bigint", "bronze provenance: line in that file"),
+)

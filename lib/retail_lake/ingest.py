@@ -12,14 +12,17 @@ Conservation, per source: records read = bronze rows added + quarantined at inge
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -28,21 +31,32 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from retail_lake.config import Config
 from retail_lake.contracts import ContractError
+from retail_lake.privacy import load_key, token
 from retail_lake.runner import Conservation, JobContext, JobError, JobResult, Output
 
 log = logging.getLogger(__name__)
 
 QUARANTINE = "silver.quarantine"
-KIND_ROW, KIND_BROKEN, KIND_SUMMARY = "row", "broken", "summary"
+KIND_ROW, KIND_BROKEN, KIND_SUMMARY, KIND_ERROR = "row", "broken", "summary", "error"
+# Formats the ingest job reads; each maps to `module:function` with the signature of
+# `ingest_source` (imported when a source of that format runs).
+FORMATS = {"csv": "retail_lake.ingest:ingest_source", "idx": "retail_lake.images.idx:ingest_idx"}
 
 
 class SchemaDriftError(JobError):
     """A landing file's header does not match the source's declared columns."""
 
 
+class UnreadableFileError(JobError):
+    """A landing file could not be read to its end (truncated gzip, I/O error)."""
+
+
 @dataclass(frozen=True)
 class SourceSpec:
+    """One configured source (`sources.<name>` in the config)."""
+
     name: str
+    format: str
     pattern: str
     table: str
     delimiter: str
@@ -50,20 +64,32 @@ class SourceSpec:
     encoding: str
     header: bool
     columns: tuple[str, ...]
+    personal_columns: tuple[str, ...] = ()
+    # The whole configured entry, for format-specific keys.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, name: str, raw: dict) -> SourceSpec:
-        if raw["format"] != "csv":
-            raise JobError(f"source {name}: format {raw['format']!r} is not supported (csv)")
+        if raw["format"] not in FORMATS:
+            raise JobError(
+                f"source {name}: format {raw['format']!r} is not supported ({', '.join(FORMATS)})"
+            )
+        personal = tuple(raw.get("personal_columns") or ())
+        unknown = [c for c in personal if c not in raw["columns"]]
+        if unknown:
+            raise JobError(f"source {name}: personal_columns {unknown} are not among its columns")
         return cls(
             name,
+            raw["format"],
             raw["pattern"],
             raw["table"],
-            raw["delimiter"],
-            raw["quote"],
-            raw["encoding"],
-            raw["header"],
+            raw.get("delimiter", ","),
+            raw.get("quote", '"'),
+            raw.get("encoding", "utf-8"),
+            raw.get("header", True),
             tuple(raw["columns"]),
+            personal,
+            MappingProxyType(dict(raw)),
         )
 
 
@@ -153,7 +179,28 @@ def _parse_schema(columns: list[str]) -> StructType:
     )
 
 
-def _parser(spec: SourceSpec, columns: list[str], batch_rows: int):
+def mask_personal(text: str, spec: SourceSpec, key: bytes) -> str:
+    """A broken line with the personal fields replaced by their tokens.
+
+    The line does not have the declared shape, so the field of a personal column is looked
+    for at its position counted from the start and from the end (a stray delimiter before or
+    after it shifts it one way); both are replaced. Over-masking is the safe side.
+    """
+    fields = next(csv.reader([text], delimiter=spec.delimiter, quotechar=spec.quote), [])
+    width = len(spec.columns)
+    positions = set()
+    for col in spec.personal_columns:
+        i = spec.columns.index(col)
+        positions |= {i, len(fields) - (width - i)}
+    masked = [token(v, key) if p in positions and v.strip() else v for p, v in enumerate(fields)]
+    out = io.StringIO()
+    csv.writer(out, delimiter=spec.delimiter, quotechar=spec.quote, lineterminator="").writerow(
+        masked
+    )
+    return out.getvalue()
+
+
+def _parser(spec: SourceSpec, columns: list[str], batch_rows: int, key: bytes | None):
     """The mapInPandas function: rows of (file, uri) in, parsed records out."""
     width = len(columns)
 
@@ -183,10 +230,24 @@ def _parser(spec: SourceSpec, columns: list[str], batch_rows: int):
             return frame
 
         def broken(line_no: int, rule: str, reason: str, raw: str) -> list:
+            if key is not None:
+                raw = mask_personal(raw, spec, key)
             return [None] * width + [source_file, line_no, KIND_BROKEN, rule, reason, raw]
 
         line_no = 0
-        for raw in _open_text_lines(uri):
+        lines = _open_text_lines(uri)
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                break
+            except Exception as exc:  # truncated gzip, I/O error: the whole file is refused
+                rows.append(
+                    [None] * width
+                    + [source_file, line_no + 1, KIND_ERROR, "unreadable_file", str(exc), None]
+                )
+                yield flush()
+                return
             line_no += 1
             if line_no == 1 and spec.header:
                 continue
@@ -253,18 +314,41 @@ def ingest_source(
     log.info("source %s: %d file(s), %d new", spec.name, len(files), len(new))
     if not new:
         return None, None, None
-    for name, uri in new:
-        if spec.header:
-            check_header(read_header(uri, spec), spec, name)
+    for name, uri in list(new):
+        if not spec.header:
+            continue
+        try:
+            header = read_header(uri, spec)
+        except Exception as exc:
+            raise UnreadableFileError(f"{name}: cannot read the header: {exc}") from exc
+        if not header:
+            # Nothing to ingest, and nothing recorded: the file is looked at again next run.
+            log.warning("source %s: %s is empty (no header, no records); skipped", spec.name, name)
+            new.remove((name, uri))
+            continue
+        check_header(header, spec, name)
+    if not new:
+        return None, None, None
     file_df = ctx.spark.createDataFrame(new, "source_file string, uri string").repartition(len(new))
+    key = load_key(ctx.cfg) if spec.personal_columns else None
     parsed = file_df.mapInPandas(
-        _parser(spec, columns, ctx.cfg.get("ingest.batch_rows")), _parse_schema(columns)
+        _parser(spec, columns, ctx.cfg.get("ingest.batch_rows"), key), _parse_schema(columns)
     ).cache()
     cached.append(parsed)
     counts = {
         r["_kind"]: r["n"]
         for r in parsed.groupBy("_kind").agg(F.count(F.lit(1)).alias("n")).collect()
     }
+    if counts.get(KIND_ERROR):
+        errors = parsed.where(F.col("_kind") == KIND_ERROR).orderBy("_source_file").collect()
+        raise UnreadableFileError(
+            "cannot read landing file(s) to the end; nothing was ingested: "
+            + "; ".join(
+                f"{r['_source_file']}: unreadable after line {r['_line_number'] - 1}: "
+                f"{r['_reason']}"
+                for r in errors
+            )
+        )
     records = (
         parsed.where(F.col("_kind") == KIND_SUMMARY).agg(F.sum("_line_number")).first()[0] or 0
     )
@@ -313,7 +397,9 @@ def run(ctx: JobContext) -> JobResult:
     quarantined = []
     for name in ctx.cfg.sources:
         spec = SourceSpec.from_config(name, ctx.cfg.get(f"sources.{name}"))
-        bronze, quarantine, check = ingest_source(ctx, spec, landing, ingested_at, result.cached)
+        module, func = FORMATS[spec.format].split(":")
+        reader = getattr(importlib.import_module(module), func)
+        bronze, quarantine, check = reader(ctx, spec, landing, ingested_at, result.cached)
         if bronze is None:
             continue
         result.outputs.append(Output(spec.table, bronze, mode="append"))

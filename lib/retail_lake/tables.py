@@ -5,35 +5,21 @@ The README's table catalog is generated from here (`retail-lake catalog --readme
 
 from __future__ import annotations
 
-from retail_lake.contracts import Col, Registry, TableContract, meta_columns
+from retail_lake.contracts import (
+    LINEAGE,
+    Col,
+    Registry,
+    TableContract,
+    meta_columns,
+    raw_table,
+)
+from retail_lake.geo import tables as geo_tables
+from retail_lake.images import tables as image_tables
+from retail_lake.retail import tables as retail_tables
 
 # ----------------------------------------------------------------------------- bronze
-PROVENANCE = (
-    Col("_source_file", "string", "landing file, relative to the landing folder", False),
-    Col(
-        "_line_number", "bigint", "1-based line of the record in its file (header is line 1)", False
-    ),
-    Col("_ingested_at", "timestamp", "when the ingest run read the file (UTC)", False),
-    Col("_run_id", "string", "ingest run that added the row", False),
-    Col("_row_hash", "string", "SHA-256 of the raw fields; detects change, not identity", False),
-)
-
-
-def _raw(name: str, source: str, columns: list[tuple[str, str]], description: str) -> TableContract:
-    return TableContract(
-        name=name,
-        description=description,
-        columns=tuple(Col(c, "string", f"as it arrived: {orig}") for c, orig in columns)
-        + PROVENANCE,
-        keys=("_source_file", "_line_number"),
-        write_mode="append",
-        source=source,
-        retention_days=90,
-    )
-
-
 BRONZE = [
-    _raw(
+    raw_table(
         "bronze.rossmann_sales_raw",
         "rossmann/train.csv.gz",
         [
@@ -49,7 +35,7 @@ BRONZE = [
         ],
         "Rossmann daily sales per store, every field as text, with provenance.",
     ),
-    _raw(
+    raw_table(
         "bronze.rossmann_stores_raw",
         "rossmann/store.csv.gz",
         [
@@ -69,11 +55,6 @@ BRONZE = [
 ]
 
 # ----------------------------------------------------------------------------- silver
-LINEAGE = (
-    Col("_source_file", "string", "bronze provenance: landing file"),
-    Col("_line_number", "bigint", "bronze provenance: line in that file"),
-)
-
 SILVER = [
     TableContract(
         name="silver.store_daily_sales",
@@ -292,4 +273,17 @@ OPS = [
     ),
 ]
 
-REGISTRY = Registry([*BRONZE, *SILVER, *GOLD, *OPS])
+REGISTRY = Registry(
+    [
+        *BRONZE,
+        *retail_tables.BRONZE,
+        *geo_tables.BRONZE,
+        *image_tables.BRONZE,
+        *SILVER,
+        *retail_tables.SILVER,
+        *geo_tables.SILVER,
+        *image_tables.SILVER,
+        *GOLD,
+        *OPS,
+    ]
+)

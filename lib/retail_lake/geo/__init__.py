@@ -1,0 +1,1 @@
+"""Geography: populated places (demand) and existing store locations."""

@@ -1,0 +1,1 @@
+"""Product images: Fashion-MNIST IDX files into bronze and silver."""

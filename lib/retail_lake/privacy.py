@@ -1,0 +1,123 @@
+"""Pseudonymisation of personal identifiers: HMAC-SHA256 with a secret key.
+
+The same identifier always gets the same token (so joins and counts still work), and
+without the key a token cannot be traced back to the identifier or recomputed from a
+guess. The key comes from the environment variable named by `privacy.key_env` (a cluster
+sets it from its secret store). Without it, and only when the lake root is a local folder,
+a random key is generated once into `<root>/_secrets/pseudonymisation.key` (mode 0600) and
+reused by every later run on that root. The key is never written to the repository or
+`conf/`.
+
+The token is computed inside Spark from built-in functions (no Python UDF):
+HMAC(K, m) = SHA256((K' ^ opad) || SHA256((K' ^ ipad) || m)), as RFC 2104 defines it.
+`token()` computes the same value in Python (used where ingest masks a broken line).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+from retail_lake.config import Config, ConfigError
+
+KEY_FILE = "_secrets/pseudonymisation.key"
+MIN_KEY_BYTES = 16
+_BLOCK = 64  # SHA-256 block size in bytes
+_INTEGRAL = re.compile(r"^\s*(\d+)(?:\.0+)?\s*$")
+
+
+def _local_path(root: str) -> Path | None:
+    if root.startswith("file:"):
+        return Path("/" + root[len("file:") :].lstrip("/"))
+    if "://" in root:
+        return None
+    return Path(root)
+
+
+def load_key(cfg: Config, environ: Mapping[str, str] | None = None) -> bytes:
+    """The pseudonymisation key: from the environment, else the local root's key file.
+
+    Raises:
+        ConfigError: the key is too short, or the root is not local and no key is set.
+    """
+    env = os.environ if environ is None else environ
+    var = cfg.get("privacy.key_env")
+    if env.get(var):
+        key = env[var].encode("utf-8")
+        if len(key) < MIN_KEY_BYTES:
+            raise ConfigError(f"${var}: the pseudonymisation key must be at least 16 bytes")
+        return key
+    local = _local_path(cfg.root)
+    if local is None:
+        raise ConfigError(
+            f"no pseudonymisation key: set ${var} (the lake root {cfg.root} is not a local "
+            "folder, so no key is generated there)"
+        )
+    path = local / KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        try:
+            # O_EXCL: when two processes race, one creates the key and the other reads it.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+    key = path.read_text().strip().encode("utf-8")
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"{path}: the pseudonymisation key is shorter than 16 bytes")
+    return key
+
+
+def _pads(key: bytes) -> tuple[bytes, bytes]:
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+
+
+def hmac_column(value: Column, key: bytes) -> Column:
+    """HMAC-SHA256 of `value` (as UTF-8 text) in lower-case hex; null stays null."""
+    inner_pad, outer_pad = _pads(key)
+    text = F.encode(value.cast("string"), "UTF-8")
+    inner = F.unhex(F.sha2(F.concat(F.unhex(F.lit(inner_pad.hex())), text), 256))
+    return F.sha2(F.concat(F.unhex(F.lit(outer_pad.hex())), inner), 256)
+
+
+def canonical_id(value: Column) -> Column:
+    """An identifier as text, trimmed, with a float export's `.0` removed (17850.0 -> 17850)."""
+    trimmed = F.trim(value.cast("string"))
+    return F.when(
+        trimmed.rlike(r"^[0-9]+(\.0+)?$"), F.regexp_replace(trimmed, r"\.0+$", "")
+    ).otherwise(trimmed)
+
+
+def canonical_id_text(value: str) -> str:
+    """`canonical_id` for one Python string."""
+    match = _INTEGRAL.match(value)
+    return match.group(1) if match else value.strip()
+
+
+def token(value: str, key: bytes) -> str:
+    """The pseudonym of one identifier, computed in Python (same as `hmac_column`)."""
+    return hmac.new(key, canonical_id_text(value).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def pseudonymiser(key: bytes) -> Callable[[Column], Column]:
+    """Column -> token column with `key` (null or blank identifiers stay null)."""
+
+    def pseudonymise(value: Column) -> Column:
+        canonical = canonical_id(value)
+        return F.when(canonical != "", hmac_column(canonical, key))
+
+    return pseudonymise

@@ -1,0 +1,1 @@
+"""Online Retail: invoice lines, returns, customers and products."""
