@@ -131,15 +131,18 @@ def test_pipeline_resumes_from_the_failed_step(spark, root, monkeypatch):
 
 
 @pytest.mark.slow
-def test_real_rossmann_pipeline(spark, root):
+def test_real_rossmann_pipeline(spark, root, tmp_path):
     train_file = shared_data("rossmann", "train.csv.gz")
     shared_data("rossmann", "store.csv.gz")
+    landing = tmp_path / "landing"  # Rossmann only: the other real sources have their tests
+    landing.mkdir()
+    (landing / "rossmann").symlink_to(train_file.parent)
     max_store = 30
     cfg = load_config(
         "test",
         [
             f"paths.root={root}",
-            f"paths.landing={train_file.parents[1]}",
+            f"paths.landing={landing}",
             f"features.max_store={max_store}",
         ],
     )

@@ -9,13 +9,20 @@ from `conf/suites/<layer>.<name>.yaml`:
         min_value: 0
         severity: critical        # critical (default) stops the publish; warning is recorded
 
-Every other key of an entry is an argument of the expectation.
+Every other key of an entry is an argument of the expectation, except the bounds of a row
+count relative to what the job read (resolved by the runner from the job's `rows_read`):
+
+      - expectation: expect_table_row_count_to_be_between
+        relative_to: bronze.online_retail_raw     # a key of the job's rows_read
+        min_ratio: 0.9                            # min_value = floor(0.9 * rows read)
+        max_ratio: 1.0                            # max_value = ceil(1.0 * rows read)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -56,6 +63,26 @@ class ExpectationSpec:
     expectation: str
     kwargs: dict[str, Any]
     severity: str = "critical"
+    # {"relative_to": table, "min_ratio": x, "max_ratio": y}: row-count bounds to resolve.
+    relative: dict[str, Any] | None = None
+
+    def resolved(self, rows_read: dict[str, int]) -> ExpectationSpec:
+        """The spec with relative row-count bounds turned into min_value/max_value."""
+        if not self.relative:
+            return self
+        table = self.relative["relative_to"]
+        if table not in rows_read:
+            raise ConfigError(
+                f"{self.expectation}: relative_to {table!r} is not an input of this job "
+                f"(rows read: {sorted(rows_read)})"
+            )
+        n = rows_read[table]
+        kwargs = dict(self.kwargs)
+        if "min_ratio" in self.relative:
+            kwargs["min_value"] = math.floor(self.relative["min_ratio"] * n)
+        if "max_ratio" in self.relative:
+            kwargs["max_value"] = math.ceil(self.relative["max_ratio"] * n)
+        return ExpectationSpec(self.expectation, kwargs, self.severity)
 
     @property
     def column(self) -> str | None:
@@ -137,13 +164,18 @@ def load_suite(
         entry = dict(entry)
         name = entry.pop("expectation")
         severity = entry.pop("severity", "critical")
+        relative = {
+            k: entry.pop(k) for k in ("relative_to", "min_ratio", "max_ratio") if k in entry
+        }
+        if relative and "relative_to" not in relative:
+            raise ConfigError(f"{where}: min_ratio/max_ratio need relative_to (a table read)")
         if severity not in SEVERITIES:
             raise ConfigError(f"{where}: severity must be one of {SEVERITIES}, got {severity!r}")
         for col_key in ("column", "column_A", "column_B"):
             if col_key in entry and entry[col_key] not in contract.column_names:
                 raise ConfigError(f"{where}: {contract.name} has no column {entry[col_key]!r}")
         _expectation_class(name, where)
-        specs.append(ExpectationSpec(name, entry, severity))
+        specs.append(ExpectationSpec(name, entry, severity, relative or None))
     return specs
 
 

@@ -287,7 +287,7 @@ def _audit(
         rows = with_metadata(out.df, contract, ctx.run_id)
         out.df.persist(StorageLevel.MEMORY_AND_DISK)
         persisted.append(out.df)
-        specs = load_suite(contract)
+        specs = [spec.resolved(result.rows_read) for spec in load_suite(contract)]
         log.info("[%s] validating %s against %d expectations", ctx.run_id, out.table, len(specs))
         results.extend(validate(rows, contract, specs))
     gate(results)
