@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from retail_lake.config import load_config
-from retail_lake.ingest import SchemaDriftError
+from retail_lake.ingest import SchemaDriftError, UnreadableFileError
 from retail_lake.ingest import run as ingest
 from retail_lake.lake import Lake
 from retail_lake.runner import job_runs, run_job
@@ -136,3 +136,113 @@ def test_header_drift_stops_with_the_column_named(spark, root, tmp_path):
     ):
         run_job(spark, cfg, "ingest", ingest)
     assert not Lake(spark, cfg.root).exists("bronze.rossmann_stores_raw")
+
+
+RETAIL_HEADER = (
+    "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+)
+
+
+def test_truncated_gzip_fails_naming_the_file_and_keeps_what_was_committed(spark, root, landing):
+    cfg = config(root, landing)
+    run_job(spark, cfg, "ingest", ingest)
+    lake = Lake(spark, cfg.root)
+    version = lake.version("bronze.rossmann_sales_raw")
+    rows = lake.read("bronze.rossmann_sales_raw").count()
+    # Cut in the header's first block, and far into the file (the task reading it fails).
+    body = SALES_HEADER + "".join(
+        f'{s % 1115 + 1},6,2015-08-01,{4000 + s},400,1,0,"0","0"\n' for s in range(80_000)
+    )
+    whole = gzip.compress(body.encode())
+    for cut, match in ((200, "cannot read the header"), (len(whole) * 3 // 4, "after .* records")):
+        (landing / "rossmann" / "train_2015-08-01.csv.gz").write_bytes(whole[:cut])
+        with pytest.raises(
+            UnreadableFileError, match=f"rossmann/train_2015-08-01.csv.gz: unreadable.*{match}"
+        ):
+            run_job(spark, cfg, "ingest", ingest)
+    assert lake.version("bronze.rossmann_sales_raw") == version  # nothing half-ingested
+    assert lake.read("bronze.rossmann_sales_raw").count() == rows
+    failed = job_runs(spark, cfg).where(F.col("status") == "failed").first()
+    assert "UnreadableFileError" in failed["error"]
+
+
+def test_empty_file_is_skipped_and_header_only_file_adds_nothing(spark, root, landing):
+    write(landing / "rossmann" / "train_empty.csv", b"")
+    write(landing / "rossmann" / "train_header_only.csv", SALES_HEADER.encode())
+    cfg = config(root, landing)
+    ctx, _ = run_job(spark, cfg, "ingest", ingest)
+    files = {
+        r[0]
+        for r in Lake(spark, cfg.root)
+        .read("bronze.rossmann_sales_raw")
+        .select("_source_file")
+        .distinct()
+        .collect()
+    }
+    assert files == {"rossmann/train.csv.gz"}
+    run = job_runs(spark, cfg).where(F.col("run_id") == ctx.run_id).first()
+    checks = {c["name"].split(":")[0]: c for c in json.loads(run["conservation"])}
+    assert checks["ingest rossmann_sales"]["inputs"] == {"records_read": 5}
+
+
+def test_broken_line_with_a_customer_id_is_quarantined_pseudonymised(spark, root, tmp_path):
+    from retail_lake.privacy import load_key, token
+
+    folder = tmp_path / "retail"
+    write(
+        folder / "online_retail" / "day.csv",
+        (
+            RETAIL_HEADER
+            + "536365,85123A,HEART,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom\n"
+            # a stray comma in the description: 9 fields, the id is second from the end
+            + "536366,22633,HAND, WARMER,6,2010-12-01 08:28:00,1.85,13047.0,United Kingdom\n"
+            + "536367,22634,CAF\xc9,1,2010-12-01 08:30:00,1.00,12583.0,France\n"
+        ).encode("latin-1"),
+    )
+    cfg = config(root, folder)
+    run_job(spark, cfg, "ingest", ingest)
+    lake = Lake(spark, cfg.root)
+    quarantine = lake.read("silver.quarantine").orderBy("_line_number").collect()
+    assert [(r["_line_number"], r["rule"]) for r in quarantine] == [
+        (3, "column_count"),
+        (4, "undecodable"),
+    ]
+    key = load_key(cfg)
+    # The id's position is not known on a broken line: the field 7th from the start and the
+    # one 2nd from the end are both replaced (here the price too: over-masking is the safe side).
+    assert quarantine[0]["payload"] == (
+        f"536366,22633,HAND, WARMER,6,2010-12-01 08:28:00,{token('1.85', key)},"
+        f"{token('13047', key)},United Kingdom"
+    )
+    assert "12583" not in quarantine[1]["payload"]
+    assert token("12583", key) in quarantine[1]["payload"]
+    # Declared Latin-1, the same file is read whole, accents intact.
+    cfg = config(tmp_path / "lake2", folder, "sources.online_retail.encoding=latin-1")
+    run_job(spark, cfg, "ingest", ingest)
+    bronze = Lake(spark, cfg.root).read("bronze.online_retail_raw").orderBy("_line_number")
+    assert [r["description"] for r in bronze.collect()] == ["HEART", "CAFÉ"]
+
+
+def test_records_span_lines_inside_quotes_and_a_stray_quote_swallows_nothing():
+    from retail_lake.ingest import SourceSpec, records_of
+
+    spec = SourceSpec("s", "csv", "*", "t", ",", '"', "utf-8", True, ("a", "b", "c"))
+    lines = [
+        b"a,b,c\n",
+        b'1,"two\n',  # line 2: a quoted field with a line break ...
+        b'lines",3\n',  # ... closed on line 3
+        b'4,"never closed,5\n',  # line 4: the quote never closes within 3 lines
+        b"6,7,8\n",
+        b"9,10,11\n",
+        b'12,"\xff",13\n',  # not UTF-8
+        b"14,15\n",  # 2 fields
+    ]
+    got = [(k, n, f, rule) for k, n, f, rule, _, _ in records_of(iter(lines), spec, 3)]
+    assert got == [
+        ("row", 2, ["1", "two\nlines", "3"], None),
+        ("broken", 4, None, "unparseable"),
+        ("row", 5, ["6", "7", "8"], None),
+        ("row", 6, ["9", "10", "11"], None),
+        ("broken", 7, None, "undecodable"),
+        ("broken", 8, None, "column_count"),
+    ]

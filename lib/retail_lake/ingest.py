@@ -16,6 +16,7 @@ import importlib
 import io
 import json
 import logging
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -200,7 +201,91 @@ def mask_personal(text: str, spec: SourceSpec, key: bytes) -> str:
     return out.getvalue()
 
 
-def _parser(spec: SourceSpec, columns: list[str], batch_rows: int, key: bytes | None):
+def records_of(
+    raw_lines: Iterator[bytes], spec: SourceSpec, max_record_lines: int
+) -> Iterator[tuple[str, int, list[str] | None, str | None, str | None, str]]:
+    """The records of a CSV file's raw lines: (kind, first line, fields, rule, reason, text).
+
+    A quoted field may hold line breaks: a line that ends inside quotes is joined with the
+    next ones (up to `max_record_lines` lines) until the record closes; the record keeps
+    its first line's number. A quote that never closes quarantines that one line and the
+    lines after it are read again as records of their own, so one stray quote cannot
+    swallow the rest of the file. Read errors (a truncated gzip) propagate.
+    """
+    width = len(spec.columns)
+    numbered = enumerate(raw_lines, start=1)
+    replay: deque[tuple[int, bytes]] = deque()
+    pending: list[tuple[int, bytes, str]] = []  # lines of a record still inside quotes
+    first_error = ""
+
+    def parse(texts: list[str]) -> tuple[list[list[str]] | None, str | None]:
+        reader = csv.reader(
+            [t + "\n" for t in texts], delimiter=spec.delimiter, quotechar=spec.quote, strict=True
+        )
+        try:
+            return list(reader), None
+        except csv.Error as exc:
+            return None, str(exc)
+
+    def give_up() -> tuple[str, int, None, str, str, str]:
+        """The first pending line as unparseable; the others are read again."""
+        start, _, text = pending[0]
+        replay.extendleft(reversed([(n, raw) for n, raw, _ in pending[1:]]))
+        pending.clear()
+        return (KIND_BROKEN, start, None, "unparseable", f"not a valid CSV record: {first_error}",
+                text)  # fmt: skip
+
+    while True:
+        try:
+            line_no, raw = replay.popleft() if replay else next(numbered)
+        except StopIteration:
+            if not pending:
+                return
+            yield give_up()
+            continue
+        if line_no == 1 and spec.header:
+            continue
+        try:
+            text = raw.decode(spec.encoding).rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            if pending:
+                replay.appendleft((line_no, raw))
+                yield give_up()
+                continue
+            reason = f"not valid {spec.encoding}: {exc}"
+            yield KIND_BROKEN, line_no, None, "undecodable", reason, raw.decode("latin-1")
+            continue
+        texts = [t for _, _, t in pending] + [text]
+        parsed, error = parse(texts)
+        if parsed is not None and len(parsed) == 1:
+            start = pending[0][0] if pending else line_no
+            pending.clear()
+            fields, record = parsed[0], "\n".join(texts)
+            if len(fields) != width:
+                reason = f"expected {width} fields, found {len(fields)}"
+                yield KIND_BROKEN, start, None, "column_count", reason, record
+            else:
+                yield KIND_ROW, start, fields, None, None, record
+            continue
+        if error and "unexpected end of data" in error and len(texts) < max_record_lines:
+            if not pending:
+                first_error = error
+            pending.append((line_no, raw, text))
+            continue
+        if pending:
+            replay.appendleft((line_no, raw))
+            yield give_up()
+            continue
+        yield KIND_BROKEN, line_no, None, "unparseable", f"not a valid CSV record: {error}", text
+
+
+def _parser(
+    spec: SourceSpec,
+    columns: list[str],
+    batch_rows: int,
+    max_record_lines: int,
+    key: bytes | None,
+):
     """The mapInPandas function: rows of (file, uri) in, parsed records out."""
     width = len(columns)
 
@@ -234,57 +319,25 @@ def _parser(spec: SourceSpec, columns: list[str], batch_rows: int, key: bytes | 
                 raw = mask_personal(raw, spec, key)
             return [None] * width + [source_file, line_no, KIND_BROKEN, rule, reason, raw]
 
-        line_no = 0
-        lines = _open_text_lines(uri)
-        while True:
-            try:
-                raw = next(lines)
-            except StopIteration:
-                break
-            except Exception as exc:  # truncated gzip, I/O error: the whole file is refused
-                rows.append(
-                    [None] * width
-                    + [source_file, line_no + 1, KIND_ERROR, "unreadable_file", str(exc), None]
-                )
-                yield flush()
-                return
-            line_no += 1
-            if line_no == 1 and spec.header:
-                continue
-            records += 1
-            try:
-                text = raw.decode(spec.encoding)
-            except UnicodeDecodeError as exc:
-                rows.append(
-                    broken(
-                        line_no,
-                        "undecodable",
-                        f"not valid {spec.encoding}: {exc}",
-                        raw.decode("latin-1"),
-                    )
-                )
-                continue
-            text = text.rstrip("\r\n")
-            try:
-                fields = next(
-                    csv.reader([text], delimiter=spec.delimiter, quotechar=spec.quote, strict=True)
-                )
-            except (csv.Error, StopIteration) as exc:
-                rows.append(broken(line_no, "unparseable", f"not a valid CSV record: {exc}", text))
-                continue
-            if len(fields) != width:
-                rows.append(
-                    broken(
-                        line_no,
-                        "column_count",
-                        f"expected {width} fields, found {len(fields)}",
-                        text,
-                    )
-                )
-                continue
-            rows.append([*fields, source_file, line_no, KIND_ROW, None, None, None])
-            if len(rows) >= batch_rows:
-                yield flush()
+        try:
+            for kind, line_no, fields, rule, reason, text in records_of(
+                _open_text_lines(uri), spec, max_record_lines
+            ):
+                records += 1
+                if kind == KIND_BROKEN:
+                    rows.append(broken(line_no, rule, reason, text))
+                    continue
+                rows.append([*fields, source_file, line_no, KIND_ROW, None, None, None])
+                if len(rows) >= batch_rows:
+                    yield flush()
+        except Exception as exc:  # truncated gzip, I/O error: the whole file is refused
+            rows.clear()
+            rows.append(
+                [None] * width
+                + [source_file, records + 1, KIND_ERROR, "unreadable_file", str(exc), None]
+            )
+            yield flush()
+            return
         summary = [None] * width + [source_file, records, KIND_SUMMARY, None, None, None]
         rows.append(summary)
         yield flush()
@@ -320,7 +373,7 @@ def ingest_source(
         try:
             header = read_header(uri, spec)
         except Exception as exc:
-            raise UnreadableFileError(f"{name}: cannot read the header: {exc}") from exc
+            raise UnreadableFileError(f"{name}: unreadable: cannot read the header: {exc}") from exc
         if not header:
             # Nothing to ingest, and nothing recorded: the file is looked at again next run.
             log.warning("source %s: %s is empty (no header, no records); skipped", spec.name, name)
@@ -332,7 +385,14 @@ def ingest_source(
     file_df = ctx.spark.createDataFrame(new, "source_file string, uri string").repartition(len(new))
     key = load_key(ctx.cfg) if spec.personal_columns else None
     parsed = file_df.mapInPandas(
-        _parser(spec, columns, ctx.cfg.get("ingest.batch_rows"), key), _parse_schema(columns)
+        _parser(
+            spec,
+            columns,
+            ctx.cfg.get("ingest.batch_rows"),
+            ctx.cfg.get("ingest.max_record_lines"),
+            key,
+        ),
+        _parse_schema(columns),
     ).cache()
     cached.append(parsed)
     counts = {
@@ -344,7 +404,7 @@ def ingest_source(
         raise UnreadableFileError(
             "cannot read landing file(s) to the end; nothing was ingested: "
             + "; ".join(
-                f"{r['_source_file']}: unreadable after line {r['_line_number'] - 1}: "
+                f"{r['_source_file']}: unreadable after {r['_line_number'] - 1} records: "
                 f"{r['_reason']}"
                 for r in errors
             )
