@@ -26,10 +26,17 @@ DATA_TABLES = (
     "gold.store_day_features",
     "gold.sales_forecasts",
 )
+RETAIL_TABLES = (
+    "bronze.online_retail_raw",
+    "silver.transactions",
+    "silver.returns",
+    "silver.customers",
+    "silver.products",
+)
 
 
 def versions(lake: Lake) -> dict[str, int]:
-    return {t: lake.version(t) for t in DATA_TABLES}
+    return {t: lake.version(t) for t in DATA_TABLES if lake.exists(t)}
 
 
 def check_skeleton(spark, cfg, lake: Lake, stores: int, test_days: int) -> None:
@@ -77,26 +84,38 @@ def check_skeleton(spark, cfg, lake: Lake, stores: int, test_days: int) -> None:
 def test_demo_pipeline_end_to_end_and_rerun_changes_no_row(spark, demo_lake):
     cfg = demo_lake
     lake = Lake(spark, cfg.root)
-    # The demo: 10,938 records; one has 8 fields (ingest), one a bad date (cleanse).
-    counts = {t: lake.read(t).count() for t in DATA_TABLES}
+    # The demo: 10,938 Rossmann records; one has 8 fields (ingest), one a bad date (cleanse).
+    # Online Retail, one day of the real data (3,074 lines): 2,993 sales, 25 cancellations,
+    # 43 exact duplicates, 13 quarantined (9 free lines, 3 bad-debt lines, 1 adjustment).
+    counts = {t: lake.read(t).count() for t in DATA_TABLES + RETAIL_TABLES}
     assert counts == {
         "bronze.rossmann_sales_raw": 10937,
         "bronze.rossmann_stores_raw": 12,
         "silver.store_daily_sales": 10936,
         "silver.stores": 12,
-        "silver.quarantine": 2,
+        "silver.quarantine": 2 + 13,
         "gold.store_day_features": 10936,
         "gold.sales_forecasts": 12 * 42,
+        "bronze.online_retail_raw": 3074,
+        "silver.transactions": 2993,
+        "silver.returns": 25,
+        "silver.customers": 98,
+        "silver.products": 1314,
     }
-    assert sorted((r["stage"], r["rule"]) for r in lake.read("silver.quarantine").collect()) == [
-        ("cleanse", "unparseable_date"),
-        ("ingest", "column_count"),
+    quarantine = lake.read("silver.quarantine").groupBy("source", "stage", "rule").count()
+    assert sorted(tuple(r) for r in quarantine.collect()) == [
+        ("online_retail", "cleanse", "bad_debt_adjustment", 3),
+        ("online_retail", "cleanse", "non_positive_price", 9),
+        ("online_retail", "cleanse", "non_positive_quantity", 1),
+        ("rossmann_sales", "cleanse", "unparseable_date", 1),
+        ("rossmann_sales", "ingest", "column_count", 1),
     ]
     check_skeleton(spark, cfg, lake, stores=12, test_days=42)
 
-    before = versions(lake)
+    before = versions(lake) | {t: lake.version(t) for t in RETAIL_TABLES}
     run_pipeline(cfg)
-    assert versions(lake) == before  # the second run committed nothing to any data table
+    # The second run committed nothing to any data table.
+    assert versions(lake) | {t: lake.version(t) for t in RETAIL_TABLES} == before
     runs = job_runs(spark, cfg).where(F.col("job") == "pipeline").collect()
     assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
 
