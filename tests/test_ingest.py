@@ -246,3 +246,33 @@ def test_records_span_lines_inside_quotes_and_a_stray_quote_swallows_nothing():
         ("broken", 7, None, "undecodable"),
         ("broken", 8, None, "column_count"),
     ]
+
+
+def test_header_drift_evolves_bronze_when_the_source_says_so(spark, root, tmp_path):
+    folder = tmp_path / "evolve"
+    write(
+        folder / "rossmann" / "store.csv",
+        (STORE_HEADER + '1,"c","a",1270,9,2008,0,,,""\n').encode(),
+    )
+    cfg = config(root, folder, "sources.rossmann_stores.on_drift=evolve")
+    run_job(spark, cfg, "ingest", ingest)
+    # A later file renames PromoInterval and brings a new column.
+    header = STORE_HEADER.replace('"PromoInterval"', '"PromoMonths","Store Manager"')
+    write(folder / "rossmann" / "store_2.csv", (header + '2,"a","c",80,,,0,,,"","Ann"\n').encode())
+    _, writes = run_job(spark, cfg, "ingest", ingest)
+    assert writes["bronze.rossmann_stores_raw"].inserted == 1
+    bronze = Lake(spark, cfg.root).read("bronze.rossmann_stores_raw").orderBy("_source_file")
+    rows = [
+        (r["_source_file"], r["store"], r["promo_interval"], r["promo_months"], r["store_manager"])
+        for r in bronze.collect()
+    ]
+    assert rows == [
+        ("rossmann/store.csv", "1", "", None, None),
+        ("rossmann/store_2.csv", "2", None, "", "Ann"),
+    ]
+    # Cleanse reads its declared columns; the renamed one is null (no months) for store 2.
+    from retail_lake.cleanse import run as cleanse
+
+    run_job(spark, cfg, "cleanse", cleanse)
+    stores = Lake(spark, cfg.root).read("silver.stores").orderBy("store").collect()
+    assert [(r["store"], r["promo2_months"]) for r in stores] == [(1, []), (2, [])]

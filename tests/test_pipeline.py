@@ -32,6 +32,12 @@ RETAIL_TABLES = (
     "silver.returns",
     "silver.customers",
     "silver.products",
+    "bronze.fashion_mnist_raw",
+    "silver.product_images",
+    "bronze.places_raw",
+    "silver.places",
+    "bronze.countries_raw",
+    "silver.countries",
 )
 
 
@@ -101,6 +107,13 @@ def test_demo_pipeline_end_to_end_and_rerun_changes_no_row(spark, demo_lake):
         "silver.returns": 25,
         "silver.customers": 98,
         "silver.products": 1314,
+        # 200 + 100 Fashion-MNIST images; Luxembourg's 172 GeoNames places, all 252 countries.
+        "bronze.fashion_mnist_raw": 300,
+        "silver.product_images": 300,
+        "bronze.places_raw": 172,
+        "silver.places": 172,
+        "bronze.countries_raw": 252,
+        "silver.countries": 252,
     }
     quarantine = lake.read("silver.quarantine").groupBy("source", "stage", "rule").count()
     assert sorted(tuple(r) for r in quarantine.collect()) == [

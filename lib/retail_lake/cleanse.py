@@ -34,6 +34,8 @@ class CleanseEnv:
     cfg: Config
     # Column -> Column: the keyed pseudonym (HMAC-SHA256) of a personal identifier.
     pseudonymise: Callable[[Column], Column]
+    # Caches an intermediate frame several outputs share; released when the run ends.
+    persist: Callable[[DataFrame], DataFrame] = lambda df: df
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,13 @@ def run(ctx: JobContext) -> JobResult:
     """The cleanse job: each landed source's bronze table into its silver tables."""
     from retail_lake.privacy import load_key, pseudonymiser
 
-    env = CleanseEnv(datetime.utcnow(), ctx.cfg, pseudonymiser(load_key(ctx.cfg)))
     result = JobResult()
+
+    def persist(df: DataFrame) -> DataFrame:
+        result.cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return df
+
+    env = CleanseEnv(datetime.utcnow(), ctx.cfg, pseudonymiser(load_key(ctx.cfg)), persist)
     quarantined: list[DataFrame] = []
     for cleanser in cleansers():
         missing = [t for t in (cleanser.bronze, *cleanser.lookups) if not ctx.lake.exists(t)]

@@ -16,6 +16,7 @@ import importlib
 import io
 import json
 import logging
+import re
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,12 +27,13 @@ from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from retail_lake.config import Config
-from retail_lake.contracts import ContractError
+from retail_lake.contracts import ContractError, TableContract
+from retail_lake.lake import Lake
 from retail_lake.privacy import load_key, token
 from retail_lake.runner import Conservation, JobContext, JobError, JobResult, Output
 
@@ -66,6 +68,9 @@ class SourceSpec:
     header: bool
     columns: tuple[str, ...]
     personal_columns: tuple[str, ...] = ()
+    # Schema drift of a file's header: stop (error naming the column) or evolve (bronze
+    # gains the new columns; see `evolve_layouts`).
+    on_drift: str = "stop"
     # The whole configured entry, for format-specific keys.
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -74,6 +79,10 @@ class SourceSpec:
         if raw["format"] not in FORMATS:
             raise JobError(
                 f"source {name}: format {raw['format']!r} is not supported ({', '.join(FORMATS)})"
+            )
+        if raw.get("on_drift", "stop") not in ("stop", "evolve"):
+            raise JobError(
+                f"source {name}: on_drift must be stop or evolve, got {raw['on_drift']!r}"
             )
         personal = tuple(raw.get("personal_columns") or ())
         unknown = [c for c in personal if c not in raw["columns"]]
@@ -90,6 +99,7 @@ class SourceSpec:
             raw.get("header", True),
             tuple(raw["columns"]),
             personal,
+            raw.get("on_drift", "stop"),
             MappingProxyType(dict(raw)),
         )
 
@@ -202,7 +212,7 @@ def mask_personal(text: str, spec: SourceSpec, key: bytes) -> str:
 
 
 def records_of(
-    raw_lines: Iterator[bytes], spec: SourceSpec, max_record_lines: int
+    raw_lines: Iterator[bytes], spec: SourceSpec, max_record_lines: int, width: int | None = None
 ) -> Iterator[tuple[str, int, list[str] | None, str | None, str | None, str]]:
     """The records of a CSV file's raw lines: (kind, first line, fields, rule, reason, text).
 
@@ -210,9 +220,10 @@ def records_of(
     next ones (up to `max_record_lines` lines) until the record closes; the record keeps
     its first line's number. A quote that never closes quarantines that one line and the
     lines after it are read again as records of their own, so one stray quote cannot
-    swallow the rest of the file. Read errors (a truncated gzip) propagate.
+    swallow the rest of the file. Read errors (a truncated gzip) propagate. `width` is the
+    number of fields a record must have (default: the declared columns).
     """
-    width = len(spec.columns)
+    width = width or len(spec.columns)
     numbered = enumerate(raw_lines, start=1)
     replay: deque[tuple[int, bytes]] = deque()
     pending: list[tuple[int, bytes, str]] = []  # lines of a record still inside quotes
@@ -285,8 +296,13 @@ def _parser(
     batch_rows: int,
     max_record_lines: int,
     key: bytes | None,
+    layouts: Mapping[str, tuple[int, list[int | None]]],
 ):
-    """The mapInPandas function: rows of (file, uri) in, parsed records out."""
+    """The mapInPandas function: rows of (file, uri) in, parsed records out.
+
+    `layouts` maps a file whose header differs from the declared one (schema drift that the
+    source evolves) to (fields per record, header position of each output column or None).
+    """
     width = len(columns)
 
     def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -319,14 +335,17 @@ def _parser(
                 raw = mask_personal(raw, spec, key)
             return [None] * width + [source_file, line_no, KIND_BROKEN, rule, reason, raw]
 
+        fields_per_record, positions = layouts.get(source_file, (width, None))
         try:
             for kind, line_no, fields, rule, reason, text in records_of(
-                _open_text_lines(uri), spec, max_record_lines
+                _open_text_lines(uri), spec, max_record_lines, fields_per_record
             ):
                 records += 1
                 if kind == KIND_BROKEN:
                     rows.append(broken(line_no, rule, reason, text))
                     continue
+                if positions is not None:
+                    fields = [None if i is None else fields[i] for i in positions]
                 rows.append([*fields, source_file, line_no, KIND_ROW, None, None, None])
                 if len(rows) >= batch_rows:
                     yield flush()
@@ -343,6 +362,67 @@ def _parser(
         yield flush()
 
     return parse
+
+
+def _row_hash(declared: list[str], extras: list[str]) -> Column:
+    """SHA-256 of the raw fields; evolved columns count only when set, so a line hashes the
+    same whether or not other files of its run brought new columns."""
+    text = F.to_json(F.struct(*declared), {"ignoreNullFields": "false"})
+    if extras:
+        added = F.to_json(F.struct(*extras))  # null fields left out
+        text = F.concat(text, F.when(added != "{}", added).otherwise(F.lit("")))
+    return F.sha2(text, 256)
+
+
+def bronze_name(header: str) -> str:
+    """A header as a bronze column name: `Store Number`, `StoreNumber` -> `store_number`."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", header)  # PromoMonths -> Promo_Months
+    name = re.sub(r"[^0-9a-zA-Z]+", "_", words).strip("_").lower()
+    return name if name and not name[0].isdigit() else f"col_{name}"
+
+
+def evolve_layouts(
+    headers: Mapping[str, list[str]],
+    spec: SourceSpec,
+    columns: list[str],
+    lake: Lake,
+    contract: TableContract,
+) -> tuple[list[str], dict[str, tuple[int, list[int | None]]]]:
+    """Column layouts of drifting files for a source that evolves (`on_drift: evolve`).
+
+    A header column that is not declared becomes a new bronze column (text, named in
+    snake_case; null for the rows of other files); a declared column missing from a file is
+    null for its rows. A rename is both: the values stay in bronze under the new name.
+    Returns (the new bronze columns, per file: fields per record and the header position of
+    each output column).
+    """
+    existing = set(lake.read(contract.name).columns) if lake.exists(contract.name) else set()
+    taken = set(contract.column_names)
+    extras: dict[str, str] = {}  # header -> bronze column
+    for name, header in sorted(headers.items()):
+        added = [h for h in header if h not in spec.columns]
+        missing = [c for c in spec.columns if c not in header]
+        log.warning(
+            "source %s: %s drifts from the declared columns (new %s, missing %s); evolving "
+            "bronze (on_drift: evolve)",
+            spec.name,
+            name,
+            added,
+            missing,
+        )
+        for h in added:
+            if h not in extras:
+                col = bronze_name(h)
+                while col in taken and col not in existing:
+                    col += "_"
+                extras[h] = col
+                taken.add(col)
+    layouts = {}
+    for name, header in headers.items():
+        index = {h: i for i, h in enumerate(header)}
+        positions = [index.get(c) for c in spec.columns] + [index.get(h) for h in extras]
+        layouts[name] = (len(header), positions)
+    return list(extras.values()), layouts
 
 
 def ingest_source(
@@ -367,6 +447,7 @@ def ingest_source(
     log.info("source %s: %d file(s), %d new", spec.name, len(files), len(new))
     if not new:
         return None, None, None
+    headers: dict[str, list[str]] = {}
     for name, uri in list(new):
         if not spec.header:
             continue
@@ -379,9 +460,15 @@ def ingest_source(
             log.warning("source %s: %s is empty (no header, no records); skipped", spec.name, name)
             new.remove((name, uri))
             continue
-        check_header(header, spec, name)
+        if spec.on_drift == "stop" or header == list(spec.columns):
+            check_header(header, spec, name)
+        else:
+            headers[name] = header
     if not new:
         return None, None, None
+    declared = columns
+    extras, layouts = evolve_layouts(headers, spec, columns, ctx.lake, contract)
+    columns = [*columns, *extras]
     file_df = ctx.spark.createDataFrame(new, "source_file string, uri string").repartition(len(new))
     key = load_key(ctx.cfg) if spec.personal_columns else None
     parsed = file_df.mapInPandas(
@@ -391,6 +478,7 @@ def ingest_source(
             ctx.cfg.get("ingest.batch_rows"),
             ctx.cfg.get("ingest.max_record_lines"),
             key,
+            layouts,
         ),
         _parse_schema(columns),
     ).cache()
@@ -415,21 +503,24 @@ def ingest_source(
     bronze = (
         parsed.where(F.col("_kind") == KIND_ROW)
         .withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp"))
-        .withColumn(
-            "_row_hash", F.sha2(F.to_json(F.struct(*columns), {"ignoreNullFields": "false"}), 256)
-        )
+        .withColumn("_row_hash", _row_hash(declared, extras))
         .select(*columns, "_source_file", "_line_number", "_ingested_at", "_row_hash")
     )
-    quarantine = parsed.where(F.col("_kind") == KIND_BROKEN).select(
-        F.lit(spec.name).alias("source"),
-        F.lit("ingest").alias("stage"),
-        F.col("_rule").alias("rule"),
-        F.lit(None).cast("string").alias("column"),
-        F.col("_reason").alias("reason"),
-        F.col("_raw").alias("payload"),
-        "_source_file",
-        "_line_number",
-        F.lit(ingested_at).cast("timestamp").alias("_quarantined_at"),
+    # Nothing broken: no quarantine output (no gate, no MERGE to run for nothing).
+    quarantine = (
+        None
+        if not counts.get(KIND_BROKEN)
+        else parsed.where(F.col("_kind") == KIND_BROKEN).select(
+            F.lit(spec.name).alias("source"),
+            F.lit("ingest").alias("stage"),
+            F.col("_rule").alias("rule"),
+            F.lit(None).cast("string").alias("column"),
+            F.col("_reason").alias("reason"),
+            F.col("_raw").alias("payload"),
+            "_source_file",
+            "_line_number",
+            F.lit(ingested_at).cast("timestamp").alias("_quarantined_at"),
+        )
     )
     check = Conservation(
         f"ingest {spec.name}: records read = bronze rows added + quarantined",
@@ -462,8 +553,11 @@ def run(ctx: JobContext) -> JobResult:
         bronze, quarantine, check = reader(ctx, spec, landing, ingested_at, result.cached)
         if bronze is None:
             continue
-        result.outputs.append(Output(spec.table, bronze, mode="append"))
-        quarantined.append(quarantine)
+        declared = ctx.registry[spec.table].column_names
+        extra = tuple(c for c in bronze.columns if c not in declared)
+        result.outputs.append(Output(spec.table, bronze, mode="append", extra_columns=extra))
+        if quarantine is not None:  # None: the format quarantines nothing at ingest
+            quarantined.append(quarantine)
         result.conservation.append(check)
         result.rows_read[name] = sum(check.inputs.values())
     if quarantined:

@@ -56,21 +56,30 @@ def content_hash(columns: tuple[str, ...] | list[str]) -> Column:
     )
 
 
-def with_metadata(df: DataFrame, contract: TableContract, run_id: str) -> DataFrame:
-    """Adds `_run_id` (and `_content_hash`) and orders columns as the contract does."""
+def with_metadata(
+    df: DataFrame, contract: TableContract, run_id: str, extra_columns: tuple[str, ...] = ()
+) -> DataFrame:
+    """Adds `_run_id` (and `_content_hash`) and orders columns as the contract does.
+
+    `extra_columns` (text columns a bronze table gained by schema drift) follow the
+    contract's columns.
+    """
     missing = [
         c for c in contract.column_names if c not in df.columns and c not in (RUN_ID, CONTENT_HASH)
     ]
     if missing:
         raise ContractError(f"{contract.name}: the output lacks columns {missing}")
-    extra = [c for c in df.columns if c not in contract.column_names]
+    extra = [c for c in df.columns if c not in contract.column_names and c not in extra_columns]
     if extra:
         raise ContractError(f"{contract.name}: the output has columns not in the contract {extra}")
     out = df.withColumn(RUN_ID, F.lit(run_id))
     if contract.has_content_hash:
         out = out.withColumn(CONTENT_HASH, content_hash(contract.content_columns))
     schema = contract.spark_schema()
-    return out.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+    return out.select(
+        *[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields],
+        *[F.col(c).cast("string").alias(c) for c in extra_columns],
+    )
 
 
 class Lake:
@@ -164,8 +173,13 @@ class Lake:
         run_id: str,
         mode: str | None = None,
         replace_where: str | None = None,
+        extra_columns: tuple[str, ...] = (),
     ) -> WriteResult:
-        """Writes `df` to the contract's table; see the module docstring for the modes."""
+        """Writes `df` to the contract's table; see the module docstring for the modes.
+
+        `extra_columns` (append only) are added to the table's schema (Delta mergeSchema):
+        a source that evolves on schema drift.
+        """
         mode = mode or contract.write_mode
         if mode not in WRITE_MODES:
             raise ContractError(f"{contract.name}: unknown write mode {mode!r} ({WRITE_MODES})")
@@ -173,14 +187,20 @@ class Lake:
             raise ContractError(f"{contract.name}: replace_where needs a predicate")
         if mode == "merge" and not (contract.keys and contract.has_content_hash):
             raise ContractError(f"{contract.name}: merge needs keys and a content hash")
-        rows = with_metadata(df, contract, run_id)  # contract check before creating anything
+        if extra_columns and mode != "append":
+            raise ContractError(f"{contract.name}: extra columns can only be appended")
+        # The contract check before creating anything.
+        rows = with_metadata(df, contract, run_id, extra_columns)
         self.ensure(contract)
         path = self.location(contract.name)
         started = time.monotonic()
         if mode == "merge":
             result = self._merge(rows, contract)
         elif mode == "append":
-            rows.write.format("delta").mode("append").save(path)
+            writer = rows.write.format("delta").mode("append")
+            if extra_columns:
+                writer = writer.option("mergeSchema", "true")
+            writer.save(path)
             result = self._result(contract, mode)
         else:
             current = self.read(contract.name)

@@ -16,6 +16,9 @@ count relative to what the job read (resolved by the runner from the job's `rows
         relative_to: bronze.online_retail_raw     # a key of the job's rows_read
         min_ratio: 0.9                            # min_value = floor(0.9 * rows read)
         max_ratio: 1.0                            # max_value = ceil(1.0 * rows read)
+
+With `quality.data_docs` on, every validation also renders as Great Expectations Data Docs
+under `<paths.root>/data_docs/` (see `DataDocs`): open `index.html` there.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from retail_lake.contracts import TableContract
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
+
+    from retail_lake.data_docs import DataDocs
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +205,16 @@ def _gx_context():
 
 
 def validate(
-    df: DataFrame, contract: TableContract, specs: list[ExpectationSpec]
+    df: DataFrame,
+    contract: TableContract,
+    specs: list[ExpectationSpec],
+    docs: DataDocs | None = None,
 ) -> list[ExpectationResult]:
-    """Evaluates `specs` on `df` with Great Expectations; returns one result per spec."""
+    """Evaluates `specs` on `df` with Great Expectations; returns one result per spec.
+
+    With `docs`, the validation (passed or failed) is also rendered into that Data Docs site,
+    named by the table and `docs.run_name`; a rendering error is logged, never raised.
+    """
     import great_expectations as gx
 
     if not specs:
@@ -214,12 +226,20 @@ def validate(
     suite = context.suites.add(gx.ExpectationSuite(name=contract.name))
     ids = []
     for spec in specs:
-        added = suite.add_expectation(_expectation_class(spec.expectation)(**spec.kwargs))
+        # Notes name the configured rule and its severity on the suite's Data Docs page.
+        kwargs = {"notes": f"{spec.expectation} ({spec.severity})", **spec.kwargs}
+        added = suite.add_expectation(_expectation_class(spec.expectation)(**kwargs))
         ids.append(str(added.id))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"gate_{contract.short_name}", data=batch, suite=suite)
     )
-    outcome = definition.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
+    outcome = definition.run(
+        batch_parameters={"dataframe": df},
+        result_format="SUMMARY",
+        run_id=docs.run_identifier() if docs else None,
+    )
+    if docs:
+        docs.render(contract, suite, outcome)
     by_id = {str(r.expectation_config.id): r for r in outcome.results}
     results = []
     for spec, exp_id in zip(specs, ids, strict=True):
@@ -241,6 +261,7 @@ def validate(
     return results
 
 
+# ----------------------------------------------------------------------------- Data Docs
 def gate(results: list[ExpectationResult]) -> None:
     """Raises QualityGateError when a critical expectation failed; logs failed warnings."""
     for r in results:

@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 
 from retail_lake.config import Config
 from retail_lake.contracts import Registry
+from retail_lake.data_docs import DataDocs
 from retail_lake.lake import Lake, WriteResult, with_metadata
 from retail_lake.quality import ExpectationResult, gate, load_suite, utc_now, validate
 from retail_lake.tables import REGISTRY
@@ -51,6 +52,8 @@ class Output:
     df: DataFrame
     mode: str | None = None  # default: the contract's write_mode
     replace_where: str | None = None
+    # Text columns beyond the contract (bronze schema drift a source evolves); append only.
+    extra_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -281,15 +284,17 @@ def _audit(
         lines = [f"  - {c.name}: inputs {c.inputs} != outputs {c.outputs}" for c in broken]
         raise ConservationError("row conservation failed; nothing was written\n" + "\n".join(lines))
     results: list[ExpectationResult] = []
+    # Each validation, passed or failed, also renders into <root>/data_docs (never raises).
+    docs = DataDocs.for_run(ctx.cfg, ctx.run_id) if result.outputs else None
     for out in result.outputs:
         contract = ctx.registry[out.table]
         # The contract check (columns, types) runs here, before any write.
-        rows = with_metadata(out.df, contract, ctx.run_id)
+        rows = with_metadata(out.df, contract, ctx.run_id, out.extra_columns)
         out.df.persist(StorageLevel.MEMORY_AND_DISK)
         persisted.append(out.df)
         specs = [spec.resolved(result.rows_read) for spec in load_suite(contract)]
         log.info("[%s] validating %s against %d expectations", ctx.run_id, out.table, len(specs))
-        results.extend(validate(rows, contract, specs))
+        results.extend(validate(rows, contract, specs, docs))
     gate(results)
     return results
 
@@ -299,7 +304,7 @@ def _publish(ctx: JobContext, result: JobResult) -> dict[str, WriteResult]:
     for out in result.outputs:
         contract = ctx.registry[out.table]
         writes[out.table] = ctx.lake.write(
-            out.df, contract, ctx.run_id, out.mode, out.replace_where
+            out.df, contract, ctx.run_id, out.mode, out.replace_where, out.extra_columns
         )
     return writes
 

@@ -302,12 +302,17 @@ def cleanse_lines(
     at,
     pseudonymise: Callable[[Column], Column],
     non_product_codes: Sequence[Mapping[str, str]],
+    persist: Callable[[DataFrame], DataFrame] = lambda df: df,
 ) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame]:
-    """(sales lines, returns, quarantine rows, exact duplicates removed)."""
-    typed = typed_lines(bronze, pseudonymise, non_product_codes)
+    """(sales lines, returns, quarantine rows, exact duplicates removed).
+
+    `persist` is applied to the typed lines and to the deduplicated ones, which every
+    output is computed from (the job passes one that caches them for its counts and gates).
+    """
+    typed = persist(typed_lines(bronze, pseudonymise, non_product_codes))
     valid, rejected = split_valid(typed)
     kept, exact, _ = deduplicate(_lines(valid), ("_row_hash",), ("_row_hash",), keep="first")
-    kept = kept.drop("_row_hash")
+    kept = persist(kept.drop("_row_hash"))
     cancellation = F.col("invoice_no").startswith("C")
     sales = kept.where(~cancellation)
     returns = link_returns(kept.where(cancellation), sales)
@@ -325,6 +330,7 @@ def cleanse(frames, env):
         env.at,
         env.pseudonymise,
         env.cfg.get("online_retail.non_product_codes"),
+        env.persist,
     )
     return Cleansed(
         outputs={TRANSACTIONS: sales, RETURNS: returns},
