@@ -425,6 +425,20 @@ def evolve_layouts(
     return list(extras.values()), layouts
 
 
+def new_files(ctx: JobContext, spec: SourceSpec, landing: str, pattern: str) -> list:
+    """(name, uri) of the files matching `pattern` not yet in the source's bronze table."""
+    files = list_files(ctx.spark, landing, pattern)
+    if not files:
+        log.warning("source %s: no file matches %s under %s", spec.name, pattern, landing)
+        return []
+    seen: set[str] = set()
+    if ctx.lake.exists(spec.table):
+        seen = {r[0] for r in ctx.read(spec.table).select("_source_file").distinct().collect()}
+    new = [(name, uri) for name, uri in files if name not in seen]
+    log.info("source %s: %d file(s), %d new", spec.name, len(files), len(new))
+    return new
+
+
 def ingest_source(
     ctx: JobContext, spec: SourceSpec, landing: str, ingested_at: datetime, cached: list[DataFrame]
 ) -> tuple[DataFrame | None, DataFrame | None, Conservation | None]:
@@ -436,15 +450,7 @@ def ingest_source(
             f"{spec.table} has {len(columns)} raw columns but source "
             f"{spec.name} declares {len(spec.columns)}"
         )
-    files = list_files(ctx.spark, landing, spec.pattern)
-    if not files:
-        log.warning("source %s: no file matches %s under %s", spec.name, spec.pattern, landing)
-        return None, None, None
-    seen: set[str] = set()
-    if ctx.lake.exists(spec.table):
-        seen = {r[0] for r in ctx.read(spec.table).select("_source_file").distinct().collect()}
-    new = [(name, uri) for name, uri in files if name not in seen]
-    log.info("source %s: %d file(s), %d new", spec.name, len(files), len(new))
+    new = new_files(ctx, spec, landing, spec.pattern)
     if not new:
         return None, None, None
     headers: dict[str, list[str]] = {}

@@ -47,7 +47,7 @@ from pyspark.sql.types import (
 
 from retail_lake.contracts import ContractError
 from retail_lake.images.tables import COLS, PIXELS, RAW_COLUMNS, ROWS
-from retail_lake.ingest import SourceSpec, list_files
+from retail_lake.ingest import SourceSpec, list_files, new_files
 from retail_lake.runner import Conservation, JobContext, JobError
 
 log = logging.getLogger(__name__)
@@ -289,15 +289,7 @@ def ingest_idx(
             f"source {spec.name} declares columns {list(spec.columns)} but {spec.table} "
             f"has {list(contract.content_columns)}"
         )
-    images = list_files(ctx.spark, landing, spec.pattern)
-    if not images:
-        log.warning("source %s: no file matches %s under %s", spec.name, spec.pattern, landing)
-        return None, None, None
-    seen: set[str] = set()
-    if ctx.lake.exists(spec.table):
-        seen = {r[0] for r in ctx.read(spec.table).select("_source_file").distinct().collect()}
-    new = [(name, uri) for name, uri in images if name not in seen]
-    log.info("source %s: %d images file(s), %d new", spec.name, len(images), len(new))
+    new = new_files(ctx, spec, landing, spec.pattern)
     if not new:
         return None, None, None
     pairs = pair_files(
