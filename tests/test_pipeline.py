@@ -142,8 +142,9 @@ def passing_job(ctx):
 
 
 @pytest.mark.slow
-def test_pipeline_resumes_from_the_failed_step(spark, root, monkeypatch):
-    cfg = load_config("test", [f"paths.root={root}"])
+def test_pipeline_resumes_from_the_failed_step(spark, root, monkeypatch, tmp_path):
+    # An empty landing folder: the steps run (and are recorded) without data to move.
+    cfg = load_config("test", [f"paths.root={root}", f"paths.landing={tmp_path}"])
     monkeypatch.setitem(JOBS, "flaky", f"{__name__}:failing_job")
     steps = ["ingest", "flaky", "cleanse"]
     with pytest.raises(RuntimeError, match="step broke"):
@@ -200,7 +201,5 @@ def test_real_rossmann_pipeline(spark, root, tmp_path):
     gold = lake.read("gold.store_day_features")
     assert gold.count() == silver.where(F.col("store") <= max_store).count()
     check_skeleton(spark, cfg, lake, stores=max_store, test_days=42)
-
-    before = versions(lake)
-    run_pipeline(cfg)
-    assert versions(lake) == before
+    # A second run commits nothing: shown end to end on the demo data above, and on the real
+    # Online Retail, GeoNames, store and Fashion-MNIST files in their own tests.
