@@ -379,7 +379,11 @@ def test_silver_pixels_feed_petastorm_as_a_fixed_matrix(spark, root):
         row_groups_per_rank=1,
     )
     try:
-        with converter.make_torch_dataloader(batch_size=8, num_epochs=1, workers_count=1) as loader:
+        # The endless loader (num_epochs=None), as training uses: a finite one-epoch loader
+        # returns no rows now and then (see STACK.md / the training slice).
+        with converter.make_torch_dataloader(
+            batch_size=8, num_epochs=None, workers_count=1
+        ) as loader:
             batch = next(iter(loader))
     finally:
         converter.delete()

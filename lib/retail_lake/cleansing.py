@@ -62,7 +62,8 @@ def with_errors(df: DataFrame, rules: Sequence[Rule], raw_of: dict[str, str]) ->
         )
         entries.append(
             F.when(
-                r.broken,
+                # A rule over a null value is unknown, not broken: it never yields null.
+                F.coalesce(r.broken, F.lit(False)),
                 F.struct(
                     F.lit(r.name).alias("rule"),
                     F.lit(r.column).cast("string").alias("column"),

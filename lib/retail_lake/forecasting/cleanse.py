@@ -122,8 +122,6 @@ def type_sales(bronze: DataFrame) -> DataFrame:
             "sales: {value} reported on a closed day",
         ),
     ]
-    # Rules compare nulls as unknown; coalesce so a rule never yields null.
-    rules = [Rule(r.name, r.column, F.coalesce(r.broken, F.lit(False)), r.reason) for r in rules]
     typed = bronze.select(
         *SALES_RAW,
         "_source_file",
@@ -284,7 +282,6 @@ def cleanse_stores(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFram
             "promo2_since_week: {value} is not 1..53",
         ),
     ]
-    rules = [Rule(r.name, r.column, F.coalesce(r.broken, F.lit(False)), r.reason) for r in rules]
     comp_month, comp_year = (
         _int("competition_open_since_month"),
         _int("competition_open_since_year"),

@@ -112,11 +112,6 @@ def _text_list(raw: str) -> Column:
     return F.filter(parts, lambda p: p != "")
 
 
-def _never_null(rules: Sequence[Rule]) -> list[Rule]:
-    # Rules compare nulls as unknown; coalesce so a rule never yields null.
-    return [Rule(r.name, r.column, F.coalesce(r.broken, F.lit(False)), r.reason) for r in rules]
-
-
 def coordinate_rules(latitude: str, longitude: str, required: bool) -> list[Rule]:
     """Parse, range and 0/0 rules of a raw latitude/longitude pair."""
     lat, lon = _number(latitude, "double"), _number(longitude, "double")
@@ -216,46 +211,42 @@ COUNTRY_COLUMNS = (
 def _country_rules() -> list[Rule]:
     iso, iso3 = F.trim(F.col("iso")), F.trim(F.col("iso3"))
     numeric = _number("iso_numeric", "int")
-    return _never_null(
-        [
-            *[
-                required_rule(c, c)
-                for c in ("iso", "iso3", "iso_numeric", "name", "continent_code", "geonameid")
-            ],
-            Rule("invalid_iso", "iso", ~iso.rlike("^[A-Z]{2}$"), "iso: {value} is not 2 letters"),
-            Rule(
-                "invalid_iso3", "iso3", ~iso3.rlike("^[A-Z]{3}$"), "iso3: {value} is not 3 letters"
-            ),
-            parse_rule("iso_numeric", "iso_numeric", numeric, "an integer"),
-            Rule(
-                "invalid_iso_numeric",
-                "iso_numeric",
-                ~numeric.between(0, 999),
-                "iso_numeric: {value} is not 0..999",
-            ),
-            parse_rule("area_km2", "area_km2", _number("area_km2", "double"), "a number"),
-            parse_rule("population", "population", _number("population", "bigint"), "an integer"),
-            parse_rule("geonameid", "geonameid", _number("geonameid", "bigint"), "an integer"),
-            Rule(
-                "negative_area_km2",
-                "area_km2",
-                _number("area_km2", "double") < 0,
-                "area_km2: {value} is negative",
-            ),
-            Rule(
-                "negative_population",
-                "population",
-                _number("population", "bigint") < 0,
-                "population: {value} is negative",
-            ),
-            Rule(
-                "invalid_continent_code",
-                "continent_code",
-                ~F.trim(F.col("continent_code")).isin(*CONTINENTS),
-                f"continent_code: {{value}} is not one of {', '.join(CONTINENTS)}",
-            ),
-        ]
-    )
+    return [
+        *[
+            required_rule(c, c)
+            for c in ("iso", "iso3", "iso_numeric", "name", "continent_code", "geonameid")
+        ],
+        Rule("invalid_iso", "iso", ~iso.rlike("^[A-Z]{2}$"), "iso: {value} is not 2 letters"),
+        Rule("invalid_iso3", "iso3", ~iso3.rlike("^[A-Z]{3}$"), "iso3: {value} is not 3 letters"),
+        parse_rule("iso_numeric", "iso_numeric", numeric, "an integer"),
+        Rule(
+            "invalid_iso_numeric",
+            "iso_numeric",
+            ~numeric.between(0, 999),
+            "iso_numeric: {value} is not 0..999",
+        ),
+        parse_rule("area_km2", "area_km2", _number("area_km2", "double"), "a number"),
+        parse_rule("population", "population", _number("population", "bigint"), "an integer"),
+        parse_rule("geonameid", "geonameid", _number("geonameid", "bigint"), "an integer"),
+        Rule(
+            "negative_area_km2",
+            "area_km2",
+            _number("area_km2", "double") < 0,
+            "area_km2: {value} is negative",
+        ),
+        Rule(
+            "negative_population",
+            "population",
+            _number("population", "bigint") < 0,
+            "population: {value} is negative",
+        ),
+        Rule(
+            "invalid_continent_code",
+            "continent_code",
+            ~F.trim(F.col("continent_code")).isin(*CONTINENTS),
+            f"continent_code: {{value}} is not one of {', '.join(CONTINENTS)}",
+        ),
+    ]
 
 
 def cleanse_countries(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFrame, DataFrame]:
@@ -324,21 +315,19 @@ def with_demand(df: DataFrame, population: str = "t_population") -> DataFrame:
 
 def _place_rules() -> list[Rule]:
     population = _number("population", "bigint")
-    return _never_null(
-        [
-            *[required_rule(c, c) for c in ("geonameid", "name", "country_code", "population")],
-            parse_rule("geonameid", "geonameid", _number("geonameid", "bigint"), "an integer"),
-            *coordinate_rules("latitude", "longitude", required=True),
-            parse_rule("population", "population", population, "an integer"),
-            Rule(
-                "negative_population",
-                "population",
-                population < 0,
-                "population: {value} is negative",
-            ),
-            country_rule("country_code", F.col("c_iso")),
-        ]
-    )
+    return [
+        *[required_rule(c, c) for c in ("geonameid", "name", "country_code", "population")],
+        parse_rule("geonameid", "geonameid", _number("geonameid", "bigint"), "an integer"),
+        *coordinate_rules("latitude", "longitude", required=True),
+        parse_rule("population", "population", population, "an integer"),
+        Rule(
+            "negative_population",
+            "population",
+            population < 0,
+            "population: {value} is negative",
+        ),
+        country_rule("country_code", F.col("c_iso")),
+    ]
 
 
 def _same_place_errors(duplicates: DataFrame) -> DataFrame:
@@ -432,30 +421,25 @@ def timezone_parts(raw: Column) -> tuple[Column, Column]:
 
 def _store_rules() -> list[Rule]:
     timezone = F.trim(F.col("timezone"))
-    return _never_null(
-        [
-            *[
-                required_rule(c, c)
-                for c in ("store_number", "brand", "store_name", "ownership_type")
-            ],
-            required_rule("state_province", "state_province"),
-            required_rule("country_code", "country"),
-            *coordinate_rules("latitude", "longitude", required=True),
-            Rule(
-                "invalid_ownership_type",
-                "ownership_type",
-                ~F.trim(F.col("ownership_type")).isin(*OWNERSHIP_TYPES),
-                f"ownership_type: {{value}} is not one of {', '.join(OWNERSHIP_TYPES)}",
-            ),
-            country_rule("country", F.col("c_iso")),
-            Rule(
-                "unparseable_timezone",
-                "timezone",
-                (timezone != "") & ~timezone.rlike(TIMEZONE_PATTERN),
-                "timezone: {value} is not 'GMT<offset> <zone>'",
-            ),
-        ]
-    )
+    return [
+        *[required_rule(c, c) for c in ("store_number", "brand", "store_name", "ownership_type")],
+        required_rule("state_province", "state_province"),
+        required_rule("country_code", "country"),
+        *coordinate_rules("latitude", "longitude", required=True),
+        Rule(
+            "invalid_ownership_type",
+            "ownership_type",
+            ~F.trim(F.col("ownership_type")).isin(*OWNERSHIP_TYPES),
+            f"ownership_type: {{value}} is not one of {', '.join(OWNERSHIP_TYPES)}",
+        ),
+        country_rule("country", F.col("c_iso")),
+        Rule(
+            "unparseable_timezone",
+            "timezone",
+            (timezone != "") & ~timezone.rlike(TIMEZONE_PATTERN),
+            "timezone: {value} is not 'GMT<offset> <zone>'",
+        ),
+    ]
 
 
 def cleanse_stores(

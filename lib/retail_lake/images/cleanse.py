@@ -88,7 +88,7 @@ def rules() -> list[Rule]:
             "image_index: {value} is negative",
         ),
     ]
-    return [Rule(r.name, r.column, F.coalesce(r.broken, F.lit(False)), r.reason) for r in found]
+    return found
 
 
 def with_pixels_seen(df: DataFrame) -> DataFrame:
