@@ -1,0 +1,1 @@
+"""Store-location scoring: Huff demand capture on real geography."""
