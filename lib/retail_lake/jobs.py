@@ -13,9 +13,10 @@ from collections.abc import Callable
 JOBS: dict[str, str] = {
     "ingest": "retail_lake.ingest:run",
     "cleanse": "retail_lake.cleanse:run",
-    "features": "retail_lake.forecasting.features:run",
+    "features": "retail_lake.features:run",
     "train_forecaster": "retail_lake.forecasting.train:run",
     "forecast": "retail_lake.forecasting.score:run",
+    "score_locations": "retail_lake.locations.score:run",
 }
 
 # Jobs whose results depend on a logical date / as-of snapshot.

@@ -15,6 +15,7 @@ from retail_lake.contracts import (
 )
 from retail_lake.geo import tables as geo_tables
 from retail_lake.images import tables as image_tables
+from retail_lake.locations import tables as location_tables
 from retail_lake.retail import tables as retail_tables
 
 # ----------------------------------------------------------------------------- bronze
@@ -284,6 +285,7 @@ REGISTRY = Registry(
         *geo_tables.SILVER,
         *image_tables.SILVER,
         *GOLD,
+        *location_tables.GOLD,
         *OPS,
     ]
 )

@@ -23,7 +23,7 @@ existing store reached.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +31,11 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from retail_lake.locations.geometry import DISTANCE_KM, check_max_km, pairs_within
+
+
+# How a place's demand is scaled by its country: none, or store_density (the country's
+# existing stores per person of demand population, relative to the whole scope's).
+COUNTRY_DEMAND = ("none", "store_density")
 
 
 class HuffError(ValueError):
@@ -47,6 +52,7 @@ class HuffParams:
     outside_utility: float = 0.0
     candidate_attractiveness: float = 1.0
     demand_exponent: float = 1.0
+    country_demand: str = "none"
     attractiveness: Mapping[str, float] = field(default_factory=dict)
     default_attractiveness: float = 1.0
     explain_top: int = 3
@@ -77,6 +83,11 @@ class HuffParams:
         positive("default_attractiveness", self.default_attractiveness)
         for key, value in self.attractiveness.items():
             positive(f"attractiveness.{key}", value)
+        if self.country_demand not in COUNTRY_DEMAND:
+            raise HuffError(
+                f"locations.huff.country_demand must be one of {COUNTRY_DEMAND}, "
+                f"got {self.country_demand!r}"
+            )
         if not isinstance(self.explain_top, int) or self.explain_top < 0:
             raise HuffError(
                 f"locations.huff.explain_top must be an integer >= 0, got {self.explain_top!r}"
@@ -136,13 +147,50 @@ def store_attractiveness(kind: Column, params: HuffParams) -> Column:
     return F.coalesce(F.element_at(mapping, kind), default)
 
 
-def existing_pull(points: DataFrame, stores: DataFrame, params: HuffParams) -> DataFrame:
+PairsFn = Callable[[DataFrame, DataFrame, float], DataFrame]
+
+
+def country_weighted(points: DataFrame, stores: DataFrame, params: HuffParams) -> DataFrame:
+    """Scales each point's `demand` by its country's factor (`params.country_demand`).
+
+    store_density: (stores / demand population) of the country over the same ratio for the
+    whole scope, from the stores given (the held-out check passes the kept ones only). A
+    country with twice the scope's stores per person counts each person twice: the chain's
+    revealed spend per person there, which population alone does not show. points need
+    country_code; stores need country_code.
+    """
+    if params.country_demand == "none":
+        return points
+    people = points.groupBy("country_code").agg(F.sum("demand").alias("_people"))
+    count = stores.groupBy("country_code").agg(F.count(F.lit(1)).alias("_stores"))
+    per_country = people.join(count, on="country_code", how="left").fillna(0, ["_stores"])
+    totals = per_country.agg(F.sum("_people").alias("p"), F.sum("_stores").alias("s")).first()
+    if not totals or not totals["s"] or not totals["p"]:
+        return points
+    overall = totals["s"] / totals["p"]
+    factor = per_country.select(
+        "country_code", (F.col("_stores") / F.col("_people") / F.lit(overall)).alias("_factor")
+    )
+    return (
+        points.join(F.broadcast(factor), on="country_code", how="left")
+        .withColumn("demand", F.col("demand") * F.coalesce(F.col("_factor"), F.lit(0.0)))
+        .drop("_factor")
+    )
+
+
+def existing_pull(
+    points: DataFrame,
+    stores: DataFrame,
+    params: HuffParams,
+    pairs_fn: PairsFn = pairs_within,
+) -> DataFrame:
     """Per demand point: S_i, the summed utility of the existing stores within reach.
 
     points: point_id, lat, lon (other columns are ignored); stores: store_id, lat, lon,
-    attractiveness. Points no store reaches get S_i = 0.
+    attractiveness. Points no store reaches get S_i = 0. `pairs_fn` finds the pairs in
+    reach (`geometry.pairs_within_brute` for the cross-join reference).
     """
-    pairs = pairs_within(
+    pairs = pairs_fn(
         points.select("point_id", "lat", "lon"),
         stores.select("store_id", "lat", "lon", "attractiveness"),
         params.max_km,
@@ -163,14 +211,20 @@ def existing_pull(points: DataFrame, stores: DataFrame, params: HuffParams) -> D
 
 
 def score(
-    candidates: DataFrame, points: DataFrame, stores: DataFrame, params: HuffParams
+    candidates: DataFrame,
+    points: DataFrame,
+    stores: DataFrame,
+    params: HuffParams,
+    pairs_fn: PairsFn = pairs_within,
 ) -> DataFrame:
     """Captured, cannibalised and net demand per candidate (one row per candidate).
 
     candidates: candidate_id, lat, lon; points: point_id, lat, lon, demand (weight before
     the demand exponent), point_name; stores: store_id, lat, lon, attractiveness.
-    Candidates with no demand point in reach get zeros. `top_points` lists the demand
-    points contributing most to the captured demand.
+    With `params.country_demand` other than none, points and stores also need
+    country_code. Candidates with no demand point in reach get zeros. `top_points` lists the demand
+    points contributing most to the captured demand. `pairs_fn` finds the pairs in reach
+    (`geometry.pairs_within_brute` for the cross-join reference).
     """
     for name, df, cols in (
         ("candidates", candidates, ("candidate_id", "lat", "lon")),
@@ -180,11 +234,12 @@ def score(
         missing = [c for c in cols if c not in df.columns]
         if missing:
             raise HuffError(f"{name} lacks column(s) {missing}")
-    pull = existing_pull(points, stores, params)
+    points = country_weighted(points, stores, params)
+    pull = existing_pull(points, stores, params, pairs_fn)
     weighted = points.select(
         "point_id", "point_name", demand_weight(F.col("demand"), params).alias("w")
     ).join(pull, on="point_id", how="inner")
-    near = pairs_within(
+    near = pairs_fn(
         candidates.select("candidate_id", "lat", "lon"),
         points.select("point_id", "lat", "lon"),
         params.max_km,
@@ -192,15 +247,19 @@ def score(
     u0 = F.lit(float(params.outside_utility))
     u_c = utility(F.lit(float(params.candidate_attractiveness)), F.col(DISTANCE_KM), params)
     s = F.col("pull")
-    before = F.when(s + u0 > 0, s / (s + u0)).otherwise(F.lit(0.0))
+    # The stores' loss at a point simplifies to captured * S / (U0 + S), the gain to
+    # captured * U0 / (U0 + S) (all of it where nothing competed): computed this way, never
+    # as a difference, so neither goes negative by rounding.
+    new_share = F.when(s + u0 > 0, u0 / (s + u0)).otherwise(F.lit(1.0))
+    captured = F.col("w") * u_c / (u0 + s + u_c)
     contributions = near.select(
         "candidate_id",
         "point_id",
         "point_name",
         DISTANCE_KM,
         "w",
-        (F.col("w") * u_c / (u0 + s + u_c)).alias("captured"),
-        (F.col("w") * (before - s / (u0 + s + u_c))).alias("cannibalised"),
+        captured.alias("captured"),
+        (captured * new_share).alias("gained"),
     )
     top = F.slice(
         F.sort_array(
@@ -219,7 +278,7 @@ def score(
     )
     per_candidate = contributions.groupBy("candidate_id").agg(
         F.sum("captured").alias("captured_demand"),
-        F.sum("cannibalised").alias("cannibalised_demand"),
+        F.sum("gained").alias("net_gain"),
         F.sum("w").alias("demand_in_reach"),
         F.count(F.lit(1)).alias("points_in_reach"),
         top.alias("top"),
@@ -240,11 +299,10 @@ def score(
         .select(
             "candidate_id",
             F.coalesce(F.col("captured_demand"), zero).alias("captured_demand"),
-            F.coalesce(F.col("cannibalised_demand"), zero).alias("cannibalised_demand"),
-            (
-                F.coalesce(F.col("captured_demand"), zero)
-                - F.coalesce(F.col("cannibalised_demand"), zero)
-            ).alias("net_gain"),
+            F.greatest(
+                F.coalesce(F.col("captured_demand") - F.col("net_gain"), zero), zero
+            ).alias("cannibalised_demand"),
+            F.coalesce(F.col("net_gain"), zero).alias("net_gain"),
             F.coalesce(F.col("demand_in_reach"), zero).alias("demand_in_reach"),
             F.coalesce(F.col("points_in_reach"), F.lit(0)).cast("long").alias("points_in_reach"),
             explained.alias("top_points"),

@@ -1,0 +1,25 @@
+"""The features job: every gold feature table whose silver inputs exist.
+
+- gold.store_day_features (`retail_lake.forecasting.features`) from the Rossmann tables;
+- gold.location_candidates (`retail_lake.locations.score`) from GeoNames and the store
+  directory.
+
+A table whose inputs were never loaded is skipped with a warning naming them; when nothing
+can be built the job fails.
+"""
+
+from __future__ import annotations
+
+from retail_lake.forecasting.features import store_day_outputs
+from retail_lake.locations.score import build_candidates
+from retail_lake.runner import JobContext, JobError, JobResult
+
+
+def run(ctx: JobContext) -> JobResult:
+    outputs = store_day_outputs(ctx) + build_candidates(ctx)
+    if not outputs:
+        raise JobError(
+            "features: nothing to build: no silver input of any feature table exists; run "
+            "ingest and cleanse first"
+        )
+    return JobResult(outputs=outputs)
