@@ -65,12 +65,15 @@ def main() -> int:
         started = time.monotonic()
         m = holdout_check(points, stores, conf, args.seed)
         took = time.monotonic() - started
-        print(
-            f"| {variant or 'defaults'} | {m['auc_net_gain']:.3f} | {m['auc_captured_demand']:.3f}"
-            f" | {m['median_percentile_net_gain']:.1f} | {m['median_percentile_captured_demand']:.1f}"
-            f" | {took:.0f} |",
-            flush=True,
-        )
+        cells = [
+            variant or "defaults",
+            f"{m['auc_net_gain']:.3f}",
+            f"{m['auc_captured_demand']:.3f}",
+            f"{m['median_percentile_net_gain']:.1f}",
+            f"{m['median_percentile_captured_demand']:.1f}",
+            f"{took:.0f}",
+        ]
+        print("| " + " | ".join(cells) + " |", flush=True)
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps({"variant": variant, "seed": args.seed, **m}) + "\n")

@@ -857,3 +857,92 @@ def test_real_geography_files_end_to_end(spark, root, tmp_path):
         job_runs(spark, cfg).where(F.col("run_id") == again.run_id).first()["versions_written"]
         is None
     )
+
+    # Location scoring on the real geography, on a European scope to fit the CI budget
+    # (the whole 73-country run and its numbers are in bench/RESULTS.md).
+    check_real_location_scoring(spark, root, landing)
+
+
+EUROPE = ["GB", "IE", "FR", "DE", "ES", "NL", "BE", "CH", "AT"]
+
+
+def check_real_location_scoring(spark, root, landing) -> None:
+    import numpy as np
+
+    from retail_lake import features
+    from retail_lake.config import load_config
+    from retail_lake.lake import Lake
+    from retail_lake.locations import score
+    from retail_lake.locations.geometry import EARTH_RADIUS_KM
+    from retail_lake.runner import run_job
+
+    cfg = load_config(
+        "test",
+        [
+            f"paths.root={root}",
+            f"paths.landing={landing}",
+            f"locations.countries=[{', '.join(EUROPE)}]",
+        ],
+    )
+    lake = Lake(spark, cfg.root)
+    run_job(spark, cfg, "features", features.run)
+    ctx, _ = run_job(spark, cfg, "score_locations", score.run)
+
+    # Candidates: exactly the places in scope with no store in scope within 2 km, found here
+    # with numpy from the silver tables.
+    places = (
+        lake.read("silver.places")
+        .where(F.col("country_code").isin(EUROPE))
+        .select("geonameid", "latitude", "longitude")
+        .toPandas()
+    )
+    stores = (
+        lake.read("silver.store_locations")
+        .where(F.col("country_code").isin(EUROPE))
+        .select("latitude", "longitude")
+        .toPandas()
+    )
+    p = np.radians(places[["latitude", "longitude"]].to_numpy())
+    s = np.radians(stores[["latitude", "longitude"]].to_numpy())
+    nearest = np.full(len(p), np.inf)
+    for lo in range(0, len(s), 256):
+        block = s[lo : lo + 256]
+        a = (
+            np.sin((block[None, :, 0] - p[:, None, 0]) / 2) ** 2
+            + np.cos(p[:, None, 0])
+            * np.cos(block[None, :, 0])
+            * np.sin((block[None, :, 1] - p[:, None, 1]) / 2) ** 2
+        )
+        d = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
+        nearest = np.minimum(nearest, d.min(axis=1))
+    expected = {f"place-{g}" for g in places["geonameid"][nearest > 2.0]}
+    candidates = lake.read("gold.location_candidates")
+    ids = [r[0] for r in candidates.select("candidate_id").collect()]
+    assert len(ids) == len(set(ids)) and set(ids) == expected
+    assert 10000 < len(expected) < len(places)
+
+    # Every candidate scored exactly once, ranked 1..n by net gain.
+    scores = lake.read("gold.location_scores")
+    scored = scores.groupBy("candidate_id").count()
+    assert scored.where("count != 1").count() == 0
+    assert scores.join(candidates, on="candidate_id", how="left_anti").count() == 0
+    assert scored.count() == len(expected)
+    ranks = scores.agg(F.min("rank_overall"), F.max("rank_overall")).first()
+    assert tuple(ranks) == (1, len(expected))
+
+    # The held-out check ran on the reported seed: real store sites rank high.
+    metrics = {
+        r["metric"]: r["value"]
+        for r in lake.read("ops.model_metrics")
+        .where((F.col("run_id") == ctx.run_id) & (F.col("split") == "holdout_seed_2017"))
+        .collect()
+    }
+    print(f"held-out check (Europe): {json.dumps(metrics, sort_keys=True)}")
+    assert 100 < metrics["holdout_sites"] < 250
+    assert metrics["auc_net_gain"] > 0.75 and metrics["auc_captured_demand"] > 0.75
+
+    # A re-run with the same inputs writes nothing new.
+    version = lake.version("gold.location_scores")
+    _, writes = run_job(spark, cfg, "score_locations", score.run)
+    assert writes["gold.location_scores"].skipped
+    assert lake.version("gold.location_scores") == version

@@ -38,6 +38,10 @@ RETAIL_TABLES = (
     "silver.places",
     "bronze.countries_raw",
     "silver.countries",
+    "bronze.store_locations_raw",
+    "silver.store_locations",
+    "gold.location_candidates",
+    "gold.location_scores",
 )
 
 
@@ -114,6 +118,11 @@ def test_demo_pipeline_end_to_end_and_rerun_changes_no_row(spark, demo_lake):
         "silver.places": 172,
         "bronze.countries_raw": 252,
         "silver.countries": 252,
+        # 30 generated stores in Luxembourg; 124 of the 172 places have none within 2 km.
+        "bronze.store_locations_raw": 30,
+        "silver.store_locations": 30,
+        "gold.location_candidates": 124,
+        "gold.location_scores": 124,
     }
     quarantine = lake.read("silver.quarantine").groupBy("source", "stage", "rule").count()
     assert sorted(tuple(r) for r in quarantine.collect()) == [
@@ -177,6 +186,8 @@ def test_real_rossmann_pipeline(spark, root, tmp_path):
             f"paths.root={root}",
             f"paths.landing={landing}",
             f"features.max_store={max_store}",
+            # no geography landed: location scoring has its own real-data test
+            "pipeline.steps=[ingest, cleanse, features, train_forecaster, forecast]",
         ],
     )
     run_pipeline(cfg)

@@ -5,12 +5,17 @@ demo ships generated files with the same header, quoting, ordering and quirks (c
 with zero sales, a half-year gap for some stores, `Sept` in PromoInterval, empty
 competition fields) and two structurally broken lines that ingest must quarantine.
 
+The Starbucks store directory may not be redistributed either: the demo's store locations
+are generated in Luxembourg (the bundled GeoNames sample), with the directory's header and
+quoting, placed near the populated places with a chance that grows with their population.
+
     python -m retail_lake.demo --out lib/retail_lake/demo_data     # regenerate
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import gzip
 import io
 from datetime import date, timedelta
@@ -130,6 +135,63 @@ def sales(store_rows: list[list[str]], rng: np.random.Generator) -> list[str]:
     return lines
 
 
+DIRECTORY_HEADER = [
+    "Brand",
+    "Store Number",
+    "Store Name",
+    "Ownership Type",
+    "Street Address",
+    "City",
+    "State/Province",
+    "Country",
+    "Postcode",
+    "Phone Number",
+    "Timezone",
+    "Longitude",
+    "Latitude",
+]
+OWNERSHIP = ["Company Owned", "Licensed", "Joint Venture", "Franchise"]
+
+
+def store_directory(places_file: Path, n: int, rng: np.random.Generator) -> str:
+    """A store directory in Luxembourg: `n` stores near the bundled places, bigger ones first.
+
+    Each store picks a place with probability proportional to population ** 1.2 and lies a
+    normally distributed 1.5 km (sd) from it; coordinates are rounded to 2 decimals as in
+    the real directory.
+    """
+    with gzip.open(places_file, "rt", encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    weights = np.array([max(int(r["population"]), 100) ** 1.2 for r in rows], dtype=float)
+    picks = rng.choice(len(rows), size=n, p=weights / weights.sum())
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(DIRECTORY_HEADER)
+    km_per_deg = 111.195
+    for i, k in enumerate(picks):
+        place = rows[k]
+        lat = float(place["latitude"]) + rng.normal(0, 1.5) / km_per_deg
+        lon = float(place["longitude"]) + rng.normal(0, 1.5) / (km_per_deg * 0.646)
+        writer.writerow(
+            [
+                "Starbucks",
+                f"{90000 + i}-{rng.integers(100000, 999999)}",
+                f"Demo {place['name']} {i + 1}",
+                OWNERSHIP[int(rng.choice(4, p=[0.5, 0.35, 0.1, 0.05]))],
+                f"{rng.integers(1, 120)} Rue Principale",
+                place["name"].upper(),
+                place["admin1code"],
+                "LU",
+                f"L-{rng.integers(1000, 9999)}",
+                f"352{rng.integers(200000, 999999)}",
+                "GMT+1:00 Europe/Luxembourg",
+                f"{lon:.2f}",
+                f"{lat:.2f}",
+            ]
+        )
+    return out.getvalue().rstrip("\n")
+
+
 def generate(out: Path, n_stores: int = 12, seed: int = 20150731) -> list[Path]:
     """Writes rossmann/train.csv.gz and rossmann/store.csv.gz under `out`; same bytes per seed."""
     rng = np.random.default_rng(seed)
@@ -148,7 +210,13 @@ def generate(out: Path, n_stores: int = 12, seed: int = 20150731) -> list[Path]:
     header = ",".join(f'"{h}"' for h in SALES_HEADER)
     train_path = folder / "train.csv.gz"
     train_path.write_bytes(_gzip_bytes(header + "\n" + "\n".join(sales(store_rows, rng)) + "\n"))
-    return [store_path, train_path]
+    directory = out / "starbucks_stores"
+    directory.mkdir(parents=True, exist_ok=True)
+    directory_path = directory / "directory_lu_demo.csv.gz"
+    places = out / "geonames_cities" / "cities1000_lu.csv.gz"
+    text = store_directory(places, 30, np.random.default_rng(seed + 1))
+    directory_path.write_bytes(_gzip_bytes(text))
+    return [store_path, train_path, directory_path]
 
 
 def main(argv: list[str] | None = None) -> int:

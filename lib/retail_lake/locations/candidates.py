@@ -211,7 +211,9 @@ def placed_sites(
         )
     )
     return df.join(nearest, on="candidate_id", how="inner").select(
-        *SITE_COLUMNS[:5], F.col("near.country_code").alias("country_code"), F.col("near.region").alias("region")
+        *SITE_COLUMNS[:5],
+        F.col("near.country_code").alias("country_code"),
+        F.col("near.region").alias("region"),
     )
 
 
@@ -222,7 +224,10 @@ def candidate_sites(
     if spec.method == "places":
         return place_sites(points, stores, spec)
     if spec.method == "grid":
-        rows = [(i, "grid", None, lat, lon) for i, lat, lon in grid_points(spec.grid_region, spec.grid_spacing_km)]
+        rows = [
+            (i, "grid", None, lat, lon)
+            for i, lat, lon in grid_points(spec.grid_region, spec.grid_spacing_km)
+        ]
     else:
         rows = [
             (f"list-{s['id']}", "list", s.get("name"), float(s["lat"]), float(s["lon"]))

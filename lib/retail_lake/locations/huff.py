@@ -32,7 +32,6 @@ from pyspark.sql import functions as F
 
 from retail_lake.locations.geometry import DISTANCE_KM, check_max_km, pairs_within
 
-
 # How a place's demand is scaled by its country: none, or store_density (the country's
 # existing stores per person of demand population, relative to the whole scope's).
 COUNTRY_DEMAND = ("none", "store_density")
@@ -299,9 +298,9 @@ def score(
         .select(
             "candidate_id",
             F.coalesce(F.col("captured_demand"), zero).alias("captured_demand"),
-            F.greatest(
-                F.coalesce(F.col("captured_demand") - F.col("net_gain"), zero), zero
-            ).alias("cannibalised_demand"),
+            F.greatest(F.coalesce(F.col("captured_demand") - F.col("net_gain"), zero), zero).alias(
+                "cannibalised_demand"
+            ),
             F.coalesce(F.col("net_gain"), zero).alias("net_gain"),
             F.coalesce(F.col("demand_in_reach"), zero).alias("demand_in_reach"),
             F.coalesce(F.col("points_in_reach"), F.lit(0)).cast("long").alias("points_in_reach"),

@@ -58,8 +58,15 @@ class LocationConfig:
         fraction = float(holdout.get("fraction", 0.1))
         if not 0 < fraction < 1:
             raise JobError(f"locations.holdout.fraction must be in (0, 1), got {fraction}")
+        countries = tuple(section.get("countries") or ())
+        bad = [c for c in countries if not (isinstance(c, str) and len(c) == 2 and c.isalpha())]
+        if bad:
+            raise JobError(
+                f"locations.countries must be ISO alpha-2 codes, got {bad!r} (in YAML, quote "
+                "NO: a bare NO reads as false)"
+            )
         return cls(
-            countries=tuple(section.get("countries") or ()),
+            countries=countries,
             candidates=CandidateSpec.from_config(section.get("candidates") or {}),
             huff=HuffParams.from_config(section.get("huff") or {}),
             holdout_enabled=bool(holdout.get("enabled", True)),
@@ -192,15 +199,22 @@ def run(ctx: JobContext) -> JobResult:
         "top_points",
         F.lit(MODEL_NAME).alias("model_name"),
         F.lit(version).alias("model_version"),
-        F.create_map(*[F.lit(x) for kv in params.as_map().items() for x in kv]).alias(
-            "parameters"
-        ),
+        F.create_map(*[F.lit(x) for kv in params.as_map().items() for x in kv]).alias("parameters"),
         _versions(ctx, (CANDIDATES, PLACES, STORE_LOCATIONS)).alias("input_versions"),
     )
     n_candidates = candidates.count()
     outputs = [Output(SCORES, rows)]
-    if conf.holdout_enabled:
-        metrics = holdout_check(points, stores, conf, conf.holdout_seed)
+    metrics = (
+        holdout_check(points, stores, conf, conf.holdout_seed) if conf.holdout_enabled else None
+    )
+    if conf.holdout_enabled and metrics is None:
+        log.warning(
+            "[%s] held-out check skipped: the seeded %.0f%% draw of the existing stores in "
+            "scope holds no store, or leaves no other candidate (too few stores)",
+            ctx.run_id,
+            conf.holdout_fraction * 100,
+        )
+    if metrics is not None:
         log.info(
             "[%s] held-out check (seed %d): %d held-out sites among %d candidates: AUC by net "
             "gain %.3f, by captured demand %.3f; median percentile %.1f / %.1f",
@@ -256,8 +270,9 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 def holdout_check(
     points: DataFrame, stores: DataFrame, conf: LocationConfig, seed: int
-) -> dict[str, float]:
-    """Scores held-out real store sites among the usual candidates; returns the metrics."""
+) -> dict[str, float] | None:
+    """Scores held-out real store sites among the usual candidates; returns the metrics
+    (None when the draw holds no store or leaves no other candidate)."""
     kept, held = holdout_split(stores, conf.holdout_fraction, seed)
     kept = kept.persist()
     try:
@@ -272,10 +287,14 @@ def holdout_check(
         pdf = scored.toPandas()
     finally:
         kept.unpersist()
+    positive = pdf["candidate_id"].str.startswith("holdout-")
+    if not positive.any() or positive.all():
+        return None
     return holdout_metrics(pdf)
 
 
 def holdout_metrics(pdf: pd.DataFrame) -> dict[str, float]:
+    """AUC and median percentile of the held-out sites (ids holdout-*) by each score."""
     positive = pdf["candidate_id"].str.startswith("holdout-").to_numpy()
     out: dict[str, float] = {
         "holdout_sites": float(positive.sum()),

@@ -102,8 +102,7 @@ GOLD = [
             Col(
                 "rank_in_region",
                 "int",
-                "rank by net gain within the country's admin1 region (null region: its own "
-                "group)",
+                "rank by net gain within the country's admin1 region (null region: its own group)",
                 False,
             ),
             Col(
