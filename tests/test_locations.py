@@ -202,3 +202,58 @@ def test_invalid_parameters_are_clear_errors(kwargs, message):
         HuffParams(**kwargs)
     with pytest.raises(HuffError, match="unknown key"):
         HuffParams.from_config({"decay_rate": 2})
+
+
+def test_grid_points_are_spaced_and_wrap_the_antimeridian():
+    from retail_lake.locations.candidates import grid_points
+
+    pts = grid_points([0.0, 179.9, 0.1, -179.9], 5.0)  # crosses 180 eastwards
+    lats = sorted({lat for _, lat, _ in pts})
+    assert len(lats) == 3  # 0, 0.045, 0.09 degrees: 5 km apart
+    assert haversine_km_py(lats[0], 0, lats[1], 0) == pytest.approx(5.0, abs=1e-3)  # 6 decimals
+    row = sorted(lon for _, lat, lon in pts if lat == lats[0])
+    # 0.2 degrees of longitude (22.2 km) every 5 km: 5 sites, both sides of the antimeridian
+    assert len(row) == 5 and row[0] < -179 and row[-1] > 179
+    assert all(-180 <= lon < 180 for lon in row)
+    ids = [i for i, _, _ in pts]
+    assert len(ids) == len(set(ids)) and ids[0] == "grid-0.00000_179.90000"
+
+
+def test_listed_and_grid_sites_take_the_nearest_places_country(spark):
+    from retail_lake.locations.candidates import CandidateSpec, candidate_sites
+
+    points = spark.createDataFrame(
+        [
+            (1, "Luxembourg", 49.61, 6.13, 120000.0, "LU", "LU"),
+            (2, "Trier", 49.75, 6.64, 110000.0, "DE", "08"),
+        ],
+        "point_id long, point_name string, lat double, lon double, demand double, "
+        "country_code string, region string",
+    )
+    stores = spark.createDataFrame([], "store_id string, lat double, lon double")
+    spec = CandidateSpec(
+        method="list",
+        sites=(
+            {"id": "a", "name": "near Trier", "lat": 49.74, "lon": 6.60},
+            {"id": "b", "lat": 49.60, "lon": 6.10},
+            {"id": "far", "lat": 10.0, "lon": 10.0},  # no place within the search radius
+        ),
+    )
+    got = candidate_sites(spark, points, stores, spec, search_km=10.0).collect()
+    assert sorted((r["candidate_id"], r["name"], r["country_code"], r["region"]) for r in got) == [
+        ("list-a", "near Trier", "DE", "08"),
+        ("list-b", None, "LU", "LU"),
+    ]
+    grid = CandidateSpec(method="grid", grid_region=(49.5, 6.0, 49.8, 6.7), grid_spacing_km=10.0)
+    sites = candidate_sites(spark, points, stores, grid, search_km=10.0).collect()
+    assert {r["country_code"] for r in sites} == {"LU", "DE"}
+    assert all(r["kind"] == "grid" and r["name"] is None for r in sites)
+    # with no place farther than 10 km from a site kept
+    for r in sites:
+        assert (
+            min(
+                haversine_km_py(r["lat"], r["lon"], 49.61, 6.13),
+                haversine_km_py(r["lat"], r["lon"], 49.75, 6.64),
+            )
+            <= 10.0
+        )

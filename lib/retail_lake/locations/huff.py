@@ -29,6 +29,7 @@ from typing import Any
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from retail_lake.locations.geometry import DISTANCE_KM, check_max_km, pairs_within
 
@@ -177,6 +178,21 @@ def country_weighted(points: DataFrame, stores: DataFrame, params: HuffParams) -
     )
 
 
+def _pull_in_reach(
+    points: DataFrame, stores: DataFrame, params: HuffParams, pairs_fn: PairsFn
+) -> DataFrame:
+    """S_i and the store count for the points some store reaches (others are absent)."""
+    pairs = pairs_fn(
+        points.select("point_id", "lat", "lon"),
+        stores.select("store_id", "lat", "lon", "attractiveness"),
+        params.max_km,
+    )
+    return pairs.groupBy("point_id").agg(
+        F.sum(utility(F.col("attractiveness"), F.col(DISTANCE_KM), params)).alias("pull"),
+        F.count(F.lit(1)).alias("stores_in_reach"),
+    )
+
+
 def existing_pull(
     points: DataFrame,
     stores: DataFrame,
@@ -189,15 +205,7 @@ def existing_pull(
     attractiveness. Points no store reaches get S_i = 0. `pairs_fn` finds the pairs in
     reach (`geometry.pairs_within_brute` for the cross-join reference).
     """
-    pairs = pairs_fn(
-        points.select("point_id", "lat", "lon"),
-        stores.select("store_id", "lat", "lon", "attractiveness"),
-        params.max_km,
-    )
-    pull = pairs.groupBy("point_id").agg(
-        F.sum(utility(F.col("attractiveness"), F.col(DISTANCE_KM), params)).alias("pull"),
-        F.count(F.lit(1)).alias("stores_in_reach"),
-    )
+    pull = _pull_in_reach(points, stores, params, pairs_fn)
     return (
         points.select("point_id")
         .join(pull, on="point_id", how="left")
@@ -234,15 +242,18 @@ def score(
         if missing:
             raise HuffError(f"{name} lacks column(s) {missing}")
     points = country_weighted(points, stores, params)
-    pull = existing_pull(points, stores, params, pairs_fn)
+    pull = _pull_in_reach(points, stores, params, pairs_fn)
+    # Each point carries its weight and the existing stores' pull into the pair search, so
+    # the (large) set of pairs is never joined again.
     weighted = points.select(
-        "point_id", "point_name", demand_weight(F.col("demand"), params).alias("w")
-    ).join(pull, on="point_id", how="inner")
+        "point_id", "point_name", "lat", "lon", demand_weight(F.col("demand"), params).alias("w")
+    ).join(pull, on="point_id", how="left")
+    weighted = weighted.withColumn("pull", F.coalesce(F.col("pull"), F.lit(0.0)))
     near = pairs_fn(
         candidates.select("candidate_id", "lat", "lon"),
-        points.select("point_id", "lat", "lon"),
+        weighted.select("point_id", "point_name", "lat", "lon", "w", "pull"),
         params.max_km,
-    ).join(weighted, on="point_id", how="inner")
+    )
     u0 = F.lit(float(params.outside_utility))
     u_c = utility(F.lit(float(params.candidate_attractiveness)), F.col(DISTANCE_KM), params)
     s = F.col("pull")
@@ -275,22 +286,37 @@ def score(
         1,
         params.explain_top,
     )
-    per_candidate = contributions.groupBy("candidate_id").agg(
+    sums = [
         F.sum("captured").alias("captured_demand"),
         F.sum("gained").alias("net_gain"),
         F.sum("w").alias("demand_in_reach"),
         F.count(F.lit(1)).alias("points_in_reach"),
-        top.alias("top"),
+    ]
+    explained_type = T.ArrayType(
+        T.StructType(
+            [
+                T.StructField("point_id", points.schema["point_id"].dataType),
+                T.StructField("name", points.schema["point_name"].dataType),
+                T.StructField("distance_km", T.DoubleType()),
+                T.StructField("captured_demand", T.DoubleType()),
+            ]
+        )
     )
-    explained = F.transform(
-        F.coalesce(F.col("top"), F.array()),
-        lambda t: F.struct(
-            t["point_id"].alias("point_id"),
-            t["point_name"].alias("name"),
-            F.round(t[DISTANCE_KM], 3).alias("distance_km"),
-            F.round(t["captured"], 6).alias("captured_demand"),
-        ),
-    )
+    if params.explain_top:
+        per_candidate = contributions.groupBy("candidate_id").agg(*sums, top.alias("top"))
+        explained = F.transform(
+            F.coalesce(F.col("top"), F.array()),
+            lambda t: F.struct(
+                t["point_id"].alias("point_id"),
+                t["point_name"].alias("name"),
+                F.round(t[DISTANCE_KM], 3).alias("distance_km"),
+                F.round(t["captured"], 6).alias("captured_demand"),
+            ),
+        ).cast(explained_type)
+    else:
+        # Explanations need each candidate's contributions together: skipped when 0.
+        per_candidate = contributions.groupBy("candidate_id").agg(*sums)
+        explained = F.array().cast(explained_type)
     zero = F.lit(0.0)
     return (
         candidates.select("candidate_id")

@@ -1,0 +1,1 @@
+"""Implicit-feedback recommendation: blocked top-N from ALS factors and ranking metrics."""
