@@ -93,16 +93,11 @@ def _versions(ctx: JobContext, tables: tuple[str, ...]) -> F.Column:
     )
 
 
-def _site_columns() -> list[F.Column]:
-    return [
-        "candidate_id",
-        "kind",
-        "name",
-        F.col("lat").alias("latitude"),
-        F.col("lon").alias("longitude"),
-        "country_code",
-        "region",
-    ]
+def _site_columns(table_names: bool = True) -> list[F.Column]:
+    """The site columns, named as in the tables (latitude) or as the Huff code wants (lat)."""
+    renames = (("lat", "latitude"), ("lon", "longitude"))
+    coords = [F.col(a).alias(b) if table_names else F.col(b).alias(a) for a, b in renames]
+    return [F.col("candidate_id"), F.col("kind"), F.col("name"), *coords, "country_code", "region"]
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -174,15 +169,7 @@ def run(ctx: JobContext) -> JobResult:
     countries = scope(stores_raw, conf.countries)
     points = demand_points(places, countries)
     stores = existing_stores(stores_raw, countries, conf.huff)
-    sites = candidates.select(
-        "candidate_id",
-        "kind",
-        "name",
-        F.col("latitude").alias("lat"),
-        F.col("longitude").alias("lon"),
-        "country_code",
-        "region",
-    ).persist()
+    sites = candidates.select(*_site_columns(table_names=False)).persist()
     params = conf.huff
     scored = _rounded(score(sites.select("candidate_id", "lat", "lon"), points, stores, params))
     version = model_version(params)
