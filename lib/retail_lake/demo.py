@@ -213,7 +213,8 @@ def generate(out: Path, n_stores: int = 12, seed: int = 20150731) -> list[Path]:
     directory = out / "starbucks_stores"
     directory.mkdir(parents=True, exist_ok=True)
     directory_path = directory / "directory_lu_demo.csv.gz"
-    places = out / "geonames_cities" / "cities1000_lu.csv.gz"
+    # The places are the bundled GeoNames sample, whatever folder is written to.
+    places = Path(__file__).parent / "demo_data" / "geonames_cities" / "cities1000_lu.csv.gz"
     text = store_directory(places, 30, np.random.default_rng(seed + 1))
     directory_path.write_bytes(_gzip_bytes(text))
     return [store_path, train_path, directory_path]
