@@ -193,30 +193,6 @@ def _pull_in_reach(
     )
 
 
-def existing_pull(
-    points: DataFrame,
-    stores: DataFrame,
-    params: HuffParams,
-    pairs_fn: PairsFn = pairs_within,
-) -> DataFrame:
-    """Per demand point: S_i, the summed utility of the existing stores within reach.
-
-    points: point_id, lat, lon (other columns are ignored); stores: store_id, lat, lon,
-    attractiveness. Points no store reaches get S_i = 0. `pairs_fn` finds the pairs in
-    reach (`geometry.pairs_within_brute` for the cross-join reference).
-    """
-    pull = _pull_in_reach(points, stores, params, pairs_fn)
-    return (
-        points.select("point_id")
-        .join(pull, on="point_id", how="left")
-        .select(
-            "point_id",
-            F.coalesce(F.col("pull"), F.lit(0.0)).alias("pull"),
-            F.coalesce(F.col("stores_in_reach"), F.lit(0)).cast("long").alias("stores_in_reach"),
-        )
-    )
-
-
 def score(
     candidates: DataFrame,
     points: DataFrame,
