@@ -23,7 +23,7 @@ from retail_lake import cli
 
 
 def main() -> int:
-    """Runs `retail-lake run score_locations` with this script's arguments; returns the exit status."""
+    """Runs `retail-lake run score_locations` with these arguments; returns the exit status."""
     return cli.main(["run", "score_locations", *sys.argv[1:]])
 
 

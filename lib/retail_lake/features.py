@@ -2,7 +2,9 @@
 
 - gold.store_day_features (`retail_lake.forecasting.features`) from the Rossmann tables;
 - gold.location_candidates (`retail_lake.locations.score`) from GeoNames and the store
-  directory.
+  directory;
+- gold.customer_index, gold.product_index, gold.interactions, gold.customer_features and
+  gold.product_features (`retail_lake.recommend.job`) from the Online Retail tables.
 
 A table whose inputs were never loaded is skipped with a warning naming them; when nothing
 can be built the job fails.
@@ -12,11 +14,12 @@ from __future__ import annotations
 
 from retail_lake.forecasting.features import store_day_outputs
 from retail_lake.locations.score import build_candidates
+from retail_lake.recommend.job import feature_outputs
 from retail_lake.runner import JobContext, JobError, JobResult
 
 
 def run(ctx: JobContext) -> JobResult:
-    outputs = store_day_outputs(ctx) + build_candidates(ctx)
+    outputs = store_day_outputs(ctx) + build_candidates(ctx) + feature_outputs(ctx)
     if not outputs:
         raise JobError(
             "features: nothing to build: no silver input of any feature table exists; run "

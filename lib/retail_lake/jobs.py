@@ -17,10 +17,11 @@ JOBS: dict[str, str] = {
     "train_forecaster": "retail_lake.forecasting.train:run",
     "forecast": "retail_lake.forecasting.score:run",
     "score_locations": "retail_lake.locations.score:run",
+    "recommend": "retail_lake.recommend.job:run",
 }
 
 # Jobs whose results depend on a logical date / as-of snapshot.
-TIME_DEPENDENT = {"features", "train_forecaster", "forecast"}
+TIME_DEPENDENT = {"features", "train_forecaster", "forecast", "recommend"}
 
 
 class UnknownJobError(KeyError):

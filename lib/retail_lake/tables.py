@@ -16,6 +16,8 @@ from retail_lake.contracts import (
 from retail_lake.geo import tables as geo_tables
 from retail_lake.images import tables as image_tables
 from retail_lake.locations import tables as location_tables
+from retail_lake.recommend import model_tables
+from retail_lake.recommend import tables as recommend_tables
 from retail_lake.retail import tables as retail_tables
 
 # ----------------------------------------------------------------------------- bronze
@@ -286,6 +288,8 @@ REGISTRY = Registry(
         *image_tables.SILVER,
         *GOLD,
         *location_tables.GOLD,
+        *recommend_tables.FEATURE_TABLES,
+        *model_tables.MODEL_TABLES,
         *OPS,
     ]
 )

@@ -36,7 +36,7 @@ from retail_lake.forecasting.score import (
 from retail_lake.runner import JobContext, JobError, JobResult, Output
 from retail_lake.training.data import make_converter, steps_per_epoch
 from retail_lake.training.launcher import run_horovod
-from retail_lake.training.tracking import metric_rows, setup_mlflow
+from retail_lake.training.tracking import metric_rows, registered_with, setup_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +129,6 @@ def _fingerprint(versions: dict[str, int], training: dict[str, Any], test_days: 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _registered_with(cfg, fingerprint: str) -> str | None:
-    """The registered version trained with this fingerprint, if any."""
-    from mlflow import MlflowClient
-
-    setup_mlflow(cfg)
-    for mv in MlflowClient().search_model_versions(f"name='{MODEL_NAME}'"):
-        run = MlflowClient().get_run(mv.run_id)
-        if run.data.tags.get("retail_lake.fingerprint") == fingerprint:
-            return str(mv.version)
-    return None
-
-
 def run(ctx: JobContext) -> JobResult:
     """Trains the forecaster on Horovod ranks and registers it in MLflow."""
     import mlflow
@@ -151,7 +139,7 @@ def run(ctx: JobContext) -> JobResult:
     days = ctx.read(FEATURES)
     fingerprint = _fingerprint(ctx.versions_read, training, cfg.get("forecast.test_days"))
     if not training["force"]:
-        existing = _registered_with(cfg, fingerprint)
+        existing = registered_with(cfg, MODEL_NAME, fingerprint)
         if existing:
             log.info(
                 "%s version %s was trained on the same inputs and parameters; not "

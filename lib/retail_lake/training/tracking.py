@@ -68,3 +68,16 @@ def metric_rows(
         for split, values in metrics.items()
         for metric, value in values.items()
     ]
+
+
+def registered_with(cfg: Config, model_name: str, fingerprint: str) -> str | None:
+    """The registered version of `model_name` whose run carries this fingerprint tag (the
+    input versions and settings it was trained with), if any."""
+    from mlflow import MlflowClient
+
+    setup_mlflow(cfg)
+    client = MlflowClient()
+    for mv in client.search_model_versions(f"name='{model_name}'"):
+        if client.get_run(mv.run_id).data.tags.get("retail_lake.fingerprint") == fingerprint:
+            return str(mv.version)
+    return None

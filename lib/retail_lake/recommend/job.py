@@ -1,0 +1,564 @@
+"""Jobs: the Online Retail gold features (part of `features`) and `recommend`.
+
+`features` builds, from silver.transactions / silver.returns / silver.products at recorded
+versions and for the snapshot day (recommend.as_of, default the data's last day):
+gold.customer_index and gold.product_index (new keys appended), gold.interactions
+(incremental, see `interaction_outputs`), gold.customer_features and gold.product_features
+(rebuilt: recency, quantile scores and segments move with every snapshot).
+
+`recommend` evaluates ALS on a time split against the popularity baselines, after a
+hyperparameter search on a validation period carved from training (`retail_lake.recommend.
+als`). A model that does not beat every baseline on MAP@k and NDCG@k is not published: its
+numbers go to ops.model_metrics and MLflow and the job fails saying so. Otherwise ALS is
+refitted with the chosen values on every interaction up to the snapshot, registered in MLflow,
+and gold.recommendations and gold.similar_products are rebuilt from it. A re-run on the same
+input versions and settings finds the registered model and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from datetime import date, timedelta
+from typing import Any
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from retail_lake.recommend import features as feats
+from retail_lake.recommend.als import (
+    BASELINES,
+    RecommendConfig,
+    Split,
+    als_top_n,
+    beats,
+    decayed,
+    evaluate_als,
+    evaluate_baselines,
+    fit,
+    popularity_top_n,
+    search,
+    split_at,
+)
+from retail_lake.recommend.interactions import (
+    CUSTOMER,
+    CUSTOMER_IDX,
+    PRODUCT,
+    PRODUCT_IDX,
+    interactions,
+    new_indices,
+    personal_lines,
+    with_indices,
+)
+from retail_lake.recommend.model_tables import (
+    CUSTOMER_INDEX,
+    INTERACTIONS,
+    PRODUCT_INDEX,
+    RECOMMENDATIONS,
+    SIMILAR_PRODUCTS,
+)
+from retail_lake.recommend.topn import ITEM, RANK, SCORE, USER, top_n
+from retail_lake.runner import JobContext, JobError, JobResult, Output
+from retail_lake.training.tracking import metric_rows, registered_with, setup_mlflow
+
+log = logging.getLogger(__name__)
+
+SALES = "silver.transactions"
+RETURNS = "silver.returns"
+CUSTOMERS = "silver.customers"
+PRODUCTS = "silver.products"
+CUSTOMER_FEATURES = "gold.customer_features"
+PRODUCT_FEATURES = "gold.product_features"
+MODEL_METRICS = "ops.model_metrics"
+MODEL_NAME = "product_recommender"
+
+
+def _versions(ctx: JobContext, tables: tuple[str, ...]) -> F.Column:
+    return F.create_map(
+        *[x for t in tables for x in (F.lit(t), F.lit(ctx.versions_read[t]).cast("long"))]
+    )
+
+
+# ----------------------------------------------------------------------------- features
+def _index_output(
+    ctx: JobContext, table: str, seen: DataFrame, key: str, idx: str
+) -> tuple[list[Output], DataFrame]:
+    """(the append of new keys, the whole index including them)."""
+    current = (
+        ctx.read(table).select(key, idx, "first_purchase_at") if ctx.lake.exists(table) else None
+    )
+    fresh = new_indices(current, seen, key, idx, "first_purchase_at").persist()
+    added = fresh.count()
+    log.info("[%s] %s: %d new keys", ctx.run_id, table, added)
+    whole = fresh if current is None else current.unionByName(fresh)
+    return ([Output(table, fresh, mode="append")] if added else []), whole
+
+
+def interaction_outputs(
+    ctx: JobContext,
+    sales: DataFrame,
+    returns: DataFrame,
+    as_of: date,
+    conf: RecommendConfig,
+    customers: DataFrame,
+    products: DataFrame,
+) -> list[Output]:
+    """gold.interactions: incremental when it can be, else rebuilt.
+
+    Incremental: the table holds every line (recommend.as_of empty), and silver's Change Data
+    Feed since the versions the table last recorded is readable. The (customer, product)
+    pairs named by any changed sales or return line (before and after images) are recomputed
+    from silver and merged; every other pair cannot have changed. A rebuild happens on the
+    first run, with an explicit as_of, when the feed cannot be read, or when a pair lost all
+    its lines (a merge cannot delete it).
+    """
+    versions = _versions(ctx, (SALES, RETURNS)).alias("input_versions")
+    through = F.lit(as_of if conf.as_of else None).cast("date").alias("through_day")
+
+    def shaped(rows: DataFrame) -> DataFrame:
+        return with_indices(rows, customers, products).select(
+            CUSTOMER,
+            PRODUCT,
+            CUSTOMER_IDX,
+            PRODUCT_IDX,
+            "invoices",
+            "units",
+            "units_returned",
+            "first_purchase_at",
+            "last_purchase_at",
+            "preference",
+            through,
+            versions,
+        )
+
+    end = as_of if conf.as_of else None
+    rebuild = Output(
+        INTERACTIONS, shaped(interactions(sales, returns, None, end, conf.preference)), "overwrite"
+    )
+    if conf.as_of or not ctx.lake.exists(INTERACTIONS):
+        return [rebuild]
+    current = ctx.lake.read(INTERACTIONS)
+    state = current.agg(
+        F.max(F.col("through_day").isNotNull().cast("int")).alias("dated"),
+        F.max(F.col("input_versions")[SALES]).alias(SALES),
+        F.max(F.col("input_versions")[RETURNS]).alias(RETURNS),
+    ).first()
+    if state["dated"]:
+        log.info("[%s] %s was built for an as_of day: rebuilt", ctx.run_id, INTERACTIONS)
+        return [rebuild]
+    changed = []
+    for table in (SALES, RETURNS):
+        since = state[table]
+        if since is None:
+            return [rebuild]
+        if since >= ctx.versions_read[table]:
+            continue
+        try:
+            feed = ctx.lake.changes(table, since + 1, ctx.versions_read[table])
+        except Exception as exc:  # vacuumed history, feed not enabled: rebuild
+            log.warning("[%s] %s change feed unreadable (%s): rebuilt", ctx.run_id, table, exc)
+            return [rebuild]
+        changed.append(
+            feed.where(F.col(CUSTOMER).isNotNull() & F.col("is_product")).select(CUSTOMER, PRODUCT)
+        )
+    if not changed:
+        log.info("[%s] %s: silver unchanged since the last build", ctx.run_id, INTERACTIONS)
+        return []
+    keys = changed[0]
+    for more in changed[1:]:
+        keys = keys.unionByName(more)
+    keys = keys.distinct().persist()
+    n_keys = keys.count()
+    recomputed = interactions(
+        sales.join(keys, on=[CUSTOMER, PRODUCT], how="left_semi"),
+        returns.join(keys, on=[CUSTOMER, PRODUCT], how="left_semi"),
+        None,
+        None,
+        conf.preference,
+    ).persist()
+    n_rows = recomputed.count()
+    if n_rows < n_keys:
+        log.info(
+            "[%s] %s: %d changed pairs lost every line: rebuilt",
+            ctx.run_id,
+            INTERACTIONS,
+            n_keys - n_rows,
+        )
+        return [rebuild]
+    log.info("[%s] %s: %d pairs recomputed from the change feed", ctx.run_id, INTERACTIONS, n_keys)
+    return [Output(INTERACTIONS, shaped(recomputed), mode="merge")]
+
+
+def feature_outputs(ctx: JobContext) -> list[Output]:
+    """The Online Retail gold tables, or nothing when silver was never loaded."""
+    if not all(ctx.lake.exists(t) for t in (SALES, RETURNS, PRODUCTS)):
+        log.warning(
+            "[%s] features: %s, %s, %s, %s and %s skipped: %s, %s and %s are needed (land "
+            "the Online Retail file, then run ingest and cleanse)",
+            ctx.run_id,
+            CUSTOMER_INDEX,
+            PRODUCT_INDEX,
+            INTERACTIONS,
+            CUSTOMER_FEATURES,
+            PRODUCT_FEATURES,
+            SALES,
+            RETURNS,
+            PRODUCTS,
+        )
+        return []
+    conf = RecommendConfig.from_config(ctx.cfg["recommend"])
+    sales, returns, products = ctx.read(SALES), ctx.read(RETURNS), ctx.read(PRODUCTS)
+    try:
+        as_of = feats.snapshot_day(sales, conf.as_of or None)
+    except ValueError as exc:
+        raise JobError(f"features: {exc}") from exc
+    lines = personal_lines(sales, None, as_of).persist()
+    outputs, customers = _index_output(
+        ctx,
+        CUSTOMER_INDEX,
+        lines.select(CUSTOMER, F.col("invoice_date").alias("first_purchase_at")),
+        CUSTOMER,
+        CUSTOMER_IDX,
+    )
+    more, items = _index_output(
+        ctx,
+        PRODUCT_INDEX,
+        lines.select(PRODUCT, F.col("invoice_date").alias("first_purchase_at")),
+        PRODUCT,
+        PRODUCT_IDX,
+    )
+    outputs += more
+    outputs += interaction_outputs(ctx, sales, returns, as_of, conf, customers, products=items)
+    versions = _versions(ctx, (SALES, RETURNS, PRODUCTS)).alias("input_versions")
+    outputs.append(
+        Output(
+            CUSTOMER_FEATURES,
+            feats.customer_features(sales, returns, as_of, conf.segments).withColumn(
+                "input_versions", versions
+            ),
+        )
+    )
+    outputs.append(
+        Output(
+            PRODUCT_FEATURES,
+            feats.product_features(sales, returns, products, as_of).withColumn(
+                "input_versions", versions
+            ),
+        )
+    )
+    return outputs
+
+
+# ----------------------------------------------------------------------------- recommend
+def _fingerprint(versions: dict[str, int], section: dict[str, Any]) -> str:
+    blob = json.dumps({"inputs": versions, "recommend": section}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _metric_table(
+    search_results: dict[str, dict[str, float]],
+    test: dict[str, float],
+    baselines: dict[str, dict[str, float]],
+    chosen: dict[str, float],
+    k: int,
+) -> dict[str, dict[str, float]]:
+    """{split: {metric: value}} for ops.model_metrics; ranking metrics named <metric>@k."""
+
+    def at_k(values: dict[str, float]) -> dict[str, float]:
+        return {(m if m == "users" else f"{m}@{k}"): v for m, v in values.items()}
+
+    out = {f"validation[{label}]": at_k(v) for label, v in search_results.items()}
+    out["test"] = at_k(test)
+    out.update({f"baseline:{name}": at_k(v) for name, v in baselines.items()})
+    out["chosen"] = dict(chosen)
+    return out
+
+
+def _log_mlflow(
+    ctx: JobContext,
+    conf: RecommendConfig,
+    fingerprint: str,
+    table: dict[str, dict[str, float]],
+    model=None,
+) -> tuple[str, str | None]:
+    """Logs the run (and registers `model` when given); (MLflow run id, version)."""
+    import mlflow
+
+    experiment = setup_mlflow(ctx.cfg)
+    version = None
+    with mlflow.start_run(experiment_id=experiment, run_name=ctx.run_id) as run:
+        mlflow.log_params(
+            {
+                **{f"chosen_{k}": v for k, v in table["chosen"].items()},
+                "max_iter": conf.max_iter,
+                "preference": conf.preference,
+                "test_days": conf.test_days,
+                "validation_days": conf.validation_days,
+                "repeats": conf.repeats,
+                "k": conf.k,
+                "search": ";".join(p.label() for p in conf.search),
+            }
+        )
+        mlflow.set_tags(
+            {
+                "retail_lake.run_id": ctx.run_id,
+                "retail_lake.fingerprint": fingerprint,
+                "retail_lake.published": str(model is not None).lower(),
+                **{f"input_version.{k}": v for k, v in ctx.versions_read.items()},
+            }
+        )
+        mlflow.log_metrics(
+            {
+                f"{split}.{metric}".replace("[", "_")
+                .replace("]", "")
+                .replace(",", "_")
+                .replace("=", "_")
+                .replace(":", "_")
+                .replace("@", "_at_"): value
+                for split, values in table.items()
+                for metric, value in values.items()
+            }
+        )
+        if model is not None:
+            import mlflow.spark
+
+            with tempfile.TemporaryDirectory(prefix="retail-lake-als-") as tmp:
+                info = mlflow.spark.log_model(
+                    model,
+                    artifact_path="model",
+                    registered_model_name=MODEL_NAME,
+                    dfs_tmpdir=tmp,
+                )
+            version = str(info.registered_model_version)
+    return run.info.run_id, version
+
+
+def _metrics_output(
+    ctx: JobContext, version: str | None, mlflow_run: str, table: dict[str, dict[str, float]]
+) -> Output:
+    rows = metric_rows(ctx.run_id, MODEL_NAME, version, mlflow_run, table, ctx.versions_read)
+    df = ctx.spark.createDataFrame(rows, ctx.registry[MODEL_METRICS].spark_schema())
+    return Output(MODEL_METRICS, df, mode="append")
+
+
+def _final_train(interaction_rows: DataFrame, conf: RecommendConfig, as_of: date) -> DataFrame:
+    return interaction_rows.select(
+        F.col(CUSTOMER_IDX).alias(USER),
+        F.col(PRODUCT_IDX).alias(ITEM),
+        decayed(conf, as_of + timedelta(days=1)).alias("preference"),
+    )
+
+
+def similar_products(item_factors: DataFrame, k: int, batch_size: int) -> DataFrame:
+    """(user=product, item=similar product, score=cosine, rank) from ALS item factors."""
+    norm = F.sqrt(F.aggregate("features", F.lit(0.0), lambda acc, x: acc + x * x))
+    unit = item_factors.select(
+        F.col("id"),
+        F.when(norm > 0, F.transform("features", lambda x: x / norm))
+        .otherwise(F.col("features"))
+        .alias("features"),
+    ).persist()
+    selves = unit.select(F.col("id").alias(USER), F.col("id").alias(ITEM))
+    return top_n(unit, unit, k, exclude=selves, batch_size=batch_size, user_col="id", item_col="id")
+
+
+def run(ctx: JobContext) -> JobResult:
+    """The recommend job."""
+    conf = RecommendConfig.from_config(ctx.cfg["recommend"])
+    needed = (SALES, RETURNS, CUSTOMERS, PRODUCTS, INTERACTIONS, CUSTOMER_INDEX, PRODUCT_INDEX)
+    missing = [t for t in needed if not ctx.lake.exists(t)]
+    if missing:
+        raise JobError(f"recommend: {', '.join(missing)} missing; run ingest, cleanse, features")
+    sales, returns = ctx.read(SALES), ctx.read(RETURNS)
+    customers, products = ctx.read(CUSTOMERS), ctx.read(PRODUCTS)
+    inter = ctx.read(INTERACTIONS)
+    cidx, pidx = ctx.read(CUSTOMER_INDEX), ctx.read(PRODUCT_INDEX)
+    fingerprint = _fingerprint(dict(ctx.versions_read), dict(ctx.cfg["recommend"]))
+    existing = registered_with(ctx.cfg, MODEL_NAME, fingerprint)
+    if existing:
+        log.info(
+            "[%s] %s version %s was trained on the same inputs and settings: nothing to do",
+            ctx.run_id,
+            MODEL_NAME,
+            existing,
+        )
+        return JobResult()
+    try:
+        as_of = feats.snapshot_day(sales, conf.as_of or None)
+    except ValueError as exc:
+        raise JobError(f"recommend: {exc}") from exc
+    test_start = as_of - timedelta(days=conf.test_days - 1)
+    val_start = test_start - timedelta(days=conf.validation_days)
+    started = time.monotonic()
+
+    validation = split_at(
+        sales, returns, cidx, pidx, val_start, test_start - timedelta(days=1), conf
+    )
+    _require_users(validation, "validation")
+    validation.cache()
+    chosen, results = search(validation, conf)
+    validation.unpersist()
+    log.info("[%s] chosen %s on the validation period", ctx.run_id, chosen.label())
+
+    test = split_at(sales, returns, cidx, pidx, test_start, as_of, conf)
+    _require_users(test, "test")
+    test.cache()
+    model = fit(test.train, chosen, conf)
+    test_metrics = evaluate_als(model, test, conf)
+    baselines = evaluate_baselines(test, conf)
+    test.unpersist()
+    table = _metric_table(results, test_metrics, baselines, chosen.as_dict(), conf.k)
+    _log_comparison(ctx, conf, test_metrics, baselines)
+    failures = beats(test_metrics, baselines)
+    if failures and conf.require_beat_baselines:
+        mlflow_run, _ = _log_mlflow(ctx, conf, fingerprint, table)
+        out = _metrics_output(ctx, None, mlflow_run, table)
+        ctx.lake.write(out.df, ctx.registry[MODEL_METRICS], ctx.run_id, mode="append")
+        raise JobError(
+            f"recommend: the ALS model ({chosen.label()}) does not beat the baselines on the "
+            f"test period {test_start}..{as_of}: " + "; ".join(failures) + ". Not published; "
+            f"the numbers are in {MODEL_METRICS} (run {ctx.run_id}) and MLflow."
+        )
+    if failures:
+        log.warning("[%s] publishing a model that loses to a baseline: %s", ctx.run_id, failures)
+
+    final = fit(_final_train(inter, conf, as_of), chosen, conf)
+    mlflow_run, version = _log_mlflow(ctx, conf, fingerprint, table, final)
+    log.info(
+        "[%s] registered %s version %s (evaluation %.0fs)",
+        ctx.run_id,
+        MODEL_NAME,
+        version,
+        time.monotonic() - started,
+    )
+    lineage = {
+        "model_name": F.lit(MODEL_NAME),
+        "model_version": F.lit(version),
+        "input_versions": _versions(
+            ctx, (SALES, RETURNS, CUSTOMERS, PRODUCTS, INTERACTIONS, CUSTOMER_INDEX, PRODUCT_INDEX)
+        ),
+    }
+    recs = recommendations(ctx, conf, final, inter, customers, cidx, pidx, products, as_of)
+    similar = _named_similar(
+        similar_products(final.itemFactors, conf.similar_k, conf.batch_size), pidx, products
+    )
+    return JobResult(
+        outputs=[
+            Output(RECOMMENDATIONS, recs.withColumns(lineage)),
+            Output(SIMILAR_PRODUCTS, similar.withColumns(lineage)),
+            _metrics_output(ctx, version, mlflow_run, table),
+        ],
+        rows_read={INTERACTIONS: inter.count()},
+    )
+
+
+def _require_users(split: Split, what: str) -> None:
+    n = split.users.count()
+    if n == 0:
+        raise JobError(
+            f"recommend: no customer to evaluate in the {what} period {split.start}..{split.end}:"
+            " none bought a new product then after buying before it (more history is needed, "
+            "or shorter recommend.split periods)"
+        )
+
+
+def _log_comparison(
+    ctx: JobContext,
+    conf: RecommendConfig,
+    model: dict[str, float],
+    baselines: dict[str, dict[str, float]],
+) -> None:
+    k = conf.k
+    log.info(
+        "[%s] test, %d customers: ALS MAP@%d %.4f NDCG@%d %.4f | %s",
+        ctx.run_id,
+        int(model["users"]),
+        k,
+        model["map"],
+        k,
+        model["ndcg"],
+        " | ".join(f"{n} {baselines[n]['map']:.4f} {baselines[n]['ndcg']:.4f}" for n in BASELINES),
+    )
+
+
+def recommendations(
+    ctx: JobContext,
+    conf: RecommendConfig,
+    model,
+    inter: DataFrame,
+    customers: DataFrame,
+    cidx: DataFrame,
+    pidx: DataFrame,
+    products: DataFrame,
+    as_of: date,
+) -> DataFrame:
+    """gold.recommendations rows: ALS for the customers in the interactions, popularity for
+    the other customers seen by the snapshot."""
+    known = inter.select(F.col(CUSTOMER_IDX).alias(USER)).distinct()
+    exclude = (
+        inter.select(F.col(CUSTOMER_IDX).alias(USER), F.col(PRODUCT_IDX).alias(ITEM))
+        if conf.exclude_purchased
+        else None
+    )
+    als = als_top_n(model, known, conf.top_n, exclude, conf.batch_size).withColumn(
+        "source", F.lit("als")
+    )
+    end = F.lit(as_of + timedelta(days=1)).cast("timestamp")
+    others = (
+        customers.where(F.col("first_seen_at") < end)
+        .select(CUSTOMER)
+        .join(inter.select(CUSTOMER), on=CUSTOMER, how="left_anti")
+        .distinct()
+    )
+    # Customers outside the index get negative stand-in ids (only for the top-N call).
+    stand_in = others.select(
+        CUSTOMER,
+        (-F.row_number().over(Window.orderBy(CUSTOMER))).cast("int").alias(USER),
+    ).persist()
+    popularity = inter.groupBy(F.col(PRODUCT_IDX).alias(ITEM)).agg(
+        F.count(F.lit(1)).cast("double").alias("score")
+    )
+    fallback = popularity_top_n(
+        popularity, stand_in.select(USER), conf.top_n, None, conf.batch_size
+    )
+    fallback = fallback.join(stand_in, on=USER).withColumn("source", F.lit("popularity"))
+    named_als = als.join(cidx.select(F.col(CUSTOMER_IDX).alias(USER), CUSTOMER), on=USER)
+    both = named_als.unionByName(fallback.select(*named_als.columns))
+    return (
+        both.join(pidx.select(F.col(PRODUCT_IDX).alias(ITEM), PRODUCT), on=ITEM)
+        .join(products.select(PRODUCT, "description"), on=PRODUCT, how="left")
+        .select(
+            CUSTOMER,
+            F.col(RANK).alias("rank"),
+            PRODUCT,
+            "description",
+            F.col(SCORE).cast("double").alias("score"),
+            "source",
+        )
+    )
+
+
+def _named_similar(similar: DataFrame, pidx: DataFrame, products: DataFrame) -> DataFrame:
+    names = pidx.select(PRODUCT_IDX, PRODUCT).join(
+        products.select(PRODUCT, "description"), on=PRODUCT, how="left"
+    )
+    left = names.select(F.col(PRODUCT_IDX).alias(USER), PRODUCT)
+    right = names.select(
+        F.col(PRODUCT_IDX).alias(ITEM),
+        F.col(PRODUCT).alias("similar_stock_code"),
+        F.col("description").alias("similar_description"),
+    )
+    return (
+        similar.join(left, on=USER)
+        .join(right, on=ITEM)
+        .select(
+            PRODUCT,
+            F.col(RANK).alias("rank"),
+            "similar_stock_code",
+            "similar_description",
+            F.col(SCORE).cast("double").alias("similarity"),
+        )
+    )

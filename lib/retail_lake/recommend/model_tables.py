@@ -1,0 +1,146 @@
+"""Table contracts of the recommender: indices, interactions, recommendations, similar
+products (gold)."""
+
+from __future__ import annotations
+
+from retail_lake.contracts import Col, TableContract, meta_columns
+
+CUSTOMER_INDEX = "gold.customer_index"
+PRODUCT_INDEX = "gold.product_index"
+INTERACTIONS = "gold.interactions"
+RECOMMENDATIONS = "gold.recommendations"
+SIMILAR_PRODUCTS = "gold.similar_products"
+
+INPUT_VERSIONS = Col(
+    "input_versions",
+    "map<string,bigint>",
+    "Delta version of every input table the row was computed from",
+    False,
+)
+MODEL = (
+    Col("model_name", "string", "MLflow registered model name", False),
+    Col(
+        "model_version",
+        "string",
+        "registered model version that produced the row (popularity rows: the version they "
+        "were published with)",
+        False,
+    ),
+    INPUT_VERSIONS,
+)
+
+MODEL_TABLES = [
+    TableContract(
+        name=CUSTOMER_INDEX,
+        description="The integer index ALS knows each customer by. Append-only: a customer "
+        "keeps their index across runs; a new customer gets the next number, in order of "
+        "first purchase then token.",
+        columns=(
+            Col("customer_token", "string", "customer pseudonym (silver.customers)", False),
+            Col("customer_idx", "int", "ALS user index: 0, 1, 2, ... never reused", False),
+            Col("first_purchase_at", "timestamp", "first product purchase (sets the order)", False),
+            *meta_columns(),
+        ),
+        keys=("customer_token",),
+        write_mode="append",
+        source="silver.transactions",
+    ),
+    TableContract(
+        name=PRODUCT_INDEX,
+        description="The integer index ALS knows each product by. Append-only, like "
+        "gold.customer_index.",
+        columns=(
+            Col("stock_code", "string", "product stock code (silver.products)", False),
+            Col("product_idx", "int", "ALS item index: 0, 1, 2, ... never reused", False),
+            Col(
+                "first_purchase_at",
+                "timestamp",
+                "first purchase by a known customer (sets the order)",
+                False,
+            ),
+            *meta_columns(),
+        ),
+        keys=("stock_code",),
+        write_mode="append",
+        source="silver.transactions",
+    ),
+    TableContract(
+        name=INTERACTIONS,
+        description="Implicit feedback: what each known customer bought of each product up "
+        "to the snapshot (recommend.as_of). Guest sales and non-product codes are excluded; "
+        "returns are counted, not subtracted (a returned product was still chosen). Updated "
+        "incrementally from silver's Change Data Feed: only the (customer, product) pairs "
+        "with new or changed lines are recomputed.",
+        columns=(
+            Col("customer_token", "string", "customer pseudonym", False),
+            Col("stock_code", "string", "product stock code", False),
+            Col("customer_idx", "int", "gold.customer_index.customer_idx", False),
+            Col("product_idx", "int", "gold.product_index.product_idx", False),
+            Col("invoices", "bigint", "distinct invoices with the product", False),
+            Col("units", "bigint", "units bought", False),
+            Col("units_returned", "bigint", "units returned (silver.returns), >= 0", False),
+            Col("first_purchase_at", "timestamp", "first purchase", False),
+            Col("last_purchase_at", "timestamp", "last purchase", False),
+            Col(
+                "preference",
+                "double",
+                "implicit preference given to ALS (recommend.preference; log_invoices: 1 + "
+                "ln(invoices)); ALS's confidence weight is 1 + alpha * preference",
+                False,
+            ),
+            Col(
+                "through_day",
+                "date",
+                "last day of the lines counted when recommend.as_of was set; null: every line "
+                "(the default, kept up to date incrementally)",
+            ),
+            INPUT_VERSIONS,
+            *meta_columns(),
+        ),
+        keys=("customer_token", "stock_code"),
+        write_mode="merge",
+        source="silver.transactions, silver.returns",
+    ),
+    TableContract(
+        name=RECOMMENDATIONS,
+        description="Top-N products per customer from the published ALS model, past "
+        "purchases excluded (recommend.exclude_purchased). Customers the model does not "
+        "know (no product purchase by the snapshot) get the popularity list; `source` says "
+        "which. Rebuilt whole by each published model.",
+        columns=(
+            Col("customer_token", "string", "customer pseudonym", False),
+            Col("rank", "int", "1 = best", False),
+            Col("stock_code", "string", "recommended product", False),
+            Col("description", "string", "its canonical description (silver.products)"),
+            Col(
+                "score",
+                "double",
+                "als: the factor dot product (higher is better); popularity: distinct buyers",
+                False,
+            ),
+            Col("source", "string", "als or popularity (fallback)", False),
+            *MODEL,
+            *meta_columns(),
+        ),
+        keys=("customer_token", "rank"),
+        write_mode="overwrite",
+        source="gold.interactions + the ALS recommender",
+    ),
+    TableContract(
+        name=SIMILAR_PRODUCTS,
+        description="Top-K most similar products per product by the cosine of their ALS "
+        "item factors (bought by the same customers): 'customers also bought'.",
+        columns=(
+            Col("stock_code", "string", "product", False),
+            Col("rank", "int", "1 = most similar", False),
+            Col("similar_stock_code", "string", "a similar product (never the product)", False),
+            Col("similar_description", "string", "its canonical description"),
+            Col("similarity", "double", "cosine of the two item factor vectors, -1..1", False),
+            *MODEL,
+            *meta_columns(),
+        ),
+        keys=("stock_code", "rank"),
+        write_mode="overwrite",
+        source="the ALS recommender's item factors",
+    ),
+]
