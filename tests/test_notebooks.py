@@ -51,8 +51,8 @@ def test_data_quality_notebook(demo_lake, tmp_path):
         "data_quality", tmp_path, profile="test", root=demo_lake.root, output_png=str(png)
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # The demo data: Rossmann's two broken records and the Online Retail sample's rejects.
-    assert "15 quarantined records from 2 sources" in text
+    # The demo data: Rossmann's two broken records and the Online Retail samples' rejects.
+    assert "41 quarantined records from 2 sources" in text
     assert "all hold: True" in text
     assert "bad_debt_adjustment" in tables and "column_count" in tables
     assert "silver.transactions" in tables
@@ -79,3 +79,31 @@ def test_location_scores_notebook(demo_lake, tmp_path):
     recorded = re.search(rf"recorded by score_locations: {auc}", text)
     assert recorded and recorded.groups() == held_out.groups()[2:]
     assert "holdout_seed_2017" in tables and "auc_net_gain" in tables
+
+
+def test_customers_and_recommendations_notebook(demo_lake, tmp_path):
+    png = tmp_path / "segments.png"
+    text, tables = execute(
+        "customers_and_recommendations",
+        tmp_path,
+        profile="test",
+        root=demo_lake.root,
+        output_png=str(png),
+    )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The customer with the most invoices: past purchases are never recommended again.
+    sample = re.search(
+        r"customer ([0-9a-f]{12}): (\d+) products bought, (\d+) recommended, 0 already bought",
+        text,
+    )
+    assert sample, text
+    assert int(sample.group(2)) >= 1 and int(sample.group(3)) >= 1
+    # The segment tables: counts by both methods, the RFM segments' medians.
+    assert "customers_rfm" in tables and "customers_kmeans" in tables
+    assert "median_recency_days" in tables and "median_monetary" in tables
+    # The model against its three baselines, and the search values it was chosen with.
+    for baseline in ("global_popularity", "recent_popularity", "country_popularity"):
+        assert baseline in tables
+    assert re.search(r"map@\d+", tables) and re.search(r"ndcg@\d+", tables)
+    chosen = re.search(r"chosen on the validation period: (rank=\d+,reg_param=\S+,alpha=\S+)", text)
+    assert chosen and chosen.group(1) in tables  # the search table lists it

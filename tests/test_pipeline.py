@@ -32,6 +32,13 @@ RETAIL_TABLES = (
     "silver.returns",
     "silver.customers",
     "silver.products",
+    "gold.customer_index",
+    "gold.product_index",
+    "gold.interactions",
+    "gold.customer_features",
+    "gold.product_features",
+    "gold.recommendations",
+    "gold.similar_products",
     "bronze.fashion_mnist_raw",
     "silver.product_images",
     "bronze.places_raw",
@@ -95,22 +102,31 @@ def test_demo_pipeline_end_to_end_and_rerun_changes_no_row(spark, demo_lake):
     cfg = demo_lake
     lake = Lake(spark, cfg.root)
     # The demo: 10,938 Rossmann records; one has 8 fields (ingest), one a bad date (cleanse).
-    # Online Retail, one day of the real data (3,074 lines): 2,993 sales, 25 cancellations,
-    # 43 exact duplicates, 13 quarantined (9 free lines, 3 bad-debt lines, 1 adjustment).
+    # Online Retail: one day of the real data (3,074 lines: 2,993 sales, 25 cancellations,
+    # 43 exact duplicates, 13 quarantined) and the year of half the customers (229,146 lines).
     counts = {t: lake.read(t).count() for t in DATA_TABLES + RETAIL_TABLES}
     assert counts == {
         "bronze.rossmann_sales_raw": 10937,
         "bronze.rossmann_stores_raw": 12,
         "silver.store_daily_sales": 10936,
         "silver.stores": 12,
-        "silver.quarantine": 2 + 13,
+        "silver.quarantine": 2 + 39,
         "gold.store_day_features": 10936,
         "gold.sales_forecasts": 12 * 42,
-        "bronze.online_retail_raw": 3074,
-        "silver.transactions": 2993,
-        "silver.returns": 25,
-        "silver.customers": 98,
-        "silver.products": 1314,
+        "bronze.online_retail_raw": 3074 + 229146,
+        "silver.transactions": 223911,
+        "silver.returns": 4998,
+        "silver.customers": 2232,
+        "silver.products": 3562,
+        # 2,214 customers bought products (the others: postage or returns only); 20
+        # recommendations each, ALS for them and popularity for the 18 others.
+        "gold.customer_index": 2214,
+        "gold.product_index": 3545,
+        "gold.interactions": 143815,
+        "gold.customer_features": 2214,
+        "gold.product_features": 3562,
+        "gold.recommendations": (2214 + 18) * 20,
+        "gold.similar_products": 3545 * 10,
         # 200 + 100 Fashion-MNIST images; Luxembourg's 172 GeoNames places, all 252 countries.
         "bronze.fashion_mnist_raw": 300,
         "silver.product_images": 300,
@@ -127,7 +143,7 @@ def test_demo_pipeline_end_to_end_and_rerun_changes_no_row(spark, demo_lake):
     quarantine = lake.read("silver.quarantine").groupBy("source", "stage", "rule").count()
     assert sorted(tuple(r) for r in quarantine.collect()) == [
         ("online_retail", "cleanse", "bad_debt_adjustment", 3),
-        ("online_retail", "cleanse", "non_positive_price", 9),
+        ("online_retail", "cleanse", "non_positive_price", 35),
         ("online_retail", "cleanse", "non_positive_quantity", 1),
         ("rossmann_sales", "cleanse", "unparseable_date", 1),
         ("rossmann_sales", "ingest", "column_count", 1),

@@ -19,10 +19,11 @@ from retail_lake.runner import JobContext, JobError, JobResult
 
 
 def run(ctx: JobContext) -> JobResult:
-    outputs = store_day_outputs(ctx) + build_candidates(ctx) + feature_outputs(ctx)
+    cached: list = []
+    outputs = store_day_outputs(ctx) + build_candidates(ctx) + feature_outputs(ctx, cached)
     if not outputs:
         raise JobError(
             "features: nothing to build: no silver input of any feature table exists; run "
             "ingest and cleanse first"
         )
-    return JobResult(outputs=outputs)
+    return JobResult(outputs=outputs, cached=cached)

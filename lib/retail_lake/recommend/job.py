@@ -17,6 +17,7 @@ input versions and settings finds the registered model and changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -60,6 +61,7 @@ from retail_lake.recommend.model_tables import (
     RECOMMENDATIONS,
     SIMILAR_PRODUCTS,
 )
+from retail_lake.recommend.tables import CUSTOMER_FEATURES, PRODUCT_FEATURES
 from retail_lake.recommend.topn import ITEM, RANK, SCORE, USER, top_n
 from retail_lake.runner import JobContext, JobError, JobResult, Output
 from retail_lake.training.tracking import metric_rows, registered_with, setup_mlflow
@@ -70,10 +72,17 @@ SALES = "silver.transactions"
 RETURNS = "silver.returns"
 CUSTOMERS = "silver.customers"
 PRODUCTS = "silver.products"
-CUSTOMER_FEATURES = "gold.customer_features"
-PRODUCT_FEATURES = "gold.product_features"
 MODEL_METRICS = "ops.model_metrics"
 MODEL_NAME = "product_recommender"
+
+
+def _config(ctx: JobContext) -> RecommendConfig:
+    """recommend.* with the snapshot: recommend.as_of, else the run date, else empty (the
+    data's last day)."""
+    conf = RecommendConfig.from_config(ctx.cfg["recommend"])
+    if not conf.as_of and ctx.run_date is not None:
+        conf = dataclasses.replace(conf, as_of=ctx.run_date.isoformat())
+    return conf
 
 
 def _versions(ctx: JobContext, tables: tuple[str, ...]) -> F.Column:
@@ -84,13 +93,14 @@ def _versions(ctx: JobContext, tables: tuple[str, ...]) -> F.Column:
 
 # ----------------------------------------------------------------------------- features
 def _index_output(
-    ctx: JobContext, table: str, seen: DataFrame, key: str, idx: str
+    ctx: JobContext, table: str, seen: DataFrame, key: str, idx: str, cached: list[DataFrame]
 ) -> tuple[list[Output], DataFrame]:
     """(the append of new keys, the whole index including them)."""
     current = (
         ctx.read(table).select(key, idx, "first_purchase_at") if ctx.lake.exists(table) else None
     )
     fresh = new_indices(current, seen, key, idx, "first_purchase_at").persist()
+    cached.append(fresh)
     added = fresh.count()
     log.info("[%s] %s: %d new keys", ctx.run_id, table, added)
     whole = fresh if current is None else current.unionByName(fresh)
@@ -105,6 +115,7 @@ def interaction_outputs(
     conf: RecommendConfig,
     customers: DataFrame,
     products: DataFrame,
+    cached: list[DataFrame] | None = None,
 ) -> list[Output]:
     """gold.interactions: incremental when it can be, else rebuilt.
 
@@ -171,6 +182,8 @@ def interaction_outputs(
     for more in changed[1:]:
         keys = keys.unionByName(more)
     keys = keys.distinct().persist()
+    cached = [] if cached is None else cached
+    cached.append(keys)
     n_keys = keys.count()
     recomputed = interactions(
         sales.join(keys, on=[CUSTOMER, PRODUCT], how="left_semi"),
@@ -179,6 +192,7 @@ def interaction_outputs(
         None,
         conf.preference,
     ).persist()
+    cached.append(recomputed)
     n_rows = recomputed.count()
     if n_rows < n_keys:
         log.info(
@@ -192,8 +206,9 @@ def interaction_outputs(
     return [Output(INTERACTIONS, shaped(recomputed), mode="merge")]
 
 
-def feature_outputs(ctx: JobContext) -> list[Output]:
-    """The Online Retail gold tables, or nothing when silver was never loaded."""
+def feature_outputs(ctx: JobContext, cached: list[DataFrame]) -> list[Output]:
+    """The Online Retail gold tables, or nothing when silver was never loaded. Frames it
+    persists are added to `cached` (the runner unpersists them when the run ends)."""
     if not all(ctx.lake.exists(t) for t in (SALES, RETURNS, PRODUCTS)):
         log.warning(
             "[%s] features: %s, %s, %s, %s and %s skipped: %s, %s and %s are needed (land "
@@ -209,19 +224,20 @@ def feature_outputs(ctx: JobContext) -> list[Output]:
             PRODUCTS,
         )
         return []
-    conf = RecommendConfig.from_config(ctx.cfg["recommend"])
+    conf = _config(ctx)
     sales, returns, products = ctx.read(SALES), ctx.read(RETURNS), ctx.read(PRODUCTS)
     try:
         as_of = feats.snapshot_day(sales, conf.as_of or None)
     except ValueError as exc:
         raise JobError(f"features: {exc}") from exc
-    lines = personal_lines(sales, None, as_of).persist()
+    lines = personal_lines(sales, None, as_of)
     outputs, customers = _index_output(
         ctx,
         CUSTOMER_INDEX,
         lines.select(CUSTOMER, F.col("invoice_date").alias("first_purchase_at")),
         CUSTOMER,
         CUSTOMER_IDX,
+        cached,
     )
     more, items = _index_output(
         ctx,
@@ -229,9 +245,10 @@ def feature_outputs(ctx: JobContext) -> list[Output]:
         lines.select(PRODUCT, F.col("invoice_date").alias("first_purchase_at")),
         PRODUCT,
         PRODUCT_IDX,
+        cached,
     )
     outputs += more
-    outputs += interaction_outputs(ctx, sales, returns, as_of, conf, customers, products=items)
+    outputs += interaction_outputs(ctx, sales, returns, as_of, conf, customers, items, cached)
     versions = _versions(ctx, (SALES, RETURNS, PRODUCTS)).alias("input_versions")
     outputs.append(
         Output(
@@ -360,14 +377,14 @@ def similar_products(item_factors: DataFrame, k: int, batch_size: int) -> DataFr
         F.when(norm > 0, F.transform("features", lambda x: x / norm))
         .otherwise(F.col("features"))
         .alias("features"),
-    ).persist()
+    )
     selves = unit.select(F.col("id").alias(USER), F.col("id").alias(ITEM))
     return top_n(unit, unit, k, exclude=selves, batch_size=batch_size, user_col="id", item_col="id")
 
 
 def run(ctx: JobContext) -> JobResult:
     """The recommend job."""
-    conf = RecommendConfig.from_config(ctx.cfg["recommend"])
+    conf = _config(ctx)
     needed = (SALES, RETURNS, CUSTOMERS, PRODUCTS, INTERACTIONS, CUSTOMER_INDEX, PRODUCT_INDEX)
     missing = [t for t in needed if not ctx.lake.exists(t)]
     if missing:
@@ -376,7 +393,9 @@ def run(ctx: JobContext) -> JobResult:
     customers, products = ctx.read(CUSTOMERS), ctx.read(PRODUCTS)
     inter = ctx.read(INTERACTIONS)
     cidx, pidx = ctx.read(CUSTOMER_INDEX), ctx.read(PRODUCT_INDEX)
-    fingerprint = _fingerprint(dict(ctx.versions_read), dict(ctx.cfg["recommend"]))
+    fingerprint = _fingerprint(
+        dict(ctx.versions_read), {**ctx.cfg["recommend"], "as_of": conf.as_of}
+    )
     existing = registered_with(ctx.cfg, MODEL_NAME, fingerprint)
     if existing:
         log.info(
