@@ -17,11 +17,9 @@ from pyspark.sql import functions as F
 
 from retail_lake.cleanse import run as cleanse
 from retail_lake.config import load_config
-from retail_lake.features import run as features
 from retail_lake.ingest import run as ingest
 from retail_lake.lake import Lake
 from retail_lake.privacy import load_key, token
-from retail_lake.recommend.job import run as recommend
 from retail_lake.runner import job_runs, run_job
 
 from .conftest import shared_data
@@ -173,66 +171,3 @@ def test_rerun_commits_nothing(spark, retail_lake):
             .count()
             == 0
         )
-
-
-# ----------------------------------------------------------------------------- issue 4
-def test_features_and_recommendations_on_the_real_data(spark, retail_lake):
-    """features + recommend on the whole file: gold tables agree with silver, the published
-    ALS model beats every popularity baseline (computed in the same run), recommendations
-    never repeat a past purchase and reach every customer with sales."""
-    cfg, lake, _, _ = retail_lake
-    features_ctx, _ = run_job(spark, cfg, "features", features)
-    sales = lake.read("silver.transactions").where("is_product and customer_token is not null")
-    pairs = sales.select("customer_token", "stock_code").distinct().count()
-    buyers = sales.select("customer_token").distinct().count()
-    assert lake.read("gold.interactions").count() == pairs
-    assert lake.read("gold.customer_index").count() == buyers
-    assert lake.read("gold.customer_index").agg(F.max("customer_idx")).first()[0] == buyers - 1
-    profiles = lake.read("gold.customer_features")
-    assert profiles.count() == buyers
-    assert profiles.where(F.col("segment").isNull()).count() == 0
-
-    ctx, writes = run_job(spark, cfg, "recommend", recommend)
-    metrics = {
-        (r["split"], r["metric"]): r["value"]
-        for r in lake.read("ops.model_metrics").where(F.col("run_id") == ctx.run_id).collect()
-    }
-    k = cfg.get("recommend.k")
-    for baseline in ("global_popularity", "recent_popularity", "country_popularity"):
-        for metric in (f"map@{k}", f"ndcg@{k}"):
-            assert metrics[("test", metric)] > metrics[(f"baseline:{baseline}", metric)]
-    assert metrics[("test", "users")] > 1000  # customers evaluated in the last 30 days
-
-    recs = lake.read("gold.recommendations")
-    version = recs.select("model_version").distinct().collect()
-    assert (
-        len(version) == 1
-        and version[0][0]
-        == lake.read("ops.model_metrics")
-        .where(F.col("run_id") == ctx.run_id)
-        .first()["model_version"]
-    )
-    past = lake.read("gold.interactions").select("customer_token", "stock_code")
-    assert recs.join(past, on=["customer_token", "stock_code"], how="inner").count() == 0
-    with_sales = lake.read("silver.customers").where(F.col("sales_lines") > 0)
-    assert with_sales.join(recs, on="customer_token", how="left_anti").count() == 0
-    top_n = cfg.get("recommend.top_n")
-    sizes = recs.groupBy("customer_token", "source").agg(
-        F.count(F.lit(1)).alias("n"), F.max("rank").alias("last")
-    )
-    assert sizes.where((F.col("n") != top_n) | (F.col("last") != top_n)).count() == 0
-    sources = {r["source"]: r["count"] for r in sizes.groupBy("source").count().collect()}
-    assert sources["als"] == buyers  # everyone with a product purchase gets model lists
-    assert recs.where(F.col("input_versions")["gold.interactions"].isNull()).count() == 0
-
-    similar = lake.read("gold.similar_products")
-    assert similar.where(F.col("stock_code") == F.col("similar_stock_code")).count() == 0
-    assert (
-        similar.select("stock_code").distinct().count() == lake.read("gold.product_index").count()
-    )
-
-    # A re-run on the same inputs and settings finds the registered model: nothing changes.
-    before = {t: lake.version(t) for t in ("gold.recommendations", "gold.similar_products")}
-    _, again = run_job(spark, cfg, "recommend", recommend)
-    assert again == {}
-    assert {t: lake.version(t) for t in before} == before
