@@ -118,3 +118,36 @@ def test_gold_features_agree_with_silver(spark, demo_lake):
     assert (
         profiles.where(F.col("segment").isNull() | (F.col("segment_method") != "rfm")).count() == 0
     )
+
+
+def test_a_model_that_loses_to_a_baseline_is_not_published(spark, demo_lake):
+    """A crippled search (rank 1, one iteration, a huge regularisation: factors near zero)
+    cannot beat popularity: the job fails naming the baseline, records the numbers with no
+    model version, registers nothing and leaves gold.recommendations as it was."""
+    from retail_lake.config import load_config
+    from retail_lake.recommend.job import run as recommend
+    from retail_lake.runner import JobError, run_job
+
+    cfg = load_config(
+        "test",
+        [
+            f"paths.root={demo_lake.root}",
+            "recommend.als.search.rank=[1]",
+            "recommend.als.search.reg_param=[1000.0]",
+            "recommend.als.search.alpha=[1.0]",
+            "recommend.als.max_iter=1",
+        ],
+    )
+    lake = Lake(spark, cfg.root)
+    before = {t: lake.version(t) for t in ("gold.recommendations", "gold.similar_products")}
+    with pytest.raises(JobError, match=r"does not beat the baselines .* Not published") as err:
+        run_job(spark, cfg, "recommend", recommend)
+    assert "recent_popularity map" in str(err.value)
+    failed = job_runs(spark, cfg).where(
+        (F.col("job") == "recommend") & (F.col("status") == "failed")
+    )
+    run_id = failed.orderBy(F.col("started_at").desc()).first()["run_id"]
+    rows = lake.read("ops.model_metrics").where(F.col("run_id") == run_id).collect()
+    assert rows and {r["model_version"] for r in rows} == {None}
+    assert {r["split"] for r in rows} >= {"test", "chosen", *(f"baseline:{b}" for b in BASELINES)}
+    assert {t: lake.version(t) for t in before} == before
