@@ -153,3 +153,9 @@ def test_config_loads_from_the_shipped_archive(tmp_path):
     assert out[0].startswith(str(archive))  # imported from the zip, not the checkout
     assert out[1].startswith(str(archive)) and out[1].rstrip("/").endswith("_conf")
     assert out[2] == "spark://127.0.0.1:7077"
+
+
+def test_a_day_given_unquoted_is_text():
+    # YAML reads 2011-12-09 as a date; a text key such as recommend.as_of keeps it as written.
+    cfg = load_config("test", ["recommend.as_of=2011-12-09"])
+    assert cfg.get("recommend.as_of") == "2011-12-09"

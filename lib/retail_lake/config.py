@@ -18,6 +18,7 @@ import copy
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -102,6 +103,9 @@ def _coerce(base_value: Any, value: Any, key: str, origin: str) -> Any:
             return value
         if origin.startswith("--set") and isinstance(value, int | float | bool):
             return str(value)
+        # YAML reads an unquoted 2011-12-09 as a date: a text key takes it as written.
+        if isinstance(value, date):
+            return value.isoformat()
     elif isinstance(base_value, list):
         if isinstance(value, list):
             return value
