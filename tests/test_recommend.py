@@ -181,7 +181,8 @@ def _build(spark, cfg, lake, run_id):
 
 
 def test_incremental_update_from_the_change_feed_equals_a_rebuild(spark, root):
-    cfg = load_config("test", [f"paths.root={root}"])
+    # Incremental at any size here (by default only from 1M pairs, where it pays off).
+    cfg = load_config("test", [f"paths.root={root}", "recommend.incremental_min_pairs=0"])
     lake = Lake(spark, str(root))
     lake.write(frame(spark, "silver.transactions", SALES), REGISTRY["silver.transactions"], "r0")
     lake.write(frame(spark, "silver.returns", RETURNS), REGISTRY["silver.returns"], "r0")
@@ -194,7 +195,11 @@ def test_incremental_update_from_the_change_feed_equals_a_rebuild(spark, root):
         line(12, "I8", "P4", 1, "2011-03-02 10:00", "1.000", "c4"),
     ]
     lake.write(frame(spark, "silver.transactions", more), REGISTRY["silver.transactions"], "r3")
-    back = [return_line(13, "C2", "P3", -1, "2011-03-05 10:00", "7.000", "c3")]
+    back = [
+        return_line(13, "C2", "P3", -1, "2011-03-05 10:00", "7.000", "c3"),
+        # A return of a product the customer bought before the data starts: no pair.
+        return_line(14, "C3", "P9", -1, "2011-03-06 10:00", "3.000", "c2"),
+    ]
     lake.write(frame(spark, "silver.returns", back), REGISTRY["silver.returns"], "r3")
     before = lake.version(INTERACTIONS)
     assert _build(spark, cfg, lake, "r4") == ["merge"]

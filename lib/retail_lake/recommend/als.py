@@ -81,6 +81,7 @@ class RecommendConfig:
     similar_k: int
     batch_size: int
     require_beat_baselines: bool
+    incremental_min_pairs: int = 1_000_000
     segments: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -120,6 +121,7 @@ class RecommendConfig:
             similar_k=int(section.get("similar_k", 10)),
             batch_size=int(section.get("batch_size", 1024)),
             require_beat_baselines=bool(section.get("require_beat_baselines", True)),
+            incremental_min_pairs=int(section.get("incremental_min_pairs", 1_000_000)),
             segments=dict(section.get("segments") or {}),
         )
         if conf.half_life_days < 0:

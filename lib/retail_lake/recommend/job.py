@@ -119,12 +119,13 @@ def interaction_outputs(
 ) -> list[Output]:
     """gold.interactions: incremental when it can be, else rebuilt.
 
-    Incremental: the table holds every line (recommend.as_of empty), and silver's Change Data
-    Feed since the versions the table last recorded is readable. The (customer, product)
-    pairs named by any changed sales or return line (before and after images) are recomputed
-    from silver and merged; every other pair cannot have changed. A rebuild happens on the
-    first run, with an explicit as_of, when the feed cannot be read, or when a pair lost all
-    its lines (a merge cannot delete it).
+    Incremental: the table holds every line (recommend.as_of empty), has at least
+    recommend.incremental_min_pairs rows (below that a rebuild is cheaper: bench/RESULTS.md),
+    and silver's Change Data Feed since the versions the table last recorded is readable. The
+    (customer, product) pairs named by any changed sales or return line (before and after
+    images) are recomputed from silver and merged; every other pair cannot have changed. A
+    rebuild happens on the first run, with an explicit as_of, when the feed cannot be read,
+    or when a pair lost all its lines (a merge cannot delete it).
     """
     versions = _versions(ctx, (SALES, RETURNS)).alias("input_versions")
     through = F.lit(as_of if conf.as_of else None).cast("date").alias("through_day")
@@ -153,12 +154,22 @@ def interaction_outputs(
         return [rebuild]
     current = ctx.lake.read(INTERACTIONS)
     state = current.agg(
+        F.count(F.lit(1)).alias("pairs"),
         F.max(F.col("through_day").isNotNull().cast("int")).alias("dated"),
         F.max(F.col("input_versions")[SALES]).alias(SALES),
         F.max(F.col("input_versions")[RETURNS]).alias(RETURNS),
     ).first()
     if state["dated"]:
         log.info("[%s] %s was built for an as_of day: rebuilt", ctx.run_id, INTERACTIONS)
+        return [rebuild]
+    if state["pairs"] < conf.incremental_min_pairs:
+        log.info(
+            "[%s] %s: %d pairs, below recommend.incremental_min_pairs (%d): a rebuild is cheaper",
+            ctx.run_id,
+            INTERACTIONS,
+            state["pairs"],
+            conf.incremental_min_pairs,
+        )
         return [rebuild]
     changed = []
     for table in (SALES, RETURNS):
@@ -193,13 +204,16 @@ def interaction_outputs(
         conf.preference,
     ).persist()
     cached.append(recomputed)
-    n_rows = recomputed.count()
-    if n_rows < n_keys:
+    # A pair the table holds whose lines all went (a return-only pair never had a row).
+    vanished = (
+        current.select(CUSTOMER, PRODUCT)
+        .join(keys, on=[CUSTOMER, PRODUCT], how="left_semi")
+        .join(recomputed.select(CUSTOMER, PRODUCT), on=[CUSTOMER, PRODUCT], how="left_anti")
+        .count()
+    )
+    if vanished:
         log.info(
-            "[%s] %s: %d changed pairs lost every line: rebuilt",
-            ctx.run_id,
-            INTERACTIONS,
-            n_keys - n_rows,
+            "[%s] %s: %d changed pairs lost every line: rebuilt", ctx.run_id, INTERACTIONS, vanished
         )
         return [rebuild]
     log.info("[%s] %s: %d pairs recomputed from the change feed", ctx.run_id, INTERACTIONS, n_keys)

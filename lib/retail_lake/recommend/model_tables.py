@@ -68,9 +68,10 @@ MODEL_TABLES = [
         name=INTERACTIONS,
         description="Implicit feedback: what each known customer bought of each product up "
         "to the snapshot (recommend.as_of). Guest sales and non-product codes are excluded; "
-        "returns are counted, not subtracted (a returned product was still chosen). Updated "
-        "incrementally from silver's Change Data Feed: only the (customer, product) pairs "
-        "with new or changed lines are recomputed.",
+        "returns are counted, not subtracted (a returned product was still chosen). From "
+        "recommend.incremental_min_pairs rows on, updated incrementally from silver's Change "
+        "Data Feed (only the (customer, product) pairs with new or changed lines are "
+        "recomputed); smaller, rebuilt.",
         columns=(
             Col("customer_token", "string", "customer pseudonym", False),
             Col("stock_code", "string", "product stock code", False),
