@@ -4,8 +4,9 @@ A fresh lake gets the real silver Online Retail lines up to a cut-off day; gold.
 built; then the lines of the following `--days` days are merged into silver (as a daily load
 would) and gold.interactions is brought up to date twice, side by side on the same data:
 
-- incremental: `retail_lake.recommend.job.interaction_outputs` reads the change feed, recomputes
-  the touched (customer, product) pairs and merges them;
+- incremental (`recommend.incremental_min_pairs=0`): `retail_lake.recommend.job.
+  interaction_outputs` reads the change feed, recomputes the touched (customer, product)
+  pairs and merges them;
 - rebuild: the same function with `recommend.as_of` set, which recomputes every pair and
   overwrites the table.
 
@@ -100,7 +101,9 @@ def main() -> None:
     for days in args.days:
         cut = last - timedelta(days=days)
         with tempfile.TemporaryDirectory(prefix="bench-interactions-") as root:
-            inc_cfg = load_config("test", [f"paths.root={root}/inc"])
+            inc_cfg = load_config(
+                "test", [f"paths.root={root}/inc", "recommend.incremental_min_pairs=0"]
+            )
             reb_cfg = load_config("test", [f"paths.root={root}/reb", f"recommend.as_of={last}"])
             lakes = [(Lake(spark, c.root), c) for c in (inc_cfg, reb_cfg)]
             for lake, _ in lakes:
