@@ -14,7 +14,7 @@ from retail_lake.locations.geometry import (
     pairs_within,
     pairs_within_brute,
 )
-from retail_lake.locations.huff import HuffError, HuffParams, score, score_python
+from retail_lake.locations.huff import HuffError, HuffParams, exact_sum, score, score_python
 
 POINT = T.StructType(
     [
@@ -119,6 +119,22 @@ def test_huff_hand_computed(spark):
     assert got["cannibalised_demand"] == pytest.approx(expected_captured, rel=1e-9)
     assert got["net_gain"] == pytest.approx(0.0, abs=1e-9)
     assert [t["point_id"] for t in got["top_points"]] == ["p2", "p1"]  # 34.6 > 20
+
+
+def test_exact_sum_does_not_depend_on_the_order(spark):
+    """A re-run adds the same terms in another order (shuffle blocks arrive in any order): a
+    plain double sum changes, the scores' sums must not, or an unchanged re-run rewrites."""
+    from pyspark.sql import functions as F
+
+    def sums(values):
+        df = spark.createDataFrame([(v,) for v in values], "x double").coalesce(1)
+        return tuple(df.agg(F.sum("x"), exact_sum(F.col("x"))).first())
+
+    forward, backward = sums([1e16, 1.0, -1e16]), sums([1e16, -1e16, 1.0])
+    assert forward[0] != backward[0]  # the plain sum does depend on the order
+    assert forward[1] == backward[1] == 1.0
+    small = [0.1] * 10 + [1e-12]
+    assert sums(small)[1] == sums(list(reversed(small)))[1] == pytest.approx(1.0 + 1e-12)
 
 
 def test_huff_outside_option_and_unserved_demand(spark):

@@ -149,6 +149,17 @@ def store_attractiveness(kind: Column, params: HuffParams) -> Column:
 
 PairsFn = Callable[[DataFrame, DataFrame, float], DataFrame]
 
+# Sums of doubles depend on the order Spark adds them in, which changes between runs (shuffle
+# blocks arrive in any order): a re-run would write different last digits. Each term is cast
+# to a decimal first (deterministic per row) and decimal addition is exact, so the sum is the
+# same in any order. 38 digits, 15 after the point: terms up to 1e23, utilities kept to 1e-15.
+_EXACT = T.DecimalType(38, 15)
+
+
+def exact_sum(column: Column) -> Column:
+    """The sum of a double column, independent of the order of addition, as a double."""
+    return F.sum(column.cast(_EXACT)).cast("double")
+
 
 def country_weighted(points: DataFrame, stores: DataFrame, params: HuffParams) -> DataFrame:
     """Scales each point's `demand` by its country's factor (`params.country_demand`).
@@ -161,10 +172,12 @@ def country_weighted(points: DataFrame, stores: DataFrame, params: HuffParams) -
     """
     if params.country_demand == "none":
         return points
-    people = points.groupBy("country_code").agg(F.sum("demand").alias("_people"))
+    people = points.groupBy("country_code").agg(exact_sum(F.col("demand")).alias("_people"))
     count = stores.groupBy("country_code").agg(F.count(F.lit(1)).alias("_stores"))
     per_country = people.join(count, on="country_code", how="left").fillna(0, ["_stores"])
-    totals = per_country.agg(F.sum("_people").alias("p"), F.sum("_stores").alias("s")).first()
+    totals = per_country.agg(
+        exact_sum(F.col("_people")).alias("p"), F.sum("_stores").alias("s")
+    ).first()
     if not totals or not totals["s"] or not totals["p"]:
         return points
     overall = totals["s"] / totals["p"]
@@ -188,7 +201,7 @@ def _pull_in_reach(
         params.max_km,
     )
     return pairs.groupBy("point_id").agg(
-        F.sum(utility(F.col("attractiveness"), F.col(DISTANCE_KM), params)).alias("pull"),
+        exact_sum(utility(F.col("attractiveness"), F.col(DISTANCE_KM), params)).alias("pull"),
         F.count(F.lit(1)).alias("stores_in_reach"),
     )
 
@@ -263,9 +276,9 @@ def score(
         params.explain_top,
     )
     sums = [
-        F.sum("captured").alias("captured_demand"),
-        F.sum("gained").alias("net_gain"),
-        F.sum("w").alias("demand_in_reach"),
+        exact_sum(F.col("captured")).alias("captured_demand"),
+        exact_sum(F.col("gained")).alias("net_gain"),
+        exact_sum(F.col("w")).alias("demand_in_reach"),
         F.count(F.lit(1)).alias("points_in_reach"),
     ]
     explained_type = T.ArrayType(

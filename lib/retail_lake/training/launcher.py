@@ -41,3 +41,54 @@ def run_horovod(
     )
     log.info("horovod: %d ranks finished in %.1fs", num_proc, time.monotonic() - started)
     return results
+
+
+BACKENDS = ("horovod", "torch_distributor")
+
+
+def rank_main(backend: str, task, converter, validation, params) -> dict[str, Any]:
+    """What every rank runs: the shared loop under the backend's communication."""
+    from retail_lake.training.loop import HorovodComm, TorchComm, fit
+
+    comm = HorovodComm() if backend == "horovod" else TorchComm()
+    try:
+        return fit(comm, task, converter, validation, params)
+    finally:
+        comm.close()
+
+
+def run_torch_distributor(
+    fn: Callable[..., Any], args: tuple = (), num_proc: int = 2, use_gpu: bool | None = None
+) -> Any:
+    """Runs `fn(*args)` on `num_proc` torchrun processes in Spark barrier tasks (Spark's
+    `TorchDistributor`, gloo on CPU, nccl on GPU); returns rank 0's result."""
+    import torch
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    started = time.monotonic()
+    gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+    result = TorchDistributor(num_processes=num_proc, local_mode=False, use_gpu=gpu).run(fn, *args)
+    log.info(
+        "torch_distributor: %d processes finished in %.1fs", num_proc, time.monotonic() - started
+    )
+    return result
+
+
+def launch(
+    backend: str, task, converter, validation, params, num_proc: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Trains `task` on `num_proc` ranks with the configured backend.
+
+    Returns rank 0's result and every rank's (horovod returns them all; TorchDistributor
+    returns rank 0's only, so the list holds that one).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"training.backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    args = (backend, task, converter, validation, params)
+    if backend == "horovod":
+        results = run_horovod(rank_main, args, num_proc)
+    else:
+        results = [run_torch_distributor(rank_main, args, num_proc)]
+    chief = next(r for r in results if r["rank"] == 0)
+    return chief, sorted(results, key=lambda r: r["rank"])
