@@ -36,12 +36,12 @@ def test_set_values_are_typed_and_free_form_maps_accept_new_keys(conf_dir):
     write_profile(conf_dir, "p", {})
     cfg = load_config(
         "p",
-        ["training.learning_rate=1", "spark.conf.spark.executor.cores=2", "spark.ui_enabled=true"],
+        ["forecast.learning_rate=1", "spark.conf.spark.executor.cores=2", "spark.ui_enabled=true"],
         conf_dir=conf_dir,
         environ={},
     )
-    assert cfg.get("training.learning_rate") == 1.0
-    assert isinstance(cfg.get("training.learning_rate"), float)
+    assert cfg.get("forecast.learning_rate") == 1.0
+    assert isinstance(cfg.get("forecast.learning_rate"), float)
     assert cfg.get("spark.conf") == {"spark.executor.cores": 2}
     assert cfg.get("spark.ui_enabled") is True
 
@@ -71,13 +71,13 @@ def test_unknown_key_in_profile_names_file_and_key(conf_dir):
 
 def test_unknown_key_in_set(conf_dir):
     write_profile(conf_dir, "p", {})
-    with pytest.raises(ConfigError, match="unknown key 'training.epoch'"):
-        load_config("p", ["training.epoch=3"], conf_dir=conf_dir, environ={})
+    with pytest.raises(ConfigError, match="unknown key 'forecast.epoch'"):
+        load_config("p", ["forecast.epoch=3"], conf_dir=conf_dir, environ={})
 
 
 def test_wrong_type_names_key_and_expected_type(conf_dir):
-    write_profile(conf_dir, "p", {"training": {"epochs": "many"}})
-    with pytest.raises(ConfigError, match="'training.epochs' must be a integer, got string"):
+    write_profile(conf_dir, "p", {"forecast": {"epochs": "many"}})
+    with pytest.raises(ConfigError, match="'forecast.epochs' must be a integer, got string"):
         load_config("p", conf_dir=conf_dir, environ={})
     write_profile(conf_dir, "q", {})
     with pytest.raises(ConfigError, match="'spark.ui_enabled' must be a boolean"):

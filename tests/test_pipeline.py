@@ -24,6 +24,7 @@ DATA_TABLES = (
     "silver.stores",
     "silver.quarantine",
     "gold.store_day_features",
+    "gold.sales_windows",
     "gold.sales_forecasts",
 )
 RETAIL_TABLES = (
@@ -82,18 +83,34 @@ def check_skeleton(spark, cfg, lake: Lake, stores: int, test_days: int) -> None:
     )
     assert len(meta) == 1
     assert meta[0]["model_name"] == "sales_forecaster" and meta[0]["model_version"] == "1"
-    assert meta[0]["input_versions"]["gold.store_day_features"] == lake.version(
-        "gold.store_day_features"
-    )
-    assert "train:gold.store_day_features" in meta[0]["input_versions"]
+    inputs = meta[0]["input_versions"]
+    assert inputs["gold.sales_windows"] == lake.version("gold.sales_windows")
     assert forecasts.where(~F.col("forecast").between(0, 1e6)).count() == 0
-    metrics = lake.read("ops.model_metrics").where(F.col("split") == "test")
-    rmspe = metrics.where(F.col("metric") == "rmspe").first()
+    # Closed days are forecast 0; actuals are the silver sales.
+    closed = features.where(~F.col("open")).select("store", "date")
+    assert forecasts.join(closed, on=["store", "date"]).where(F.col("forecast") != 0).count() == 0
+    assert (
+        forecasts.join(features, on=["store", "date"])
+        .where(F.col("actual") != F.col("sales"))
+        .count()
+        == 0
+    )
+    # The model beat both baselines on the test period, all computed in the training run.
+    metrics = {
+        (r["split"], r["metric"]): r
+        for r in lake.read("ops.model_metrics")
+        .where(F.col("model_name") == "sales_forecaster")
+        .collect()
+    }
+    rmspe = metrics[("test", "rmspe")]
     assert rmspe["model_version"] == "1" and 0 < rmspe["value"] < 0.5
-    # The training run read gold at the version it recorded.
+    for baseline in ("seasonal_naive", "weekday_promo_median"):
+        assert rmspe["value"] < metrics[(f"baseline:{baseline}", "rmspe")]["value"], baseline
+    # The training run read gold at the versions it recorded.
     train = steps.where(F.col("job") == "train_forecaster").first()
     assert train["versions_read"] == {
-        "gold.store_day_features": meta[0]["input_versions"]["train:gold.store_day_features"]
+        "gold.sales_windows": inputs["train:gold.sales_windows"],
+        "gold.store_day_features": inputs["train:gold.store_day_features"],
     }
 
 
@@ -112,6 +129,9 @@ def test_demo_pipeline_end_to_end_and_rerun_changes_no_row(spark, demo_lake):
         "silver.stores": 12,
         "silver.quarantine": 2 + 39,
         "gold.store_day_features": 10936,
+        # 121 windows of 56 + 42 days per store, every 7 days back from the last day, less
+        # those spanning a day missing from a store's series.
+        "gold.sales_windows": 1372,
         "gold.sales_forecasts": 12 * 42,
         "bronze.online_retail_raw": 3074 + 229146,
         "silver.transactions": 223911,

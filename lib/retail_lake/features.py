@@ -1,6 +1,7 @@
 """The features job: every gold feature table whose silver inputs exist.
 
-- gold.store_day_features (`retail_lake.forecasting.features`) from the Rossmann tables;
+- gold.store_day_features and gold.sales_windows (`retail_lake.forecasting.features`) from the
+  Rossmann tables;
 - gold.location_candidates (`retail_lake.locations.score`) from GeoNames and the store
   directory;
 - gold.customer_index, gold.product_index, gold.interactions, gold.customer_features and
@@ -20,7 +21,7 @@ from retail_lake.runner import JobContext, JobError, JobResult
 
 def run(ctx: JobContext) -> JobResult:
     cached: list = []
-    outputs = store_day_outputs(ctx) + build_candidates(ctx) + feature_outputs(ctx, cached)
+    outputs = store_day_outputs(ctx, cached) + build_candidates(ctx) + feature_outputs(ctx, cached)
     if not outputs:
         raise JobError(
             "features: nothing to build: no silver input of any feature table exists; run "

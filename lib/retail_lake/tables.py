@@ -178,11 +178,63 @@ GOLD = [
             Col("competition_distance_m", "double", "metres to the nearest competitor"),
             Col("competition_open", "boolean", "the nearest competitor was open that day", False),
             Col("promo2_active", "boolean", "a Promo2 round was running that day", False),
+            Col("sales_lag_7", "int", "sales 7 days before; null when that day is missing"),
+            Col("sales_lag_14", "int", "sales 14 days before; null when that day is missing"),
+            Col(
+                "sales_mean_7",
+                "double",
+                "mean sales of the open days among the 7 days before; null if none",
+            ),
+            Col(
+                "sales_mean_28",
+                "double",
+                "mean sales of the open days among the 28 days before; null if none",
+            ),
+            Col(
+                "customers_mean_28",
+                "double",
+                "mean customers of the open days among the 28 days before; null if none",
+            ),
+            Col("open_days_28", "int", "open days among the 28 days before", False),
             *meta_columns(),
         ),
         keys=("store", "date"),
         partition_by=("year",),
         source="silver.store_daily_sales, silver.stores",
+    ),
+    TableContract(
+        name="gold.sales_windows",
+        description="The LSTM forecaster's training table: one row per store and window of "
+        "lookback + horizon consecutive days (forecast.lookback_days + forecast.test_days), as "
+        "per-day arrays. Windows never span a gap in a store's series. Forecast starts are "
+        "aligned to the data's last day every forecast.window_stride days: the last window per "
+        "store forecasts the test period, the one a horizon earlier the validation period.",
+        columns=(
+            Col("store", "int", "Rossmann store number", False),
+            Col("forecast_start", "date", "first forecast day (after the lookback)", False),
+            Col("forecast_end", "date", "last forecast day", False),
+            Col("lookback_start", "date", "first day of the window", False),
+            Col("sales", "array<float>", "log(1 + sales) per day of the window", False),
+            Col("customers", "array<float>", "log(1 + customers) per day", False),
+            Col("open", "array<float>", "1 if the store was open", False),
+            Col("promo", "array<float>", "1 on promotion days", False),
+            Col("state_holiday", "array<float>", "1 on any state holiday", False),
+            Col("school_holiday", "array<float>", "1 on school holidays", False),
+            Col("promo2_active", "array<float>", "1 while a Promo2 round runs", False),
+            Col("day_of_week", "array<float>", "1 = Monday .. 7 = Sunday", False),
+            Col("month", "array<float>", "1..12", False),
+            Col("day_of_month", "array<float>", "1..31", False),
+            Col("store_type", "string", "store model a..d", False),
+            Col("assortment", "string", "assortment level a..c", False),
+            Col("competition_distance_m", "double", "metres to the nearest competitor"),
+            Col(
+                "competition_open", "boolean", "the competitor was open on forecast_start", False
+            ),
+            *meta_columns(),
+        ),
+        keys=("store", "forecast_start"),
+        write_mode="overwrite",
+        source="gold.store_day_features",
     ),
     TableContract(
         name="gold.sales_forecasts",
@@ -288,6 +340,7 @@ REGISTRY = Registry(
         *image_tables.SILVER,
         *GOLD,
         *location_tables.GOLD,
+        *image_tables.GOLD,
         *recommend_tables.FEATURE_TABLES,
         *model_tables.MODEL_TABLES,
         *OPS,

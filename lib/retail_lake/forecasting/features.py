@@ -1,15 +1,15 @@
-"""silver.store_daily_sales + silver.stores -> gold.store_day_features.
+"""silver.store_daily_sales + silver.stores -> gold.store_day_features and gold.sales_windows.
 
-Every feature of a row uses only that day and the store's attributes, so nothing from the
-future can leak into a training row. Lags and rolling means arrive with the LSTM
-forecaster (they are windowed from the past only).
+A row's calendar, promotion and store features describe that day; its lags and rolling means
+come from strictly earlier calendar days of the same store, so nothing from the day itself or
+the future leaks in. The LSTM's training windows (`forecasting.windows`) are built from it.
 """
 
 from __future__ import annotations
 
 import logging
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from retail_lake.runner import JobContext, Output
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 SALES = "silver.store_daily_sales"
 STORES = "silver.stores"
 FEATURES = "gold.store_day_features"
+WINDOWS = "gold.sales_windows"
 
 
 def store_day_features(sales: DataFrame, stores: DataFrame) -> DataFrame:
@@ -59,8 +60,41 @@ def store_day_features(sales: DataFrame, stores: DataFrame) -> DataFrame:
     )
 
 
-def store_day_outputs(ctx: JobContext) -> list[Output]:
-    """gold.store_day_features, or nothing when the Rossmann data was never loaded."""
+# (column, source, first day back, last day back, how): rolling over calendar days before
+# the row's day; averages count open days only; null when no such day is in the data.
+HISTORY = (
+    ("sales_lag_7", "sales", 7, 7, "value"),
+    ("sales_lag_14", "sales", 14, 14, "value"),
+    ("sales_mean_7", "sales", 7, 1, "open_mean"),
+    ("sales_mean_28", "sales", 28, 1, "open_mean"),
+    ("customers_mean_28", "customers", 28, 1, "open_mean"),
+    ("open_days_28", "open", 28, 1, "count_open"),
+)
+
+
+def with_history(days: DataFrame) -> DataFrame:
+    """Adds the HISTORY lags and rolling means, from earlier calendar days only.
+
+    Frames are ranges of days (a missing day is absent, not shifted over), ending at least
+    one day before the row, so no row sees its own or a later day's sales.
+    """
+    day = F.datediff(F.col("date"), F.lit("1970-01-01").cast("date"))
+    out = days.withColumn("_day", day)
+    for name, source, back_from, back_to, how in HISTORY:
+        frame = Window.partitionBy("store").orderBy("_day").rangeBetween(-back_from, -back_to)
+        if how == "value":
+            col = F.max(F.col(source)).over(frame)
+        elif how == "open_mean":
+            col = F.avg(F.when(F.col("open"), F.col(source).cast("double"))).over(frame)
+        else:
+            col = F.count(F.when(F.col("open"), 1)).over(frame).cast("int")
+        out = out.withColumn(name, col)
+    return out.drop("_day")
+
+
+def store_day_outputs(ctx: JobContext, cached: list | None = None) -> list[Output]:
+    """gold.store_day_features and gold.sales_windows, or nothing when the Rossmann data was
+    never loaded. The features are persisted (and added to `cached`): both outputs read them."""
     missing = [t for t in (SALES, STORES) if not ctx.lake.exists(t)]
     if missing:
         log.warning(
@@ -75,5 +109,13 @@ def store_day_outputs(ctx: JobContext) -> list[Output]:
     max_store = ctx.cfg.get("features.max_store")
     if max_store:
         sales = sales.where(F.col("store") <= max_store)
-    features = store_day_features(sales, ctx.read(STORES))
-    return [Output(FEATURES, features, mode="merge")]
+    from retail_lake.forecasting.windows import WindowSpec, windows
+
+    spec = WindowSpec.from_config(ctx.cfg["forecast"])
+    features = with_history(store_day_features(sales, ctx.read(STORES))).persist()
+    if cached is not None:
+        cached.append(features)
+    return [
+        Output(FEATURES, features, mode="merge"),
+        Output(WINDOWS, windows(features, spec), mode="overwrite"),
+    ]

@@ -1,10 +1,210 @@
-"""The forecaster's torch network (no Spark import: it also runs where only torch is)."""
+"""The LSTM sales forecaster: inputs from a sales window, the network, and its training task.
+
+No Spark import: ranks and scoring workers import only torch and numpy.
+
+A window (`gold.sales_windows`) holds `lookback + horizon` consecutive days of one store as
+per-day arrays. The encoder reads the lookback days: sales and customers (log, relative to
+the store's level), open, promo, holidays, weekday. The decoder reads the horizon days'
+covariates known in advance (open, promo, holidays, Promo2, calendar), the store's
+attributes and two seasonal hints computed from the lookback only (the same weekday's sales
+a week before the horizon, and the lookback's mean for that weekday); it never sees a
+horizon day's sales or customers. The output is log(1 + sales) relative to the store's level
+for each horizon day; closed days are forecast 0.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
 
-def build_network(n_features: int, hidden: int = 32):
-    """A small MLP; the output is log(1 + sales) relative to the global level."""
-    from torch import nn
+import numpy as np
+import torch
+from torch import nn
 
-    return nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+# Per-day arrays of a window, each lookback + horizon long.
+DAY_COLUMNS = (
+    "sales",  # log(1 + sales)
+    "customers",  # log(1 + customers)
+    "open",
+    "promo",
+    "state_holiday",  # 1 on any state holiday
+    "school_holiday",
+    "promo2_active",
+    "day_of_week",  # 1..7
+    "month",  # 1..12
+    "day_of_month",  # 1..31
+)
+STORE_TYPES = "abcd"
+ASSORTMENTS = "abc"
+# Store attributes: store type and assortment one-hot, log competition distance, its absence,
+# competition open at the first forecast day.
+N_STATIC = len(STORE_TYPES) + len(ASSORTMENTS) + 3
+N_PAST = 6 + 7  # sales, customers, open, promo, state and school holiday + weekday one-hot
+N_FUTURE = 5 + 7 + 3 + 2 + N_STATIC  # flags, weekday, calendar, seasonal hints, store
+# Columns a training/scoring row carries besides DAY_COLUMNS.
+ROW_COLUMNS = ("level", "customers_level", "static")
+
+
+def static_features(
+    store_type: str, assortment: str, distance_m: float | None, competition_open: bool
+) -> list[float]:
+    """The store's attributes as the N_STATIC numbers the decoder reads."""
+    known = distance_m is not None and not (
+        isinstance(distance_m, float) and math.isnan(distance_m)
+    )
+    return [
+        *[1.0 if store_type == t else 0.0 for t in STORE_TYPES],
+        *[1.0 if assortment == a else 0.0 for a in ASSORTMENTS],
+        math.log1p(distance_m) / 10.0 if known else 0.0,
+        0.0 if known else 1.0,
+        1.0 if competition_open else 0.0,
+    ]
+
+
+def _one_hot_weekday(dow):
+    return torch.nn.functional.one_hot((dow.long() - 1).clamp(0, 6), 7).float()
+
+
+def prepare(batch: Mapping[str, Any], lookback: int, horizon: int) -> dict[str, Any]:
+    """Network inputs and targets from a batch of windows (tensors or numpy arrays).
+
+    Returns past (B, L, N_PAST), future (B, H, N_FUTURE), target (B, H: log sales relative
+    to the level), mask (B, H: open days with sales, the days the metric judges), sales
+    (B, H: EUR) and open (B, H).
+    """
+    t = {
+        k: (
+            batch[k] if torch.is_tensor(batch[k]) else torch.as_tensor(np.asarray(batch[k]))
+        ).float()
+        for k in (*DAY_COLUMNS, *ROW_COLUMNS)
+    }
+    n = lookback + horizon
+    for k in DAY_COLUMNS:
+        if t[k].shape[-1] != n:
+            raise ValueError(f"window column {k} has {t[k].shape[-1]} days, expected {n}")
+    level = t["level"].view(-1, 1)
+    opened = t["open"]
+    sold = (opened > 0) & (t["sales"] > 0)
+    rel_sales = torch.where(sold, t["sales"] - level, torch.zeros_like(t["sales"]))
+    rel_customers = torch.where(
+        sold, t["customers"] - t["customers_level"].view(-1, 1), torch.zeros_like(t["customers"])
+    )
+    past_slice = slice(0, lookback)
+    future_slice = slice(lookback, n)
+    flags = ("open", "promo", "state_holiday", "school_holiday")
+    past = torch.cat(
+        [
+            rel_sales[:, past_slice, None],
+            rel_customers[:, past_slice, None],
+            *[t[f][:, past_slice, None] for f in flags],
+            _one_hot_weekday(t["day_of_week"][:, past_slice]),
+        ],
+        dim=-1,
+    )
+    # Seasonal hints from the lookback only: the same weekday's relative sales in the last
+    # lookback week, and the lookback's mean for that weekday over days with sales.
+    last_week = rel_sales[:, lookback - 7 : lookback]
+    offsets = torch.arange(horizon) % 7
+    same_day = last_week[:, offsets]
+    dow_past = t["day_of_week"][:, past_slice].long() - 1
+    sums = torch.zeros(len(level), 7).scatter_add_(
+        1, dow_past.clamp(0, 6), rel_sales[:, past_slice]
+    )
+    counts = torch.zeros(len(level), 7).scatter_add_(
+        1, dow_past.clamp(0, 6), sold[:, past_slice].float()
+    )
+    profile = sums / counts.clamp(min=1.0)
+    dow_future = (t["day_of_week"][:, future_slice].long() - 1).clamp(0, 6)
+    weekday_mean = torch.gather(profile, 1, dow_future)
+    angle = (t["month"][:, future_slice] - 1) * (2 * math.pi / 12)
+    static = t["static"].view(len(level), 1, -1).expand(-1, horizon, -1)
+    future = torch.cat(
+        [
+            *[t[f][:, future_slice, None] for f in (*flags, "promo2_active")],
+            _one_hot_weekday(t["day_of_week"][:, future_slice]),
+            torch.sin(angle)[..., None],
+            torch.cos(angle)[..., None],
+            (t["day_of_month"][:, future_slice] / 31.0)[..., None],
+            same_day[..., None],
+            weekday_mean[..., None],
+            static,
+        ],
+        dim=-1,
+    )
+    sales = torch.expm1(t["sales"][:, future_slice])
+    return {
+        "past": past,
+        "future": future,
+        "target": rel_sales[:, future_slice],
+        "mask": sold[:, future_slice].float(),
+        "sales": sales,
+        "open": opened[:, future_slice],
+        "level": level,
+    }
+
+
+class Forecaster(nn.Module):
+    """Encoder-decoder LSTM: (past, future) -> (B, H) log sales relative to the level."""
+
+    def __init__(self, hidden: int = 64, layers: int = 1) -> None:
+        super().__init__()
+        self.encoder = nn.LSTM(N_PAST, hidden, num_layers=layers, batch_first=True)
+        self.decoder = nn.LSTM(N_FUTURE, hidden, num_layers=layers, batch_first=True)
+        self.head = nn.Sequential(
+            nn.Linear(hidden + N_FUTURE, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
+
+    def forward(self, past, future):
+        _, state = self.encoder(past)
+        out, _ = self.decoder(future, state)
+        return self.head(torch.cat([out, future], dim=-1)).squeeze(-1)
+
+
+def build_network(hidden: int = 64, layers: int = 1) -> Forecaster:
+    return Forecaster(hidden, layers)
+
+
+def forecast_eur(net, prepared: Mapping[str, Any]):
+    """Forecast sales (EUR) per horizon day; 0 on closed days."""
+    rel = net(prepared["past"], prepared["future"])
+    eur = torch.expm1(rel + prepared["level"]).clamp(min=0.0)
+    return torch.where(prepared["open"] > 0, eur, torch.zeros_like(eur))
+
+
+class ForecastTask:
+    """The forecaster's `training.loop.Task`: masked MSE on log sales; validation reports the
+    squared and absolute percentage errors over open days with sales (RMSPE = sqrt(mspe))."""
+
+    name = "sales_forecaster"
+    monitor = "mspe"
+    higher_is_better = False
+
+    def __init__(self, lookback: int, horizon: int, hidden: int = 64, layers: int = 1) -> None:
+        self.lookback, self.horizon, self.hidden, self.layers = lookback, horizon, hidden, layers
+
+    def build(self):
+        return build_network(self.hidden, self.layers)
+
+    def batch_loss(self, net, batch, device):
+        p = {k: v.to(device) for k, v in prepare(batch, self.lookback, self.horizon).items()}
+        pred = net(p["past"], p["future"])
+        err = (pred - p["target"]) ** 2 * p["mask"]
+        return err.sum() / p["mask"].sum().clamp(min=1.0)
+
+    def evaluate(self, net, data, device) -> dict[str, float]:
+        if not len(data["level"]):
+            return {"count": 0.0, "mspe": 0.0, "mape": 0.0, "mse_log": 0.0}
+        p = {k: v.to(device) for k, v in prepare(data, self.lookback, self.horizon).items()}
+        eur = forecast_eur(net, p)
+        mask = p["mask"] > 0
+        pct = torch.where(
+            mask, (p["sales"] - eur) / p["sales"].clamp(min=1.0), torch.zeros_like(eur)
+        )
+        rel = net(p["past"], p["future"])
+        return {
+            "count": float(mask.sum()),
+            "mspe": float((pct**2).sum()),
+            "mape": float(pct.abs().sum()),
+            "mse_log": float((((rel - p["target"]) ** 2) * p["mask"]).sum()),
+        }

@@ -1,8 +1,8 @@
-"""Batch scoring with the sales forecaster, and the `forecast` job.
+"""Batch scoring with the LSTM sales forecaster, and the `forecast` job.
 
-The model's weights travel once as a broadcast; each Python worker builds the network once
-per model version (cached in the worker process, which Spark reuses), and applies it with
-`mapInPandas`.
+The weights travel once as a broadcast; each Python worker builds the network once per model
+version (cached in the worker process, which Spark reuses) and applies it to windows with
+`mapInPandas`, one output row per store and forecast day.
 """
 
 from __future__ import annotations
@@ -10,29 +10,39 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Iterator, Mapping
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, StructField, StructType
+from pyspark.sql import types as T
 
-from retail_lake.forecasting.model import N_FEATURES, with_features
-from retail_lake.forecasting.network import build_network
+from retail_lake.forecasting.network import ASSORTMENTS, DAY_COLUMNS, ROW_COLUMNS, STORE_TYPES
 from retail_lake.runner import JobContext, JobError, JobResult, Output
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "sales_forecaster"
 FEATURES = "gold.store_day_features"
+WINDOWS = "gold.sales_windows"
 FORECASTS = "gold.sales_forecasts"
-_MODELS: dict[str, Any] = {}  # per Python worker: model version -> network
+_MODELS: dict[str, Any] = {}  # per Python worker: model key -> network
+
+SCORED = T.StructType(
+    [
+        T.StructField("store", T.IntegerType(), False),
+        T.StructField("date", T.DateType(), False),
+        T.StructField("forecast", T.DoubleType(), False),
+        T.StructField("sales", T.IntegerType(), False),
+        T.StructField("open", T.BooleanType(), False),
+    ]
+)
 
 
-def state_to_bytes(state: dict[str, Any]) -> bytes:
+def state_to_bytes(state: Mapping[str, Any]) -> bytes:
     import torch
 
     buf = io.BytesIO()
@@ -40,40 +50,100 @@ def state_to_bytes(state: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def _network(key: str, weights: bytes):
+def levels(features: DataFrame, before: date) -> DataFrame:
+    """Per store: mean log(1 + sales) and log(1 + customers) over open days with sales
+    before `before` (the training period): what the network's targets are relative to."""
+    return (
+        features.where((F.col("date") < F.lit(before)) & F.col("open") & (F.col("sales") > 0))
+        .groupBy("store")
+        .agg(
+            F.avg(F.log1p("sales")).cast("float").alias("level"),
+            F.avg(F.log1p("customers")).cast("float").alias("customers_level"),
+        )
+    )
+
+
+def static_column() -> F.Column:
+    """The store attributes as `network.N_STATIC` floats (`network.static_features`)."""
+    distance = F.col("competition_distance_m")
+    parts = [
+        *[(F.col("store_type") == t) for t in STORE_TYPES],
+        *[(F.col("assortment") == a) for a in ASSORTMENTS],
+        F.coalesce(F.log1p(distance) / 10.0, F.lit(0.0)),
+        distance.isNull(),
+        F.col("competition_open"),
+    ]
+    return F.array(*[p.cast("float") for p in parts])
+
+
+def model_rows(windows: DataFrame, store_levels: DataFrame) -> DataFrame:
+    """Windows with what the network reads besides the day arrays (ROW_COLUMNS). Windows of
+    stores without a level (no sales in the training period) are left out."""
+    return windows.join(store_levels, on="store", how="inner").withColumn("static", static_column())
+
+
+def _network(key: str, weights: bytes, hidden: int, layers: int):
     import torch
 
+    from retail_lake.forecasting.network import build_network
+
     if key not in _MODELS:
-        net = build_network(N_FEATURES)
+        net = build_network(hidden, layers)
         net.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
         net.eval()
         _MODELS[key] = net
     return _MODELS[key]
 
 
-def score(
-    spark: SparkSession, rows: DataFrame, weights: bytes, global_level: float, key: str
+def score_windows(
+    spark: SparkSession,
+    rows: DataFrame,
+    weights: bytes,
+    key: str,
+    shape: Mapping[str, int],
 ) -> DataFrame:
-    """Adds `forecast` (EUR; 0 on closed days) to rows that carry `features` and `open`."""
+    """Forecasts per store and day (SCORED) for windows from `model_rows`.
+
+    shape: lookback, horizon, hidden, layers of the network. `sales` is the actual turnover
+    of the forecast day (known in a backtest).
+    """
     shared = spark.sparkContext.broadcast(weights)
-    schema = StructType([*rows.schema.fields, StructField("forecast", DoubleType(), False)])
+    lookback, horizon = int(shape["lookback"]), int(shape["horizon"])
+    hidden, layers = int(shape["hidden"]), int(shape["layers"])
+    columns = ["store", "forecast_start", *DAY_COLUMNS, *ROW_COLUMNS]
 
     def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
 
+        from retail_lake.forecasting.network import forecast_eur, prepare
+
         torch.set_num_threads(1)
-        net = _network(key, shared.value)
+        net = _network(key, shared.value, hidden, layers)
         for pdf in batches:
             if pdf.empty:
                 continue
-            x = torch.from_numpy(np.stack(pdf["features"].to_numpy()).astype(np.float32))
+            batch = {c: np.stack(pdf[c].to_numpy()).astype(np.float32) for c in DAY_COLUMNS}
+            batch["static"] = np.stack(pdf["static"].to_numpy()).astype(np.float32)
+            batch["level"] = pdf["level"].to_numpy(dtype=np.float32)
+            batch["customers_level"] = pdf["customers_level"].to_numpy(dtype=np.float32)
             with torch.no_grad():
-                out = net(x).numpy().ravel().astype(np.float64)
-            forecast = np.clip(np.expm1(out + global_level), 0.0, None)
-            forecast[~pdf["open"].to_numpy(dtype=bool)] = 0.0
-            yield pdf.assign(forecast=forecast)
+                p = prepare(batch, lookback, horizon)
+                eur = forecast_eur(net, p).numpy().astype(np.float64)
+            starts = np.array([pd.Timestamp(d) for d in pdf["forecast_start"]])
+            days = np.arange(horizon)
+            yield pd.DataFrame(
+                {
+                    "store": np.repeat(pdf["store"].to_numpy(dtype=np.int32), horizon),
+                    "date": [(s + pd.Timedelta(days=int(j))).date() for s in starts for j in days],
+                    "forecast": eur.reshape(-1),
+                    "sales": np.rint(np.expm1(batch["sales"][:, lookback:]))
+                    .astype(np.int32)
+                    .reshape(-1),
+                    "open": (batch["open"][:, lookback:] > 0).reshape(-1),
+                }
+            )
 
-    return rows.mapInPandas(predict, schema)
+    return rows.select(*columns).mapInPandas(predict, SCORED)
 
 
 def error_metrics(scored: DataFrame) -> dict[str, float]:
@@ -118,18 +188,25 @@ def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[s
 def run(ctx: JobContext) -> JobResult:
     """The forecast job: the registered model over the backtest period -> gold.sales_forecasts."""
     version, weights, prep = load_registered(ctx.cfg)
-    days = ctx.read(FEATURES)
-    test_start = pd.Timestamp(prep["test_start"]).date()
-    horizon = days.where(F.col("date") >= F.lit(test_start))
-    levels = ctx.spark.createDataFrame(
-        [(int(s), float(v)) for s, v in prep["store_levels"].items()],
-        "store int, store_level double",
+    for table in (WINDOWS,):
+        if not ctx.lake.exists(table):
+            raise JobError(f"forecast: {table} does not exist; run features first")
+    test_start = date.fromisoformat(prep["test_start"])
+    windows = ctx.read(WINDOWS).where(F.col("forecast_start") == F.lit(test_start))
+    store_levels = ctx.spark.createDataFrame(
+        [(int(s), float(v[0]), float(v[1])) for s, v in prep["store_levels"].items()],
+        "store int, level float, customers_level float",
     )
-    rows = with_features(horizon, levels, prep["global_level"])
-    scored = score(ctx.spark, rows, weights, prep["global_level"], f"{MODEL_NAME}:{version}")
+    rows = model_rows(windows, store_levels)
+    if rows.limit(1).count() == 0:
+        raise JobError(
+            f"forecast: {WINDOWS} has no window forecasting from {test_start} for a store the "
+            f"model knows; re-run features with the same forecast settings the model used"
+        )
+    scored = score_windows(ctx.spark, rows, weights, f"{MODEL_NAME}:{version}", prep["shape"])
     # The table scored now, and (prefixed train:) the tables the model was trained on.
     inputs = {
-        FEATURES: ctx.versions_read[FEATURES],
+        WINDOWS: ctx.versions_read[WINDOWS],
         **{f"train:{k}": int(v) for k, v in prep["input_versions"].items()},
     }
     out = scored.select(
@@ -144,10 +221,11 @@ def run(ctx: JobContext) -> JobResult:
         ).alias("input_versions"),
     )
     log.info(
-        "forecast: model %s v%s over %s..%s",
+        "[%s] forecast: model %s v%s over %s..%s",
+        ctx.run_id,
         MODEL_NAME,
         version,
         test_start,
-        test_start + timedelta(days=int(prep["test_days"]) - 1),
+        test_start + timedelta(days=int(prep["shape"]["horizon"]) - 1),
     )
     return JobResult(outputs=[Output(FORECASTS, out, mode="merge")])

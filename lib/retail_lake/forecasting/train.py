@@ -1,263 +1,309 @@
-"""The `train_forecaster` job: gold.store_day_features at a recorded version -> Petastorm ->
-Horovod ranks -> a registered MLflow model, with metrics in ops.model_metrics.
+"""The `train_forecaster` job: gold.sales_windows at a recorded version -> Petastorm -> the
+LSTM on the configured backend's ranks -> a registered MLflow model, with metrics in
+ops.model_metrics.
 
-Test period: the last `forecast.test_days` days of the data; the model trains on the days
-before it (open days with sales). Rank 0 checkpoints every epoch.
+Periods, from the data's last day: test = the last `forecast.test_days` days (the horizon,
+42 by default, the competition's); validation = the `forecast.validation_days` before it
+(early stopping watches it); training windows end before the validation period. Store levels
+(what targets are relative to) come from the training period only.
+
+Baselines on the same test days, computed here: seasonal naive (the last observed week
+repeated over the horizon) and the store's median sales by weekday and promo state before
+the test period. The model must beat both on every metric in `forecast.gate_metrics`
+(RMSPE by default), or it is not published and the job fails.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import tempfile
-import time
-from datetime import timedelta
-from pathlib import Path
+from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from retail_lake.forecasting.model import (
-    FEATURE_NAMES,
-    N_FEATURES,
-    store_levels,
-    with_features,
-)
-from retail_lake.forecasting.network import build_network
+from retail_lake.forecasting.network import DAY_COLUMNS, ROW_COLUMNS, ForecastTask
 from retail_lake.forecasting.score import (
     FEATURES,
     MODEL_NAME,
+    WINDOWS,
     error_metrics,
-    score,
+    levels,
+    model_rows,
+    score_windows,
     state_to_bytes,
 )
-from retail_lake.runner import JobContext, JobError, JobResult, Output
-from retail_lake.training.data import make_converter, steps_per_epoch
-from retail_lake.training.launcher import run_horovod
-from retail_lake.training.tracking import metric_rows, registered_with, setup_mlflow
+from retail_lake.runner import JobContext, JobError, JobResult
+from retail_lake.training import job as training_job
 
 log = logging.getLogger(__name__)
 
-MODEL_METRICS = "ops.model_metrics"
+METRICS = ("rmspe", "mape")
 
 
-def train_rank(converter, params: dict[str, Any]) -> dict[str, Any]:
-    """One Horovod rank: reads its Petastorm shard, trains, returns weights (rank 0)."""
-    import horovod.torch as hvd
-    import torch
+@dataclass(frozen=True)
+class ForecastConfig:
+    test_days: int
+    validation_days: int
+    lookback: int
+    hidden: int
+    layers: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    patience: int
+    weight_decay: float
+    max_train_windows: int
+    gate_metrics: tuple[str, ...]
+    require_beat_baselines: bool
 
-    from retail_lake.training.devices import select_device
+    @classmethod
+    def from_config(cls, s: dict[str, Any]) -> ForecastConfig:
+        gate = tuple(s["gate_metrics"])
+        unknown = [m for m in gate if m not in METRICS]
+        if unknown:
+            raise JobError(f"forecast.gate_metrics: unknown {unknown} (known: {list(METRICS)})")
+        return cls(
+            test_days=int(s["test_days"]),
+            validation_days=int(s["validation_days"]),
+            lookback=int(s["lookback_days"]),
+            hidden=int(s["hidden"]),
+            layers=int(s["layers"]),
+            epochs=int(s["epochs"]),
+            batch_size=int(s["batch_size"]),
+            learning_rate=float(s["learning_rate"]),
+            patience=int(s["patience"]),
+            weight_decay=float(s["weight_decay"]),
+            max_train_windows=int(s["max_train_windows"]),
+            gate_metrics=gate,
+            require_beat_baselines=bool(s["require_beat_baselines"]),
+        )
 
-    hvd.init()
-    torch.set_num_threads(params["threads"])
-    torch.manual_seed(params["seed"])
-    device = select_device(hvd.local_rank())
-    net = build_network(N_FEATURES).to(device)
-    # Learning rate scaled with the number of ranks (the summed gradient is averaged).
-    optimizer = torch.optim.Adam(net.parameters(), lr=params["lr"] * hvd.size())
-    optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=net.named_parameters())
-    hvd.broadcast_parameters(net.state_dict(), root_rank=0)
-    hvd.broadcast_optimizer_state(optimizer, root_rank=0)
-    loss_fn = torch.nn.MSELoss()
-    history = []
-    rows_seen = 0
-    with converter.make_torch_dataloader(
-        batch_size=params["batch_size"],
-        num_epochs=None,
-        cur_shard=hvd.rank(),
-        shard_count=hvd.size(),
-        workers_count=1,
-    ) as loader:
-        batches = iter(loader)
-        for epoch in range(1, params["epochs"] + 1):
-            started = time.monotonic()
-            total = 0.0
-            for _ in range(params["steps"]):
-                batch = next(batches)
-                x = batch["features"].to(device)
-                y = batch["label"].to(device).view(-1, 1)
-                optimizer.zero_grad()
-                loss = loss_fn(net(x), y)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.item())
-                rows_seen += len(y)
-            mean_loss = hvd.allreduce(torch.tensor(total / params["steps"]), name="loss").item()
-            seconds = time.monotonic() - started
-            rate = hvd.allreduce(
-                torch.tensor(params["steps"] * params["batch_size"] / seconds),
-                op=hvd.Sum,
-                name="rate",
-            ).item()
-            history.append({"epoch": epoch, "loss": mean_loss, "samples_per_s": rate})
-            if hvd.rank() == 0:
-                print(
-                    f"epoch {epoch}/{params['epochs']}: loss {mean_loss:.5f}, {rate:.0f} samples/s",
-                    flush=True,
-                )
-                ckpt = Path(params["checkpoint_dir"])
-                ckpt.mkdir(parents=True, exist_ok=True)
-                torch.save(
-                    {
-                        "epoch": epoch,
-                        "model": net.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                    },
-                    ckpt / "last.pt",
-                )
-    result: dict[str, Any] = {"rank": hvd.rank(), "rows_seen": rows_seen}
-    if hvd.rank() == 0:
-        result["state"] = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
-        result["history"] = history
-    return result
+    @property
+    def shape(self) -> dict[str, int]:
+        return {
+            "lookback": self.lookback,
+            "horizon": self.test_days,
+            "hidden": self.hidden,
+            "layers": self.layers,
+        }
 
 
-def _checkpoint_dir(ctx: JobContext) -> str:
-    if "://" in ctx.cfg.root:
-        return tempfile.mkdtemp(prefix="retail-lake-ckpt-")
-    return str(Path(ctx.cfg.root) / "checkpoints" / MODEL_NAME / ctx.run_id)
+def periods(last_day: date, conf: ForecastConfig) -> tuple[date, date]:
+    """(validation start, test start) for data ending on `last_day`."""
+    test_start = last_day - timedelta(days=conf.test_days - 1)
+    return test_start - timedelta(days=conf.validation_days), test_start
 
 
-def _fingerprint(versions: dict[str, int], training: dict[str, Any], test_days: int) -> str:
-    """Identifies a training: input table versions and every parameter that shapes it."""
-    keep = {k: v for k, v in training.items() if k not in ("force", "petastorm_cache")}
-    blob = json.dumps(
-        {"inputs": versions, "training": keep, "test_days": test_days}, sort_keys=True
+# ----------------------------------------------------------------------------- baselines
+def seasonal_naive(features: DataFrame, test_start: date, test_end: date) -> DataFrame:
+    """Each test day forecast with the same weekday's sales in the week before the test
+    period (0 if the store was closed then, or that day is missing); 0 on closed days."""
+    test = features.where(F.col("date").between(F.lit(test_start), F.lit(test_end)))
+    offset = F.datediff(F.col("date"), F.lit(test_start)) % 7
+    source = F.date_add(F.lit(test_start - timedelta(days=7)), offset.cast("int"))
+    week = features.select("store", F.col("date").alias("_source"), F.col("sales").alias("_last"))
+    return (
+        test.withColumn("_source", source)
+        .join(week, on=["store", "_source"], how="left")
+        .select(
+            "store",
+            "date",
+            "sales",
+            "open",
+            F.when(F.col("open"), F.coalesce(F.col("_last"), F.lit(0)))
+            .otherwise(0)
+            .cast("double")
+            .alias("forecast"),
+        )
     )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def weekday_promo_median(features: DataFrame, test_start: date, test_end: date) -> DataFrame:
+    """Each test day forecast with the store's median sales on open days with sales before
+    the test period for that weekday and promo state (falling back to the weekday, then the
+    store); 0 on closed days."""
+    history = features.where(
+        (F.col("date") < F.lit(test_start)) & F.col("open") & (F.col("sales") > 0)
+    )
+    med = lambda: F.percentile(F.col("sales"), 0.5)  # noqa: E731
+    by_cell = history.groupBy("store", "day_of_week", "promo").agg(med().alias("_cell"))
+    by_day = history.groupBy("store", "day_of_week").agg(med().alias("_day"))
+    by_store = history.groupBy("store").agg(med().alias("_store"))
+    test = features.where(F.col("date").between(F.lit(test_start), F.lit(test_end)))
+    return (
+        test.join(by_cell, on=["store", "day_of_week", "promo"], how="left")
+        .join(by_day, on=["store", "day_of_week"], how="left")
+        .join(by_store, on="store", how="left")
+        .select(
+            "store",
+            "date",
+            "sales",
+            "open",
+            F.when(
+                F.col("open"),
+                F.coalesce(F.col("_cell"), F.col("_day"), F.col("_store"), F.lit(0.0)),
+            )
+            .otherwise(0.0)
+            .cast("double")
+            .alias("forecast"),
+        )
+    )
+
+
+BASELINES = {
+    "seasonal_naive": seasonal_naive,
+    "weekday_promo_median": weekday_promo_median,
+}
+
+
+def _arrays(pdf) -> dict[str, np.ndarray]:
+    out = {c: np.stack(pdf[c].to_numpy()).astype(np.float32) for c in (*DAY_COLUMNS, "static")}
+    out["level"] = pdf["level"].to_numpy(dtype=np.float32)
+    out["customers_level"] = pdf["customers_level"].to_numpy(dtype=np.float32)
+    return out
+
+
+def _capped(rows: DataFrame, cap: int, seed: int) -> DataFrame:
+    if not cap:
+        return rows
+    key = F.xxhash64("store", "forecast_start", F.lit(seed))
+    return rows.withColumn("_k", key).orderBy("_k").limit(cap).drop("_k")
 
 
 def run(ctx: JobContext) -> JobResult:
-    """Trains the forecaster on Horovod ranks and registers it in MLflow."""
-    import mlflow
-    import torch
-
+    """Trains the LSTM forecaster on the configured backend and registers it in MLflow."""
     cfg = ctx.cfg
-    training = cfg["training"]
-    days = ctx.read(FEATURES)
-    fingerprint = _fingerprint(ctx.versions_read, training, cfg.get("forecast.test_days"))
-    if not training["force"]:
-        existing = registered_with(cfg, MODEL_NAME, fingerprint)
-        if existing:
-            log.info(
-                "%s version %s was trained on the same inputs and parameters; not "
-                "retraining (set training.force=true to retrain)",
-                MODEL_NAME,
-                existing,
-            )
-            return JobResult(rows_read={FEATURES: 0})
-    last = days.agg(F.max("date")).first()[0]
-    if last is None:
-        raise JobError(f"{FEATURES} is empty: run features first")
-    test_days = cfg.get("forecast.test_days")
-    test_start = last - timedelta(days=test_days - 1)
-    train_days = days.where(F.col("date") < F.lit(test_start))
-    levels = store_levels(train_days).cache()
-    global_level = levels.agg(F.avg("store_level")).first()[0]
-    if global_level is None:
-        raise JobError(f"no open days with sales before {test_start} to train on")
-
-    train_rows = with_features(
-        train_days.where(F.col("open") & (F.col("sales") > 0)), levels, global_level
-    ).select("features", (F.log1p("sales") - F.lit(global_level)).cast("float").alias("label"))
-    if training["max_rows"]:
-        train_rows = (
-            train_rows.withColumn("_k", F.xxhash64("features", F.lit(training["seed"])))
-            .orderBy("_k")
-            .limit(training["max_rows"])
-            .drop("_k")
-        )
-    cache_dir = training["petastorm_cache"] or f"{cfg.root}/petastorm_cache"
-    converter, n_rows = make_converter(
-        ctx.spark, train_rows, training["num_proc"], cache_dir, row_bytes=4 * (N_FEATURES + 1) + 16
+    conf = ForecastConfig.from_config(cfg["forecast"])
+    missing = [t for t in (WINDOWS, FEATURES) if not ctx.lake.exists(t)]
+    if missing:
+        raise JobError(f"train_forecaster: {', '.join(missing)} missing; run features first")
+    windows = ctx.read(WINDOWS)
+    features = ctx.read(FEATURES)
+    print_ = training_job.fingerprint(
+        ctx.versions_read,
+        {"training": training_job.shaping(cfg["training"]), "forecast": dict(cfg["forecast"])},
     )
-    params = {
-        "epochs": training["epochs"],
-        "batch_size": training["batch_size"],
-        "lr": training["learning_rate"],
-        "seed": training["seed"],
-        "threads": training["threads_per_rank"],
-        "steps": steps_per_epoch(n_rows, training["batch_size"], training["num_proc"]),
-        "checkpoint_dir": _checkpoint_dir(ctx),
-    }
-    log.info(
-        "training %s on %d rows, %d ranks x %d steps x %d epochs",
+    if training_job.already_trained(ctx, MODEL_NAME, print_):
+        return JobResult(rows_read={WINDOWS: 0})
+
+    last_day = windows.agg(F.max("forecast_end")).first()[0]
+    if last_day is None:
+        raise JobError(f"train_forecaster: {WINDOWS} is empty: run features first")
+    val_start, test_start = periods(last_day, conf)
+    store_levels = levels(features, val_start).cache()
+    rows = model_rows(windows, store_levels)
+    train_rows = _capped(
+        rows.where(F.col("forecast_end") < F.lit(val_start)),
+        conf.max_train_windows,
+        int(cfg.get("training.seed")),
+    )
+    val_pdf = rows.where(F.col("forecast_start") == F.lit(val_start)).toPandas()
+    if val_pdf.empty:
+        raise JobError(
+            f"train_forecaster: no window forecasts the validation period from {val_start}: "
+            f"forecast.validation_days ({conf.validation_days}) must be a multiple of "
+            f"forecast.window_stride, and stores need {conf.lookback} days before it"
+        )
+    task = ForecastTask(conf.lookback, conf.test_days, conf.hidden, conf.layers)
+    n_days = conf.lookback + conf.test_days
+    trained = training_job.train(
+        ctx,
         MODEL_NAME,
-        n_rows,
-        training["num_proc"],
-        params["steps"],
-        params["epochs"],
+        task,
+        train_rows.select(*DAY_COLUMNS, *ROW_COLUMNS),
+        _arrays(val_pdf),
+        row_bytes=4 * (len(DAY_COLUMNS) * n_days + 12),
+        hyper={
+            "epochs": conf.epochs,
+            "batch_size": conf.batch_size,
+            "learning_rate": conf.learning_rate,
+            "patience": conf.patience,
+            "weight_decay": conf.weight_decay,
+        },
+        print_=print_,
     )
-    try:
-        results = run_horovod(train_rank, (converter, params), training["num_proc"])
-    finally:
-        converter.delete()
-    chief = next(r for r in results if r["rank"] == 0)
-    weights = state_to_bytes(chief["state"])
+    weights = state_to_bytes(trained.state)
 
-    key = f"{MODEL_NAME}:{ctx.run_id}"
-    test_rows = with_features(days.where(F.col("date") >= F.lit(test_start)), levels, global_level)
-    metrics = {
-        "test": error_metrics(score(ctx.spark, test_rows, weights, global_level, key)),
-        "train": {"loss": chief["history"][-1]["loss"], "rows": float(n_rows)},
+    test_rows = rows.where(F.col("forecast_start") == F.lit(test_start))
+    scored = score_windows(
+        ctx.spark, test_rows, weights, f"{MODEL_NAME}:{ctx.run_id}", conf.shape
+    ).cache()
+    model = error_metrics(scored)
+    baselines = {
+        name: error_metrics(fn(features, test_start, last_day)) for name, fn in BASELINES.items()
     }
-    input_versions = dict(ctx.versions_read)
-
-    experiment = setup_mlflow(cfg)
-    net = build_network(N_FEATURES)
-    net.load_state_dict({k: torch.as_tensor(v) for k, v in chief["state"].items()})
+    best = min(trained.history, key=lambda h: h.get("val_mspe", np.inf))
+    table: dict[str, dict[str, float]] = {
+        "test": model,
+        "validation": {
+            "rmspe": float(np.sqrt(best["val_mspe"])),
+            "mape": best["val_mape"],
+            "epoch": best["epoch"],
+        },
+        "train": {
+            "loss": trained.history[-1]["train_loss"],
+            "windows": float(trained.rows),
+            "epochs": float(len(trained.history)),
+            "seconds": trained.seconds,
+        },
+        **{f"baseline:{name}": m for name, m in baselines.items()},
+    }
+    for name, m in baselines.items():
+        log.info(
+            "[%s] test %s..%s: model RMSPE %.4f MAPE %.4f | %s RMSPE %.4f MAPE %.4f",
+            ctx.run_id,
+            test_start,
+            last_day,
+            model["rmspe"],
+            model["mape"],
+            name,
+            m["rmspe"],
+            m["mape"],
+        )
     prep = {
-        "global_level": global_level,
         "test_start": test_start.isoformat(),
-        "test_days": test_days,
-        "feature_names": list(FEATURE_NAMES),
-        "store_levels": {str(r["store"]): r["store_level"] for r in levels.collect()},
-        "input_versions": input_versions,
+        "validation_start": val_start.isoformat(),
+        "shape": conf.shape,
+        "store_levels": {
+            str(r["store"]): [r["level"], r["customers_level"]] for r in store_levels.collect()
+        },
+        "input_versions": dict(ctx.versions_read),
     }
-    with mlflow.start_run(experiment_id=experiment, run_name=ctx.run_id) as mlrun:
-        mlflow.log_params(
-            {
-                **{k: v for k, v in params.items() if k != "checkpoint_dir"},
-                "num_proc": training["num_proc"],
-                "backend": training["backend"],
-                "rows": n_rows,
-                "test_start": test_start.isoformat(),
-            }
+    params = {**conf.shape, "validation_days": conf.validation_days, "test_start": str(test_start)}
+    lost = training_job.failures(model, baselines, {m: False for m in conf.gate_metrics})
+    scored.unpersist()
+    store_levels.unpersist()
+    if lost and conf.require_beat_baselines:
+        training_job.reject(
+            ctx,
+            MODEL_NAME,
+            print_,
+            trained,
+            table,
+            params,
+            prep,
+            lost,
+            f"the test period {test_start}..{last_day}",
         )
-        mlflow.set_tags(
-            {
-                "retail_lake.run_id": ctx.run_id,
-                "retail_lake.fingerprint": fingerprint,
-                **{f"input_version.{k}": v for k, v in input_versions.items()},
-            }
-        )
-        for h in chief["history"]:
-            mlflow.log_metrics(
-                {"train_loss": h["loss"], "samples_per_s": h["samples_per_s"]}, step=h["epoch"]
-            )
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics["test"].items()})
-        mlflow.log_dict(prep, "preprocessing.json")
-        # pickle: a plain nn.Sequential loads back as itself (pt2 would need tracing).
-        info = mlflow.pytorch.log_model(
-            net,
-            name="model",
-            registered_model_name=MODEL_NAME,
-            serialization_format="pickle",
-            input_example=np.zeros((1, N_FEATURES), dtype=np.float32),
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        )
-        version = str(info.registered_model_version)
+    if lost:
+        log.warning("[%s] publishing a forecaster that loses to a baseline: %s", ctx.run_id, lost)
+    net = training_job.network_from(task, trained.state)
+    mlflow_run, version = training_job.record(
+        ctx, MODEL_NAME, print_, trained, table, params, prep, net=net, input_example=None
+    )
     log.info(
-        "registered %s version %s (test RMSPE %.4f, MAPE %.4f)",
+        "[%s] registered %s version %s (test RMSPE %.4f, MAPE %.4f)",
+        ctx.run_id,
         MODEL_NAME,
         version,
-        metrics["test"]["rmspe"],
-        metrics["test"]["mape"],
+        model["rmspe"],
+        model["mape"],
     )
-    rows = metric_rows(ctx.run_id, MODEL_NAME, version, mlrun.info.run_id, metrics, input_versions)
-    metrics_df = ctx.spark.createDataFrame(rows, ctx.registry[MODEL_METRICS].spark_schema())
+    training_job.clear_checkpoints(trained)
     return JobResult(
-        outputs=[Output(MODEL_METRICS, metrics_df, mode="append")], rows_read={FEATURES: n_rows}
+        outputs=[training_job.metrics_output(ctx, MODEL_NAME, version, mlflow_run, table)],
+        rows_read={WINDOWS: trained.rows},
     )

@@ -15,8 +15,9 @@ their factor vectors and keeps each user's best `n` items:
   sorted by score descending, ties broken by item id ascending. Ties at the n-th place are
   settled the same way, so the result does not depend on partitioning or batch size.
 
-Scores are computed in float64 and returned as float (float32, like MLlib). Order and ties
-are decided on the returned float32 values, so the output is sorted exactly as it reads.
+Scores are computed in float32, as MLlib's blocked `recommendForAll` computes them, and
+returned as float. Order and ties are decided on the returned values, so the output is
+sorted exactly as it reads.
 A user with fewer than `n` candidate items (after exclusions) gets fewer rows, and a user
 with none gets no row. A NaN score (from a NaN factor) counts as no candidate.
 
@@ -89,7 +90,7 @@ def _same_key_type(left: T.DataType, right: T.DataType) -> bool:
 def _collect_items(
     item_factors: DataFrame, item_col: str, features_col: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Item ids sorted ascending and their factor matrix (items x rank), float64."""
+    """Item ids sorted ascending and their factor matrix (items x rank), float32."""
     rows = item_factors.select(item_col, features_col).collect()
     if not rows:
         raise TopNError("item_factors is empty: there is nothing to recommend")
@@ -101,7 +102,7 @@ def _collect_items(
     ranks = {len(r[1]) if r[1] is not None else -1 for r in rows}
     if len(ranks) != 1 or min(ranks) <= 0:
         raise TopNError(f"item factors must all have the same rank > 0, found {sorted(ranks)}")
-    matrix = np.asarray([r[1] for r in rows], dtype=np.float64)
+    matrix = np.asarray([r[1] for r in rows], dtype=np.float32)
     return np.asarray(ids), matrix
 
 
@@ -126,34 +127,45 @@ def _select(s: np.ndarray, k: int) -> np.ndarray:
     return torch.topk(torch.from_numpy(s), k, dim=1, sorted=False).indices.numpy()
 
 
-def top_n_of_scores(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def top_n_of_scores(
+    scores: np.ndarray, n: int, may_have_nan: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """The best `n` columns of each row of a score matrix.
 
     Args:
         scores: (users x items) scores; -inf or NaN marks an item that is no candidate.
         n: how many items to keep per row.
+        may_have_nan: False when the caller knows there is no NaN (saves a pass).
 
     Returns:
         `(index, value)`, both (users x min(n, items)): column indices and their float32
         scores, each row sorted by score descending, ties by index ascending. A row with
         fewer candidates than that ends in -inf values, which are no recommendation.
     """
-    s = scores.astype(np.float32)
-    s[np.isnan(s)] = -np.inf
+    s = scores if scores.dtype == np.float32 else scores.astype(np.float32)
+    if may_have_nan:
+        if s is scores:
+            s = s.copy()
+        s[np.isnan(s)] = -np.inf
     rows, items = s.shape
     k = min(n, items)
-    full = np.broadcast_to(np.arange(items), (rows, items))
-    part = _select(s, k) if k < items else full.copy()
+    # One more than needed: where the (k+1)-th score is below the k-th, the best k are
+    # settled; where it equals it, the tie at the k-th place is redone below.
+    kk = min(k + 1, items)
+    part = (
+        _select(s, kk) if kk < items else np.broadcast_to(np.arange(items), (rows, items)).copy()
+    )
     values = np.take_along_axis(s, part, axis=1)
     order = np.lexsort((part, -values), axis=1)
     index = np.take_along_axis(part, order, axis=1)
     top = np.take_along_axis(values, order, axis=1)
     if k < items:
-        # topk picks arbitrarily among the items tied with the k-th score: redo
-        # those rows from every item scoring at least that much.
-        kth = top[:, -1]
-        tied = np.isfinite(kth) & ((s >= kth[:, None]).sum(axis=1) > k)
-        for r in np.flatnonzero(tied):
+        kth = top[:, k - 1]
+        tied = np.flatnonzero(np.isfinite(kth) & (top[:, k] == kth))
+        index, top = index[:, :k].copy(), top[:, :k].copy()
+        # topk picks arbitrarily among the items tied with the k-th score: redo those
+        # rows from every item scoring at least that much.
+        for r in tied:
             candidates = np.flatnonzero(s[r] >= kth[r])
             best = candidates[np.lexsort((candidates, -s[r, candidates]))[:k]]
             index[r] = best
@@ -179,12 +191,15 @@ def _recommend_block(
     item_matrix: np.ndarray,
     item_positions: pd.Index,
     n: int,
+    items_finite: bool = False,
 ) -> pd.DataFrame:
-    users = np.stack(block[FEATURES].to_numpy()).astype(np.float64)
+    users = np.stack(block[FEATURES].to_numpy()).astype(np.float32)
+    # float32 products, as MLlib's blocked recommendForAll computes them (sgemm).
     scores = users @ item_matrix.T
     if _EXCLUDED in block.columns:
         _mask_excluded(scores, block[_EXCLUDED], item_positions)
-    index, top = top_n_of_scores(scores, n)
+    finite = items_finite and bool(np.isfinite(users).all())
+    index, top = top_n_of_scores(scores, n, may_have_nan=not finite)
     keep = np.isfinite(top)  # a prefix of each row: -inf sorts last
     ranks = np.nonzero(keep)[1] + 1
     return pd.DataFrame(
@@ -203,10 +218,11 @@ def _scorer(
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         item_ids, item_matrix = items.value
         item_positions = pd.Index(item_ids)
+        finite = bool(np.isfinite(item_matrix).all())
         for batch in batches:
             for start in range(0, len(batch), batch_size):
                 block = batch.iloc[start : start + batch_size]
-                yield _recommend_block(block, item_ids, item_matrix, item_positions, n)
+                yield _recommend_block(block, item_ids, item_matrix, item_positions, n, finite)
 
     return score
 

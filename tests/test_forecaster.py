@@ -1,0 +1,244 @@
+"""The LSTM forecaster's inputs on inline data: past-only history features, exact windows that
+never span a gap, the network never seeing a horizon day's sales, and the two baselines."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pytest
+
+from retail_lake.forecasting.network import DAY_COLUMNS, N_STATIC, ForecastTask, prepare
+from retail_lake.forecasting.windows import WindowError, WindowSpec, window_starts, windows
+
+D0 = date(2015, 1, 1)  # a Thursday
+
+
+def day_rows(store: int, days: list[int], sales=None, promo_days=()) -> list[dict]:
+    """Feature-table rows for `store` on D0 + each offset; sales default to 100 * (offset + 1),
+    0 on Sundays (closed)."""
+    out = []
+    for i in days:
+        d = D0 + timedelta(days=i)
+        dow = d.isoweekday()
+        is_open = dow != 7
+        value = (sales or {}).get(i, 100 * (i + 1)) if is_open else 0
+        out.append(
+            {
+                "store": store,
+                "date": d,
+                "sales": value,
+                "customers": value // 10,
+                "open": is_open,
+                "promo": i in promo_days,
+                "state_holiday": "0",
+                "school_holiday": False,
+                "day_of_week": dow,
+                "day_of_month": d.day,
+                "month": d.month,
+                "year": d.year,
+                "store_type": "a",
+                "assortment": "c",
+                "competition_distance_m": 500.0,
+                "competition_open": True,
+                "promo2_active": False,
+            }
+        )
+    return out
+
+
+SCHEMA = (
+    "store int, date date, sales int, customers int, open boolean, promo boolean, "
+    "state_holiday string, school_holiday boolean, day_of_week int, day_of_month int, "
+    "month int, year int, store_type string, assortment string, "
+    "competition_distance_m double, competition_open boolean, promo2_active boolean"
+)
+
+
+def frame(spark, rows):
+    return spark.createDataFrame(rows, SCHEMA)
+
+
+# ----------------------------------------------------------------------------- history
+def test_history_features_come_from_earlier_days_only(spark):
+    from retail_lake.forecasting.features import with_history
+
+    # Store 1: days 0..20 with day 10 missing (a gap).
+    days = [i for i in range(21) if i != 10]
+    got = {
+        (r["date"] - D0).days: r for r in with_history(frame(spark, day_rows(1, days))).collect()
+    }
+    sales = {i: (100 * (i + 1) if (D0 + timedelta(days=i)).isoweekday() != 7 else 0) for i in days}
+    opened = {i: (D0 + timedelta(days=i)).isoweekday() != 7 for i in days}
+
+    def mean_open(i, back):
+        vals = [sales[j] for j in range(i - back, i) if j in sales and opened[j]]
+        return sum(vals) / len(vals) if vals else None
+
+    for i in days:
+        row = got[i]
+        assert row["sales_lag_7"] == sales.get(i - 7), i
+        assert row["sales_lag_14"] == sales.get(i - 14), i
+        for name, back in (("sales_mean_7", 7), ("sales_mean_28", 28)):
+            expected = mean_open(i, back)
+            assert row[name] == (None if expected is None else pytest.approx(expected)), (name, i)
+        assert row["open_days_28"] == sum(1 for j in range(i - 28, i) if opened.get(j)), i
+    # The missing day 10 is absent, not shifted over: day 17's lag 7 is null.
+    assert got[17]["sales_lag_7"] is None
+    # Changing a day's sales changes no feature of that day or of an earlier day.
+    changed = {
+        (r["date"] - D0).days: r
+        for r in with_history(frame(spark, day_rows(1, days, sales={15: 99999}))).collect()
+    }
+    cols = ("sales_lag_7", "sales_lag_14", "sales_mean_7", "sales_mean_28", "customers_mean_28")
+    # Day 15 (a Friday, open) is in the 28 days before every later day of this series.
+    for i in days:
+        assert all(changed[i][c] == got[i][c] for c in cols) == (i <= 15), i
+    assert changed[16]["sales_mean_7"] != got[16]["sales_mean_7"]
+
+
+# ----------------------------------------------------------------------------- windows
+def test_window_starts_align_to_the_last_day_and_skip_gaps():
+    spec = WindowSpec(lookback=7, horizon=3, stride=2)
+    # Days 0..29, last day 29: forecast starts 27, 25, ..., 7 (lookback from start - 7 >= 0).
+    assert window_starts(np.arange(30), 29, spec) == list(range(7, 28, 2))
+    # Without day 15: windows covering day 15 (start - 7 <= 15 <= start + 2) are gone.
+    days = np.array([d for d in range(30) if d != 15])
+    assert window_starts(days, 29, spec) == [7, 9, 11, 23, 25, 27]
+    # A store whose data ends early has no window past its end.
+    assert window_starts(np.arange(20), 29, spec) == [7, 9, 11, 13, 15, 17]
+    with pytest.raises(WindowError, match="lookback_days must be at least 7"):
+        WindowSpec(lookback=3)
+
+
+def test_windows_hold_exact_days_and_never_span_a_gap(spark):
+    spec = WindowSpec(lookback=7, horizon=3, stride=2)
+    gap_days = [d for d in range(30) if d != 15]
+    rows = day_rows(1, list(range(30)), promo_days={20}) + day_rows(2, gap_days)
+    got = windows(frame(spark, rows), spec).collect()
+    starts = sorted((r["store"], (r["forecast_start"] - D0).days) for r in got)
+    assert starts == [(1, s) for s in range(7, 28, 2)] + [
+        (2, s) for s in [7, 9, 11, 23, 25, 27]
+    ]
+    w = next(r for r in got if r["store"] == 1 and r["forecast_start"] == D0 + timedelta(days=21))
+    assert w["lookback_start"] == D0 + timedelta(days=14)
+    assert w["forecast_end"] == D0 + timedelta(days=23)
+    days = range(14, 24)
+    expected_sales = [
+        np.log1p(100 * (i + 1) if (D0 + timedelta(days=i)).isoweekday() != 7 else 0) for i in days
+    ]
+    assert w["sales"] == pytest.approx(expected_sales, rel=1e-6)
+    assert w["promo"] == [1.0 if i == 20 else 0.0 for i in days]
+    assert w["day_of_week"] == [float((D0 + timedelta(days=i)).isoweekday()) for i in days]
+    assert w["open"] == [0.0 if (D0 + timedelta(days=i)).isoweekday() == 7 else 1.0 for i in days]
+    assert all(len(w[c]) == spec.days for c in DAY_COLUMNS)
+    # Every window's days are consecutive calendar days of the data.
+    for r in got:
+        n = (r["forecast_end"] - r["lookback_start"]).days + 1
+        assert n == spec.days
+        if r["store"] == 2:
+            assert not (r["lookback_start"] <= D0 + timedelta(days=15) <= r["forecast_end"])
+
+
+# ----------------------------------------------------------------------------- network inputs
+def _batch(n_windows: int, lookback: int, horizon: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    n = lookback + horizon
+    dow = ((np.arange(n) % 7) + 1)[None].repeat(n_windows, 0).astype(np.float32)
+    opened = (dow != 7).astype(np.float32)
+    promo = (rng.uniform(size=(n_windows, n)) < 0.4).astype(np.float32)
+    # Sales follow the weekday and the promotion, with 2% noise: learnable.
+    eur = 6000 * (1 + 0.1 * dow) * (1 + 0.3 * promo) * rng.uniform(0.98, 1.02, (n_windows, n))
+    sales = np.where(opened > 0, np.log1p(eur), 0)
+    return {
+        "sales": sales.astype(np.float32),
+        "customers": (sales * 0.7).astype(np.float32),
+        "open": opened,
+        "promo": promo,
+        "state_holiday": np.zeros((n_windows, n), np.float32),
+        "school_holiday": np.zeros((n_windows, n), np.float32),
+        "promo2_active": np.zeros((n_windows, n), np.float32),
+        "day_of_week": dow,
+        "month": np.full((n_windows, n), 6, np.float32),
+        "day_of_month": np.tile(np.arange(n) % 28 + 1, (n_windows, 1)).astype(np.float32),
+        "level": np.full(n_windows, np.log1p(6000), np.float32),
+        "customers_level": np.full(n_windows, np.log1p(6000) * 0.7, np.float32),
+        "static": np.zeros((n_windows, N_STATIC), np.float32),
+    }
+
+
+def test_the_network_never_sees_a_horizon_days_sales_or_customers():
+    torch = pytest.importorskip("torch")
+    lookback, horizon = 14, 7
+    batch = _batch(4, lookback, horizon)
+    before = prepare(batch, lookback, horizon)
+    leaked = {k: v.copy() for k, v in batch.items()}
+    leaked["sales"][:, lookback:] = np.log1p(1e6)
+    leaked["customers"][:, lookback:] = 99.0
+    after = prepare(leaked, lookback, horizon)
+    assert torch.equal(before["past"], after["past"])
+    assert torch.equal(before["future"], after["future"])
+    assert not torch.equal(before["target"], after["target"])  # the target does change
+    net = ForecastTask(lookback, horizon, hidden=8).build()
+    with torch.no_grad():
+        assert torch.equal(
+            net(before["past"], before["future"]), net(after["past"], after["future"])
+        )
+    # A Sunday (closed) is never judged; the mask marks open days with sales.
+    assert before["mask"][:, 6].tolist() == [0.0] * 4  # day 20 of the window is a Sunday
+    assert before["mask"][:, :6].min() == 1.0
+    with pytest.raises(ValueError, match="window column sales has 20 days, expected 21"):
+        prepare({**batch, "sales": batch["sales"][:, :-1]}, lookback, horizon)
+
+
+def test_forecast_task_learns_and_reports_percentage_errors():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    lookback, horizon = 14, 7
+    task = ForecastTask(lookback, horizon, hidden=16)
+    net = task.build()
+    batch = {k: torch.as_tensor(v) for k, v in _batch(64, lookback, horizon).items()}
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    first = float(task.batch_loss(net, batch, "cpu"))
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = task.batch_loss(net, batch, "cpu")
+        loss.backward()
+        optimizer.step()
+    assert float(loss) < first / 5
+    unseen = _batch(64, lookback, horizon, seed=1)
+    sums = task.evaluate(net, unseen, "cpu")
+    p = prepare(unseen, lookback, horizon)
+    assert sums["count"] == float(p["mask"].sum())  # open days with sales only
+    # Unseen windows of the same pattern: errors of a few percent.
+    assert 0 < sums["mape"] / sums["count"] < 0.1
+    assert 0 < np.sqrt(sums["mspe"] / sums["count"]) < 0.1
+
+
+# ----------------------------------------------------------------------------- baselines
+def test_baselines_on_inline_data(spark):
+    from retail_lake.forecasting.train import seasonal_naive, weekday_promo_median
+
+    # 35 days; test period = days 28..34. Promo on day 22 (a Friday) and day 29 (Friday).
+    rows = day_rows(1, list(range(35)), promo_days={22, 29, 1, 8})
+    features = frame(spark, rows)
+    start, end = D0 + timedelta(days=28), D0 + timedelta(days=34)
+    naive = {
+        (r["date"] - D0).days: r["forecast"] for r in seasonal_naive(features, start, end).collect()
+    }
+    sales = {r["date"]: r["sales"] for r in rows}
+    for i in range(28, 35):
+        is_open = (D0 + timedelta(days=i)).isoweekday() != 7
+        assert naive[i] == (float(sales[D0 + timedelta(days=i - 7)]) if is_open else 0.0), i
+    median = {
+        (r["date"] - D0).days: r["forecast"]
+        for r in weekday_promo_median(features, start, end).collect()
+    }
+    # Day 29 is a promo Friday: the promo Fridays before it are days 1, 8 and 22 -> median of
+    # their sales (200, 900, 2300) is 900. Day 30 (Saturday, no promo): days 2,9,16,23 ->
+    # 300,1000,1700,2400 -> 1350. Day 31 (Sunday): closed -> 0.
+    assert median[29] == 900.0
+    assert median[30] == 1350.0
+    assert median[31] == 0.0
+    # Day 28 (Thursday, no promo): days 0, 7, 14, 21 -> 100, 800, 1500, 2200 -> 1150.
+    assert median[28] == 1150.0
