@@ -117,9 +117,7 @@ def test_windows_hold_exact_days_and_never_span_a_gap(spark):
     rows = day_rows(1, list(range(30)), promo_days={20}) + day_rows(2, gap_days)
     got = windows(frame(spark, rows), spec).collect()
     starts = sorted((r["store"], (r["forecast_start"] - D0).days) for r in got)
-    assert starts == [(1, s) for s in range(7, 28, 2)] + [
-        (2, s) for s in [7, 9, 11, 23, 25, 27]
-    ]
+    assert starts == [(1, s) for s in range(7, 28, 2)] + [(2, s) for s in [7, 9, 11, 23, 25, 27]]
     w = next(r for r in got if r["store"] == 1 and r["forecast_start"] == D0 + timedelta(days=21))
     assert w["lookback_start"] == D0 + timedelta(days=14)
     assert w["forecast_end"] == D0 + timedelta(days=23)

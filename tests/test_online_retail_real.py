@@ -154,4 +154,3 @@ def test_no_raw_customer_id_in_silver_and_tokens_are_stable(spark, retail_lake):
     first = bronze.where(F.col("_line_number") == 2).first()  # 536365, customer 17850.0
     line = lake.read("silver.transactions").where(F.col("line_id") == first["_source_file"] + "#2")
     assert line.first()["customer_token"] == token("17850", key)
-

@@ -18,6 +18,8 @@ JOBS: dict[str, str] = {
     "forecast": "retail_lake.forecasting.score:run",
     "score_locations": "retail_lake.locations.score:run",
     "recommend": "retail_lake.recommend.job:run",
+    "train_image_classifier": "retail_lake.images.train:run",
+    "classify_images": "retail_lake.images.score:run",
 }
 
 # Jobs whose results depend on a logical date / as-of snapshot.

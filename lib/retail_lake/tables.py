@@ -227,9 +227,7 @@ GOLD = [
             Col("store_type", "string", "store model a..d", False),
             Col("assortment", "string", "assortment level a..c", False),
             Col("competition_distance_m", "double", "metres to the nearest competitor"),
-            Col(
-                "competition_open", "boolean", "the competitor was open on forecast_start", False
-            ),
+            Col("competition_open", "boolean", "the competitor was open on forecast_start", False),
             *meta_columns(),
         ),
         keys=("store", "forecast_start"),

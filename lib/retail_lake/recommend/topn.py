@@ -152,9 +152,7 @@ def top_n_of_scores(
     # One more than needed: where the (k+1)-th score is below the k-th, the best k are
     # settled; where it equals it, the tie at the k-th place is redone below.
     kk = min(k + 1, items)
-    part = (
-        _select(s, kk) if kk < items else np.broadcast_to(np.arange(items), (rows, items)).copy()
-    )
+    part = _select(s, kk) if kk < items else np.broadcast_to(np.arange(items), (rows, items)).copy()
     values = np.take_along_axis(s, part, axis=1)
     order = np.lexsort((part, -values), axis=1)
     index = np.take_along_axis(part, order, axis=1)
