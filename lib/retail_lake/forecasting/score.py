@@ -8,7 +8,6 @@ version (cached in the worker process, which Spark reuses) and applies it to win
 from __future__ import annotations
 
 import io
-import json
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
@@ -162,27 +161,9 @@ def error_metrics(scored: DataFrame) -> dict[str, float]:
 
 def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[str, Any]]:
     """(version, weights, preprocessing) of the registered forecaster (latest by default)."""
-    import mlflow
-    from mlflow import MlflowClient
+    from retail_lake.training.tracking import load_registered as load
 
-    from retail_lake.training.tracking import setup_mlflow
-
-    setup_mlflow(cfg)
-    client = MlflowClient()
-    if version is None:
-        versions = client.search_model_versions(f"name='{MODEL_NAME}'")
-        if not versions:
-            raise JobError(f"no registered {MODEL_NAME} model: run train_forecaster first")
-        version = str(max(int(v.version) for v in versions))
-    mv = client.get_model_version(MODEL_NAME, version)
-    net = mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/{version}", map_location="cpu")
-    prep_path = mlflow.artifacts.download_artifacts(
-        run_id=mv.run_id, artifact_path="preprocessing.json"
-    )
-    with open(prep_path, encoding="utf-8") as fh:
-        prep = json.load(fh)
-    weights = state_to_bytes({k: v.detach().cpu() for k, v in net.state_dict().items()})
-    return version, weights, prep
+    return load(cfg, MODEL_NAME, "train_forecaster", version)
 
 
 def run(ctx: JobContext) -> JobResult:

@@ -11,7 +11,6 @@ gold.product_image_predictions changes nothing.
 from __future__ import annotations
 
 import io
-import json
 import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -121,27 +120,9 @@ def score_images(
 
 def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[str, Any]]:
     """(version, weights, preprocessing) of the registered classifier (latest by default)."""
-    import mlflow
-    from mlflow import MlflowClient
+    from retail_lake.training.tracking import load_registered as load
 
-    from retail_lake.training.tracking import setup_mlflow
-
-    setup_mlflow(cfg)
-    client = MlflowClient()
-    if version is None:
-        versions = client.search_model_versions(f"name='{MODEL_NAME}'")
-        if not versions:
-            raise JobError(f"no registered {MODEL_NAME} model: run train_image_classifier first")
-        version = str(max(int(v.version) for v in versions))
-    mv = client.get_model_version(MODEL_NAME, version)
-    net = mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/{version}", map_location="cpu")
-    prep_path = mlflow.artifacts.download_artifacts(
-        run_id=mv.run_id, artifact_path="preprocessing.json"
-    )
-    with open(prep_path, encoding="utf-8") as fh:
-        prep = json.load(fh)
-    weights = state_to_bytes({k: v.detach().cpu() for k, v in net.state_dict().items()})
-    return version, weights, prep
+    return load(cfg, MODEL_NAME, "train_image_classifier", version)
 
 
 def run(ctx: JobContext) -> JobResult:

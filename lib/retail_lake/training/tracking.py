@@ -81,3 +81,42 @@ def registered_with(cfg: Config, model_name: str, fingerprint: str) -> str | Non
         if client.get_run(mv.run_id).data.tags.get("retail_lake.fingerprint") == fingerprint:
             return str(mv.version)
     return None
+
+
+def load_registered(
+    cfg: Config, model_name: str, trained_by: str, version: str | None = None
+) -> tuple[str, bytes, dict[str, Any]]:
+    """(version, weights, preprocessing) of a registered torch model (latest by default).
+
+    weights: the network's state dict as `torch.save` bytes (on the CPU), small enough to
+    broadcast to the scoring workers; preprocessing: the run's `preprocessing.json`.
+
+    Raises:
+        JobError: no version of `model_name` is registered (run `trained_by` first).
+    """
+    import io
+    import json
+
+    import mlflow
+    import torch
+    from mlflow import MlflowClient
+
+    from retail_lake.runner import JobError
+
+    setup_mlflow(cfg)
+    client = MlflowClient()
+    if version is None:
+        versions = client.search_model_versions(f"name='{model_name}'")
+        if not versions:
+            raise JobError(f"no registered {model_name} model: run {trained_by} first")
+        version = str(max(int(v.version) for v in versions))
+    mv = client.get_model_version(model_name, version)
+    net = mlflow.pytorch.load_model(f"models:/{model_name}/{version}", map_location="cpu")
+    prep_path = mlflow.artifacts.download_artifacts(
+        run_id=mv.run_id, artifact_path="preprocessing.json"
+    )
+    with open(prep_path, encoding="utf-8") as fh:
+        prep = json.load(fh)
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
+    return str(version), buf.getvalue(), prep
