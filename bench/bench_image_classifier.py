@@ -156,8 +156,7 @@ def main() -> None:
     t0 = time.perf_counter()
     _, writes = run_job(spark, cfg, "classify_images", classify)
     print(
-        f"classify_images: {writes[PREDICTIONS].rows_changed} rows written in "
-        f"{time.perf_counter() - t0:.1f}s",
+        f"classify_images: {writes[PREDICTIONS].inserted} rows in {time.perf_counter() - t0:.1f}s",
         flush=True,
     )
 

@@ -7,12 +7,10 @@ The network takes the raw grey levels as they are stored (`silver.product_images
 constants, so training, validation, test evaluation and batch scoring cannot disagree on
 the preprocessing, and the registered MLflow model accepts the table's pixels directly.
 
-Architecture: two 3x3 convolution blocks (32 then 64 channels, batch normalisation, ReLU,
-2x2 max pooling), a 128-unit fully connected layer and the 10-class output, with dropout
-before and after the hidden layer. In eval mode batch normalisation applies the running
-statistics learnt in training, so each image is computed on its own: a prediction does not
-depend on which other images share its batch. (Under Horovod each rank normalises with its
-own batches' statistics; rank 0's running statistics are the ones kept.)
+Architecture: two 3x3 convolution blocks (32 then 64 channels, ReLU, 2x2 max pooling), a
+128-unit fully connected layer and the 10-class output, with dropout before and after the
+hidden layer. Each image is computed on its own (no batch normalisation), so a prediction
+does not depend on which other images share its batch.
 """
 
 from __future__ import annotations
@@ -24,9 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 
-# Raised whenever the network's code changes: it is part of the training fingerprint, so a
-# changed network is retrained instead of reusing a registered model of the old one.
-REVISION = 2
 SIDE = 28
 PIXELS = SIDE * SIDE
 CLASSES = 10
@@ -47,11 +42,9 @@ class ProductCNN(nn.Module):
         c1, c2 = channels
         self.features = nn.Sequential(
             nn.Conv2d(1, c1, kernel_size=3, padding=1),
-            nn.BatchNorm2d(c1),
             nn.ReLU(),
             nn.MaxPool2d(2),  # 14x14
             nn.Conv2d(c1, c2, kernel_size=3, padding=1),
-            nn.BatchNorm2d(c2),
             nn.ReLU(),
             nn.MaxPool2d(2),  # 7x7
         )

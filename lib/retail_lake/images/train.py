@@ -27,7 +27,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from retail_lake.images.model import CLASSES, PIXEL_MEAN, PIXEL_STD, PIXELS, REVISION, ImageTask
+from retail_lake.images.model import CLASSES, PIXEL_MEAN, PIXEL_STD, PIXELS, ImageTask
 from retail_lake.images.score import (
     MODEL_NAME,
     require_images,
@@ -248,7 +248,7 @@ def run(ctx: JobContext) -> JobResult:
         {
             "training": training_job.shaping(cfg["training"]),
             "image_classifier": dict(cfg["image_classifier"]),
-            "network": {"channels": list(CHANNELS), "hidden": HIDDEN, "revision": REVISION},
+            "network": {"channels": list(CHANNELS), "hidden": HIDDEN},
         },
     )
     if training_job.already_trained(ctx, MODEL_NAME, print_):
@@ -281,7 +281,7 @@ def run(ctx: JobContext) -> JobResult:
         hyper=conf.hyper,
         print_=print_,
     )
-    shape = {"channels": list(CHANNELS), "hidden": HIDDEN, "revision": REVISION}
+    shape = {"channels": list(CHANNELS), "hidden": HIDDEN}
 
     # The model on the test images, through the same scoring code as classify_images.
     scored = score_images(
