@@ -12,7 +12,7 @@ test) is a window too, and training windows are those that end before it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -131,12 +131,10 @@ def windows(days: DataFrame, spec: WindowSpec, last_day: date | None = None) -> 
     last = (last_day - EPOCH).days
     out_schema = schema()
 
-    def build(pdf: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    def per_store(pdf: pd.DataFrame) -> pd.DataFrame:
         pdf = pdf.sort_values("date", kind="stable").reset_index(drop=True)
         numbers = np.array([(d - EPOCH).days for d in pdf["date"]], dtype=np.int64)
         starts = window_starts(numbers, last, spec)
-        if not starts:
-            return
         position = {int(d): i for i, d in enumerate(numbers)}
         values = pdf[list(DAY_COLUMNS)].to_numpy(dtype=np.float32)
         rows = []
@@ -157,10 +155,6 @@ def windows(days: DataFrame, spec: WindowSpec, last_day: date | None = None) -> 
                     "competition_open": bool(first_forecast["competition_open"]),
                 }
             )
-        yield pd.DataFrame(rows, columns=out_schema.fieldNames())
-
-    def per_store(pdf: pd.DataFrame) -> pd.DataFrame:
-        frames = list(build(pdf))
-        return frames[0] if frames else pd.DataFrame(columns=out_schema.fieldNames())
+        return pd.DataFrame(rows, columns=out_schema.fieldNames())
 
     return _values(days).groupBy("store").applyInPandas(per_store, out_schema)
