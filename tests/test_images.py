@@ -446,6 +446,7 @@ def test_real_fashion_mnist_into_bronze_and_silver(spark, root, tmp_path):
     versions = {t: lake.version(t) for t in (BRONZE, SILVER, "silver.quarantine")}
     _, writes = run_job(spark, cfg, "ingest", ingest)
     assert writes == {}
+    # Bronze did not move: the cleanse unit is skipped, so nothing is even validated.
     _, writes = run_job(spark, cfg, "cleanse", cleanse)
-    assert {t: w.version for t, w in writes.items()} == {SILVER: None, "silver.quarantine": None}
+    assert writes == {}
     assert {t: lake.version(t) for t in versions} == versions

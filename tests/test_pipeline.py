@@ -176,6 +176,26 @@ def test_demo_pipeline_end_to_end_and_rerun_changes_no_row(spark, demo_lake):
     assert versions(lake) | {t: lake.version(t) for t in RETAIL_TABLES} == before
     runs = job_runs(spark, cfg).where(F.col("job") == "pipeline").collect()
     assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
+    # Cleanse and features skipped every unit of work: nothing that shapes them changed.
+    steps = job_runs(spark, cfg).select("run_id", "parent_run_id")
+    states = lake.read("ops.unit_states").join(steps, "run_id").collect()
+    first, second = (
+        sorted((s["unit"], s["status"]) for s in states if s["parent_run_id"] == r["run_id"])
+        for r in runs
+    )
+    assert first == [
+        ("cleanse fashion_mnist", "built"),
+        ("cleanse geonames_countries", "built"),
+        ("cleanse geonames_places", "built"),
+        ("cleanse online_retail", "built"),
+        ("cleanse rossmann_sales", "built"),
+        ("cleanse rossmann_stores", "built"),
+        ("cleanse store_locations", "built"),
+        ("features location_candidates", "built"),
+        ("features online_retail", "built"),
+        ("features store_day", "built"),
+    ]
+    assert second == [(unit, "unchanged") for unit, _ in first]
 
 
 def failing_job(ctx):

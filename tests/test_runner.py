@@ -147,3 +147,69 @@ def test_exception_in_job_is_recorded_with_its_message(spark, cfg):
         run_job(spark, cfg, "broken", broken)
     row = job_runs(spark, cfg).first()
     assert (row["status"], row["error"]) == ("failed", "ValueError: landing file x.csv line 7: bad")
+
+
+STORE_HEADER = (
+    '"Store","StoreType","Assortment","CompetitionDistance","CompetitionOpenSinceMonth",'
+    '"CompetitionOpenSinceYear","Promo2","Promo2SinceWeek","Promo2SinceYear","PromoInterval"\n'
+)
+STORE_LINES = [
+    '1,"b","b",700,7,2009,0,,,""\n',
+    '2,"d","c",390,8,2003,1,35,2011,"Mar,Jun,Sept,Dec"\n',
+    '3,"c","a",2950,,,0,,,""\n',
+]
+
+
+@pytest.mark.slow
+def test_a_unit_whose_inputs_settings_and_outputs_are_unchanged_is_skipped(spark, root, tmp_path):
+    from retail_lake import cleanse, ingest
+    from retail_lake.config import load_config
+
+    landing = tmp_path / "landing"
+    (landing / "rossmann").mkdir(parents=True)
+    (landing / "rossmann" / "store_a.csv").write_text(STORE_HEADER + "".join(STORE_LINES[:2]))
+    lake = Lake(spark, str(root))
+
+    def cleanse_run(*overrides):
+        cfg = load_config("test", [f"paths.root={root}", f"paths.landing={landing}", *overrides])
+        ctx, _ = run_job(spark, cfg, "cleanse", cleanse.run)
+        states = lake.read("ops.unit_states").where(F.col("run_id") == ctx.run_id).collect()
+        run = job_runs(spark, cfg).where(F.col("run_id") == ctx.run_id).first()
+        return {s["unit"]: s["status"] for s in states}, run, states
+
+    cfg = load_config("test", [f"paths.root={root}", f"paths.landing={landing}"])
+    run_job(spark, cfg, "ingest", ingest.run)
+    units, run, states = cleanse_run()
+    assert units == {"cleanse rossmann_stores": "built"}
+    built_version = lake.version("silver.stores")
+    assert states[0]["output_versions"] == {"silver.stores": built_version}
+    assert run["versions_written"]["silver.stores"] == built_version
+
+    # Same bronze version, settings and code: skipped without reading bronze.
+    units, run, _ = cleanse_run()
+    assert units == {"cleanse rossmann_stores": "unchanged"}
+    assert run["versions_read"] is None and run["versions_written"] is None
+    assert lake.version("silver.stores") == built_version
+
+    # A setting that shapes rows: rebuilt (the rows are the same, so nothing is committed).
+    units, run, _ = cleanse_run("features.max_store=2")
+    assert units == {"cleanse rossmann_stores": "built"}
+    bronze = "bronze.rossmann_stores_raw"
+    assert run["versions_read"] == {bronze: lake.version(bronze)}
+    assert lake.version("silver.stores") == built_version
+
+    # Someone deleted a silver row behind the job's back: the output's version moved, so the
+    # next run rebuilds and the row is back.
+    lake.delta_table("silver.stores").delete("store = 2")
+    units, _, _ = cleanse_run("features.max_store=2")
+    assert units == {"cleanse rossmann_stores": "built"}
+    assert sorted(r["store"] for r in lake.read("silver.stores").collect()) == [1, 2]
+
+    # A new file lands: bronze moves, the unit is rebuilt and silver gains the store.
+    (landing / "rossmann" / "store_b.csv").write_text(STORE_HEADER + STORE_LINES[2])
+    run_job(spark, cfg, "ingest", ingest.run)
+    units, _, _ = cleanse_run("features.max_store=2")
+    assert units == {"cleanse rossmann_stores": "built"}
+    assert sorted(r["store"] for r in lake.read("silver.stores").collect()) == [1, 2, 3]
+    units, _, _ = cleanse_run("features.max_store=2")
+    assert units == {"cleanse rossmann_stores": "unchanged"}

@@ -10,6 +10,7 @@ exact duplicates removed. Tables derived from those outputs (dimensions such as
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 
 from retail_lake.config import Config
-from retail_lake.runner import Conservation, JobContext, JobResult, Output
+from retail_lake.runner import NOT_SHAPING, Conservation, JobContext, JobResult, Output
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,13 @@ def run(ctx: JobContext) -> JobResult:
         result.cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
         return df
 
-    env = CleanseEnv(datetime.utcnow(), ctx.cfg, pseudonymiser(load_key(ctx.cfg)), persist)
+    key = load_key(ctx.cfg)
+    env = CleanseEnv(datetime.utcnow(), ctx.cfg, pseudonymiser(key), persist)
+    # A new pseudonymisation key changes silver's tokens: it is part of what shapes the rows.
+    settings = {
+        "config": {k: v for k, v in ctx.cfg.data.items() if k not in NOT_SHAPING},
+        "key": hashlib.sha256(b"retail-lake key id:" + key).hexdigest()[:16],
+    }
     quarantined: list[DataFrame] = []
     for cleanser in cleansers():
         missing = [t for t in (cleanser.bronze, *cleanser.lookups) if not ctx.lake.exists(t)]
@@ -128,6 +135,9 @@ def run(ctx: JobContext) -> JobResult:
             log.warning(
                 "cleanse: %s not ingested yet; skipping %s", ", ".join(missing), cleanser.source
             )
+            continue
+        unit = f"cleanse {cleanser.source}"
+        if ctx.unchanged(unit, (cleanser.bronze, *cleanser.lookups), settings):
             continue
         frames = {t: ctx.read(t) for t in (cleanser.bronze, *cleanser.lookups)}
         cleansed = cleanser.fn(frames, env)
@@ -146,7 +156,7 @@ def run(ctx: JobContext) -> JobResult:
         )
         log.info("cleanse %s: %d bronze -> %s", cleanser.source, n_bronze, counted)
         for table, df in {**cleansed.outputs, **cleansed.derived}.items():
-            result.outputs.append(Output(table, df, mode="merge"))
+            result.outputs.append(Output(table, df, mode="merge", unit=unit))
         quarantined.append(cleansed.quarantine)
     if quarantined:
         union = quarantined[0]

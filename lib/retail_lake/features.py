@@ -22,7 +22,7 @@ from retail_lake.runner import JobContext, JobError, JobResult
 def run(ctx: JobContext) -> JobResult:
     cached: list = []
     outputs = store_day_outputs(ctx, cached) + build_candidates(ctx) + feature_outputs(ctx, cached)
-    if not outputs:
+    if not outputs and not ctx.units:  # units skipped as unchanged are not an error
         raise JobError(
             "features: nothing to build: no silver input of any feature table exists; run "
             "ingest and cleanse first"

@@ -9,14 +9,17 @@ writes nothing, records the quality results, and fails the run with a readable s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 from pyspark import StorageLevel
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 
 JOB_RUNS = "ops.job_runs"
 QUALITY_RESULTS = "ops.quality_results"
+UNIT_STATES = "ops.unit_states"
+# Config sections that do not shape any table's rows (how Spark runs, Data Docs, the DAG).
+NOT_SHAPING = ("paths", "spark", "quality", "pipeline", "runner", "mlflow")
 
 
 class JobError(RuntimeError):
@@ -54,6 +60,8 @@ class Output:
     replace_where: str | None = None
     # Text columns beyond the contract (bronze schema drift a source evolves); append only.
     extra_columns: tuple[str, ...] = ()
+    # The unit of work (`JobContext.unchanged`) this output belongs to, if any.
+    unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,12 +111,102 @@ class JobContext:
     parent_run_id: str | None = None
     registry: Registry = REGISTRY
     versions_read: dict[str, int] = field(default_factory=dict)
+    # unit -> (status, fingerprint, output versions of an unchanged unit): see `unchanged`.
+    units: dict[str, tuple[str, str, dict[str, int]]] = field(default_factory=dict)
+    _last_units: dict[str, Any] | None = None
 
     def read(self, table: str, version: int | None = None) -> DataFrame:
         """Reads `table` at `version` (default: latest) and records the version read."""
         pinned = self.lake.version(table) if version is None else version
         self.versions_read[table] = pinned
         return self.lake.read(table, pinned)
+
+    def unchanged(
+        self, unit: str, inputs: Iterable[str], settings: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Whether `unit` (one source of cleanse, one group of feature tables) can be skipped.
+
+        True when `runner.skip_unchanged` is on and, since the unit's last successful run,
+        nothing that shapes its rows changed: the versions of its `inputs`, the `settings`
+        (default: the whole configuration but `NOT_SHAPING`), the run date and the code, and
+        no one wrote to the tables it produced (their versions are the ones recorded then).
+        Either way the unit is recorded; when the run succeeds the runner writes its state to
+        ops.unit_states ('built' with the versions its outputs (`Output.unit`) have after the
+        writes, or 'unchanged').
+        """
+        shaping = (
+            {k: v for k, v in self.cfg.data.items() if k not in NOT_SHAPING}
+            if settings is None
+            else dict(settings)
+        )
+        blob = json.dumps(
+            {
+                "job": self.job,
+                "unit": unit,
+                "inputs": {t: self._version_or_none(t) for t in sorted(set(inputs))},
+                "settings": shaping,
+                "run_date": self.run_date,
+                "code": code_fingerprint(),
+            },
+            sort_keys=True,
+            default=str,
+        )
+        fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:20]
+        last = self._last_unit_states().get(unit)
+        skip = (
+            bool(self.cfg.get("runner.skip_unchanged"))
+            and last is not None
+            and last["fingerprint"] == fingerprint
+            and all(self._version_or_none(t) == v for t, v in last["output_versions"].items())
+        )
+        if skip:
+            log.info(
+                "[%s] %s: inputs, settings and code unchanged since run %s; skipped (set "
+                "runner.skip_unchanged=false to rebuild)",
+                self.run_id,
+                unit,
+                last["run_id"],
+            )
+            self.units[unit] = ("unchanged", fingerprint, dict(last["output_versions"]))
+        else:
+            self.units[unit] = ("built", fingerprint, {})
+        return skip
+
+    def _version_or_none(self, table: str) -> int | None:
+        return self.lake.version(table) if self.lake.exists(table) else None
+
+    def _last_unit_states(self) -> dict[str, Any]:
+        """unit -> the latest recorded state of this job's units (read once per run)."""
+        if self._last_units is None:
+            self._last_units = {}
+            if self.lake.exists(UNIT_STATES):
+                rows = (
+                    self.lake.read(UNIT_STATES)
+                    .where(F.col("job") == self.job)
+                    .orderBy(F.col("recorded_at"))
+                    .collect()
+                )
+                self._last_units = {r["unit"]: r.asDict() for r in rows}
+        return self._last_units
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A hash of the package's code and bundled settings (suites, conf), not its demo data."""
+    digest = hashlib.sha256()
+
+    def walk(node, prefix: str) -> None:
+        for child in sorted(node.iterdir(), key=lambda c: c.name):
+            name = f"{prefix}/{child.name}"
+            if child.is_dir():
+                if child.name not in ("demo_data", "__pycache__"):
+                    walk(child, name)
+            elif child.name.endswith((".py", ".yaml", ".yml", ".json")):
+                digest.update(name.encode())
+                digest.update(child.read_bytes())
+
+    walk(resources.files("retail_lake"), "retail_lake")
+    return digest.hexdigest()[:20]
 
 
 def new_run_id(job: str) -> str:
@@ -204,6 +302,7 @@ def run_job(
         writes = _publish(ctx, result)
         if result.after_publish:
             result.after_publish(writes)
+        _record_units(ctx, result)
     except Exception as exc:
         if not quality and hasattr(exc, "results"):
             quality = exc.results  # QualityGateError carries them
@@ -307,6 +406,34 @@ def _publish(ctx: JobContext, result: JobResult) -> dict[str, WriteResult]:
             out.df, contract, ctx.run_id, out.mode, out.replace_where, out.extra_columns
         )
     return writes
+
+
+def _record_units(ctx: JobContext, result: JobResult) -> None:
+    """ops.unit_states: each unit the run considered, with its outputs' versions now."""
+    if not ctx.units:
+        return
+    produced: dict[str, set[str]] = {}
+    for out in result.outputs:
+        if out.unit:
+            if out.unit not in ctx.units:
+                raise JobError(f"output {out.table} names unit {out.unit!r}, never checked")
+            produced.setdefault(out.unit, set()).add(out.table)
+    at = utc_now()
+    rows = []
+    for unit, (status, fingerprint, kept) in sorted(ctx.units.items()):
+        tables = kept if status == "unchanged" else produced.get(unit, set())
+        rows.append(
+            {
+                "run_id": ctx.run_id,
+                "job": ctx.job,
+                "unit": unit,
+                "status": status,
+                "fingerprint": fingerprint,
+                "output_versions": {t: ctx.lake.version(t) for t in sorted(tables)},
+                "recorded_at": at,
+            }
+        )
+    _ops_write(ctx.lake, UNIT_STATES, rows, ctx.run_id)
 
 
 def _record_quality(lake: Lake, run_id: str, results: list[ExpectationResult]) -> None:

@@ -287,6 +287,29 @@ OPS = [
         retention_days=365,
     ),
     TableContract(
+        name="ops.unit_states",
+        description="One row per unit of work a job considered (a source in cleanse, a group "
+        "of feature tables) in a successful run: rebuilt, or skipped because nothing that "
+        "shapes its rows changed since (runner.skip_unchanged).",
+        columns=(
+            Col("run_id", "string", "job run (ops.job_runs.run_id)", False),
+            Col("job", "string", "job name", False),
+            Col("unit", "string", "unit of work, e.g. 'cleanse online_retail'", False),
+            Col("status", "string", "built or unchanged (skipped)", False),
+            Col(
+                "fingerprint",
+                "string",
+                "hash of the input versions, settings, run date and code the rows came from",
+                False,
+            ),
+            Col("output_versions", "map<string,bigint>", "Delta version of each output after"),
+            Col("recorded_at", "timestamp", "when (UTC)", False),
+        ),
+        write_mode="append",
+        source="every job with units (cleanse, features)",
+        retention_days=365,
+    ),
+    TableContract(
         name="ops.quality_results",
         description="One row per expectation evaluated by a quality gate.",
         columns=(

@@ -105,6 +105,9 @@ def store_day_outputs(ctx: JobContext, cached: list | None = None) -> list[Outpu
             ", ".join(missing),
         )
         return []
+    unit = "features store_day"
+    if ctx.unchanged(unit, (SALES, STORES)):
+        return []
     sales = ctx.read(SALES)
     max_store = ctx.cfg.get("features.max_store")
     if max_store:
@@ -116,6 +119,6 @@ def store_day_outputs(ctx: JobContext, cached: list | None = None) -> list[Outpu
     if cached is not None:
         cached.append(features)
     return [
-        Output(FEATURES, features, mode="merge"),
-        Output(WINDOWS, windows(features, spec), mode="overwrite"),
+        Output(FEATURES, features, mode="merge", unit=unit),
+        Output(WINDOWS, windows(features, spec), mode="overwrite", unit=unit),
     ]

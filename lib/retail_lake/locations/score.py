@@ -113,6 +113,9 @@ def build_candidates(ctx: JobContext) -> list[Output]:
             STORE_LOCATIONS,
         )
         return []
+    unit = "features location_candidates"
+    if ctx.unchanged(unit, (PLACES, STORE_LOCATIONS)):
+        return []
     conf = LocationConfig.from_config(ctx.cfg["locations"])
     places, stores_raw = _inputs(ctx)
     countries = scope(stores_raw, conf.countries)
@@ -129,7 +132,7 @@ def build_candidates(ctx: JobContext) -> list[Output]:
         "nearest_store_km",
         _versions(ctx, (PLACES, STORE_LOCATIONS)).alias("input_versions"),
     )
-    return [Output(CANDIDATES, rows)]
+    return [Output(CANDIDATES, rows, unit=unit)]
 
 
 # ----------------------------------------------------------------------------- scoring

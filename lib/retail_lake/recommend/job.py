@@ -238,6 +238,9 @@ def feature_outputs(ctx: JobContext, cached: list[DataFrame]) -> list[Output]:
             PRODUCTS,
         )
         return []
+    unit = "features online_retail"
+    if ctx.unchanged(unit, (SALES, RETURNS, PRODUCTS)):
+        return []
     conf = _config(ctx)
     sales, returns, products = ctx.read(SALES), ctx.read(RETURNS), ctx.read(PRODUCTS)
     try:
@@ -280,7 +283,7 @@ def feature_outputs(ctx: JobContext, cached: list[DataFrame]) -> list[Output]:
             ),
         )
     )
-    return outputs
+    return [dataclasses.replace(o, unit=unit) for o in outputs]
 
 
 # ----------------------------------------------------------------------------- recommend
