@@ -20,7 +20,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 
 from retail_lake.config import Config
-from retail_lake.runner import NOT_SHAPING, Conservation, JobContext, JobResult, Output
+from retail_lake.runner import Conservation, JobContext, JobResult, Output
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,7 @@ def run(ctx: JobContext) -> JobResult:
     key = load_key(ctx.cfg)
     env = CleanseEnv(datetime.utcnow(), ctx.cfg, pseudonymiser(key), persist)
     # A new pseudonymisation key changes silver's tokens: it is part of what shapes the rows.
-    settings = {
-        "config": {k: v for k, v in ctx.cfg.data.items() if k not in NOT_SHAPING},
-        "key": hashlib.sha256(b"retail-lake key id:" + key).hexdigest()[:16],
-    }
+    key_id = {"key": hashlib.sha256(b"retail-lake key id:" + key).hexdigest()[:16]}
     quarantined: list[DataFrame] = []
     for cleanser in cleansers():
         missing = [t for t in (cleanser.bronze, *cleanser.lookups) if not ctx.lake.exists(t)]
@@ -137,7 +134,7 @@ def run(ctx: JobContext) -> JobResult:
             )
             continue
         unit = f"cleanse {cleanser.source}"
-        if ctx.unchanged(unit, (cleanser.bronze, *cleanser.lookups), settings):
+        if ctx.unchanged(unit, (cleanser.bronze, *cleanser.lookups), key_id):
             continue
         frames = {t: ctx.read(t) for t in (cleanser.bronze, *cleanser.lookups)}
         cleansed = cleanser.fn(frames, env)

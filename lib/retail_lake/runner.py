@@ -122,29 +122,26 @@ class JobContext:
         return self.lake.read(table, pinned)
 
     def unchanged(
-        self, unit: str, inputs: Iterable[str], settings: Mapping[str, Any] | None = None
+        self, unit: str, inputs: Iterable[str], extra: Mapping[str, Any] | None = None
     ) -> bool:
         """Whether `unit` (one source of cleanse, one group of feature tables) can be skipped.
 
         True when `runner.skip_unchanged` is on and, since the unit's last successful run,
-        nothing that shapes its rows changed: the versions of its `inputs`, the `settings`
-        (default: the whole configuration but `NOT_SHAPING`), the run date and the code, and
+        nothing that shapes its rows changed: the versions of its `inputs`, the configuration
+        (all but `NOT_SHAPING`) and any `extra` settings, the run date and the code, and
         no one wrote to the tables it produced (their versions are the ones recorded then).
         Either way the unit is recorded; when the run succeeds the runner writes its state to
         ops.unit_states ('built' with the versions its outputs (`Output.unit`) have after the
         writes, or 'unchanged').
         """
-        shaping = (
-            {k: v for k, v in self.cfg.data.items() if k not in NOT_SHAPING}
-            if settings is None
-            else dict(settings)
-        )
+        shaping = {k: v for k, v in self.cfg.data.items() if k not in NOT_SHAPING}
         blob = json.dumps(
             {
                 "job": self.job,
                 "unit": unit,
                 "inputs": {t: self._version_or_none(t) for t in sorted(set(inputs))},
                 "settings": shaping,
+                "extra": dict(extra or {}),
                 "run_date": self.run_date,
                 "code": code_fingerprint(),
             },
