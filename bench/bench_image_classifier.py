@@ -156,7 +156,8 @@ def main() -> None:
     t0 = time.perf_counter()
     _, writes = run_job(spark, cfg, "classify_images", classify)
     print(
-        f"classify_images: {writes[PREDICTIONS].inserted} rows in {time.perf_counter() - t0:.1f}s",
+        f"classify_images: {writes[PREDICTIONS].inserted} rows inserted, "
+        f"{writes[PREDICTIONS].updated} updated in {time.perf_counter() - t0:.1f}s",
         flush=True,
     )
 

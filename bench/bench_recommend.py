@@ -363,6 +363,16 @@ def part_implicit(spark, args, conf: RecommendConfig, params: Params) -> dict:
     return out
 
 
+def blas_in_use(spark: SparkSession) -> str:
+    """The BLAS Spark ML's ALS calls (`BLAS.nativeBLAS`): JNIBLAS when the JVM found a
+    system libblas.so.3 (e.g. OpenBLAS), else a Java fallback (VectorBLAS / JavaBLAS)."""
+    try:
+        jvm = spark.sparkContext._jvm
+        return str(jvm.org.apache.spark.ml.linalg.BLAS.nativeBLAS().getClass().getName())
+    except Exception as exc:  # a label for the report, not a failure
+        return f"unknown ({type(exc).__name__})"
+
+
 def part_scale(spark, args, conf: RecommendConfig, params: Params) -> dict:
     print("(scale) test split")
     test = load_split(spark, args.root, conf, test=True)
@@ -684,6 +694,7 @@ def main() -> None:
         "params": params.label(),
         "max_iter": conf.max_iter,
         "preference": conf.preference,
+        "blas": blas_in_use(spark),
     }
     print(f"$ {command}")
     print(" ".join(f"{k}={v}" for k, v in settings.items()))

@@ -138,6 +138,60 @@ def test_windows_hold_exact_days_and_never_span_a_gap(spark):
             assert not (r["lookback_start"] <= D0 + timedelta(days=15) <= r["forecast_end"])
 
 
+def test_future_windows_read_observed_lookback_and_planned_horizon_days(spark):
+    from retail_lake.forecasting.score import future_windows
+
+    spec = WindowSpec(lookback=7, horizon=3, stride=3)
+    # Observed days 0..19 for stores 1-3 (store 3 misses day 16, inside the lookback).
+    observed = day_rows(1, list(range(20))) + day_rows(2, list(range(20)))
+    observed += day_rows(3, [d for d in range(20) if d != 16])
+    start = D0 + timedelta(days=20)
+    # Plans for days 20..22 (and a day past the horizon) for stores 1 and 3; store 2 misses
+    # day 21; store 9 is not in silver.stores.
+    plan_schema = (
+        "store int, date date, day_of_week int, open boolean, promo boolean, "
+        "state_holiday string, school_holiday boolean"
+    )
+
+    def plan(store: int, i: int, promo: bool = False) -> tuple:
+        d = D0 + timedelta(days=i)
+        return (store, d, d.isoweekday(), d.isoweekday() != 7, promo, "0", i == 22)
+
+    plans = spark.createDataFrame(
+        [plan(1, 20, promo=True), plan(1, 21), plan(1, 22), plan(1, 23)]
+        + [plan(2, 20), plan(2, 22)]
+        + [plan(3, i) for i in (20, 21, 22)]
+        + [plan(9, i) for i in (20, 21, 22)],
+        plan_schema,
+    )
+    stores = spark.createDataFrame(
+        [(s, "a", "c", 500.0, None, False, None, []) for s in (1, 2, 3)],
+        "store int, store_type string, assortment string, competition_distance_m double, "
+        "competition_open_since date, promo2 boolean, promo2_since date, "
+        "promo2_months array<int>",
+    )
+    got = future_windows(frame(spark, observed), plans, stores, start, spec).collect()
+    assert [(r["store"], r["forecast_start"], r["forecast_end"]) for r in got] == [
+        (1, start, start + timedelta(days=2))
+    ]
+    w = got[0]
+    assert w["lookback_start"] == D0 + timedelta(days=13)
+    days = range(13, 23)
+    is_open = [(D0 + timedelta(days=i)).isoweekday() != 7 for i in days]
+    # Lookback: the observed sales; horizon: unknown sales (0) and the planned covariates.
+    assert w["sales"] == pytest.approx(
+        [np.log1p(100 * (i + 1)) if o else 0.0 for i, o in zip(days, is_open, strict=True)][:7]
+        + [0.0] * 3,
+        rel=1e-6,
+    )
+    assert w["customers"][7:] == [0.0] * 3
+    assert w["open"] == [1.0 if o else 0.0 for o in is_open]
+    assert w["promo"] == [0.0] * 7 + [1.0, 0.0, 0.0]
+    assert w["school_holiday"] == [0.0] * 9 + [1.0]
+    assert w["day_of_week"] == [float((D0 + timedelta(days=i)).isoweekday()) for i in days]
+    assert w["day_of_month"] == [float((D0 + timedelta(days=i)).day) for i in days]
+
+
 # ----------------------------------------------------------------------------- network inputs
 def _batch(n_windows: int, lookback: int, horizon: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)

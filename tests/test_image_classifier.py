@@ -108,6 +108,26 @@ def test_evaluate_returns_sums_that_add_up_over_slices():
     assert halves[0]["accuracy"] + halves[1]["accuracy"] == sums["accuracy"]
 
 
+def test_flips_mirror_only_the_chosen_training_images():
+    torch = pytest.importorskip("torch")
+    from retail_lake.images.model import ImageTask, mirrored
+
+    pixels, labels = patterned(4, seed=1)
+    x = torch.as_tensor(pixels.astype(np.float32))
+    out = mirrored(x, torch.tensor([True, False, True, False]))
+    images = pixels.reshape(4, 28, 28)
+    assert np.array_equal(out[0].numpy().reshape(28, 28), images[0][:, ::-1])
+    assert np.array_equal(out[1].numpy(), pixels[1].astype(np.float32))
+    assert np.array_equal(out[2].numpy().reshape(28, 28), images[2][:, ::-1])
+    # Evaluation never flips (the same sums twice); a flipped training batch has a loss.
+    task = ImageTask(flip=True)
+    net = task.build().eval()
+    data = {"pixels": pixels, "label": labels}
+    assert task.evaluate(net, data, "cpu") == task.evaluate(net, data, "cpu")
+    batch = {"pixels": x, "label": torch.as_tensor(labels)}
+    assert torch.isfinite(task.batch_loss(net, batch, "cpu"))
+
+
 def test_the_task_learns_a_tiny_batch():
     torch = pytest.importorskip("torch")
     from retail_lake.images.model import ImageTask

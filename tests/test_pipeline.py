@@ -20,8 +20,10 @@ from .conftest import shared_data
 DATA_TABLES = (
     "bronze.rossmann_sales_raw",
     "bronze.rossmann_stores_raw",
+    "bronze.rossmann_plans_raw",
     "silver.store_daily_sales",
     "silver.stores",
+    "silver.store_day_plans",
     "silver.quarantine",
     "gold.store_day_features",
     "gold.sales_windows",
@@ -57,8 +59,11 @@ def versions(lake: Lake) -> dict[str, int]:
     return {t: lake.version(t) for t in DATA_TABLES if lake.exists(t)}
 
 
-def check_skeleton(spark, cfg, lake: Lake, stores: int, test_days: int) -> None:
-    """Facts every skeleton run must show, whatever the data."""
+def check_skeleton(
+    spark, cfg, lake: Lake, stores: int, test_days: int, planned_stores: int = 0
+) -> None:
+    """Facts every skeleton run must show, whatever the data. planned_stores: stores with
+    every day after the data planned (silver.store_day_plans), forecast beyond it."""
     runs = job_runs(spark, cfg)
     pipeline = runs.where(F.col("job") == "pipeline").collect()
     assert [r["status"] for r in pipeline] == ["succeeded"]
@@ -67,9 +72,10 @@ def check_skeleton(spark, cfg, lake: Lake, stores: int, test_days: int) -> None:
         (s, "succeeded") for s in cfg.get("pipeline.steps")
     ]
     # Forecasts: one per store and day of the test period, carrying model and input versions.
-    forecasts = lake.read("gold.sales_forecasts")
+    all_forecasts = lake.read("gold.sales_forecasts")
     features = lake.read("gold.store_day_features")
     last = features.agg(F.max("date")).first()[0]
+    forecasts = all_forecasts.where(F.col("date") <= F.lit(last))
     expected = features.where(F.col("date") > F.lit(last - timedelta(days=test_days)))
     assert forecasts.count() == expected.count()
     assert forecasts.select("store").distinct().count() == stores
@@ -85,7 +91,7 @@ def check_skeleton(spark, cfg, lake: Lake, stores: int, test_days: int) -> None:
     assert meta[0]["model_name"] == "sales_forecaster" and meta[0]["model_version"] == "1"
     inputs = meta[0]["input_versions"]
     assert inputs["gold.sales_windows"] == lake.version("gold.sales_windows")
-    assert forecasts.where(~F.col("forecast").between(0, 1e6)).count() == 0
+    assert all_forecasts.where(~F.col("forecast").between(0, 1e6)).count() == 0
     # Closed days are forecast 0; actuals are the silver sales.
     closed = features.where(~F.col("open")).select("store", "date")
     assert forecasts.join(closed, on=["store", "date"]).where(F.col("forecast") != 0).count() == 0
@@ -95,6 +101,27 @@ def check_skeleton(spark, cfg, lake: Lake, stores: int, test_days: int) -> None:
         .count()
         == 0
     )
+    # Beyond the data: every day of the next horizon for each fully planned store, no
+    # actual, 0 on the days planned closed, lineage naming the plans and features read.
+    future = all_forecasts.where(F.col("date") > F.lit(last))
+    assert future.count() == planned_stores * test_days
+    if planned_stores:
+        days = future.groupBy("store").agg(
+            F.min("date").alias("first"), F.max("date").alias("last"), F.count("*").alias("n")
+        )
+        assert {(r["first"], r["last"], r["n"]) for r in days.collect()} == {
+            (last + timedelta(days=1), last + timedelta(days=test_days), test_days)
+        }
+        assert future.where(F.col("actual").isNotNull()).count() == 0
+        plans = lake.read("silver.store_day_plans")
+        closed_plans = plans.where(~F.col("open")).select("store", "date")
+        assert future.join(closed_plans, ["store", "date"]).where("forecast != 0").count() == 0
+        assert future.join(plans.where("open"), ["store", "date"]).where("forecast > 0").count()
+        lineage = {tuple(sorted(r[0].items())) for r in future.select("input_versions").collect()}
+        assert len(lineage) == 1
+        future_inputs = dict(next(iter(lineage)))
+        for table in ("silver.store_day_plans", "gold.store_day_features", "silver.stores"):
+            assert future_inputs[table] == lake.version(table), table
     # The model beat both baselines on the test period, all computed in the training run.
     metrics = {
         (r["split"], r["metric"]): r
@@ -118,21 +145,26 @@ def check_skeleton(spark, cfg, lake: Lake, stores: int, test_days: int) -> None:
 def test_demo_pipeline_end_to_end_and_rerun_changes_no_row(spark, demo_lake):
     cfg = demo_lake
     lake = Lake(spark, cfg.root)
-    # The demo: 10,938 Rossmann records; one has 8 fields (ingest), one a bad date (cleanse).
+    # The demo: 10,938 Rossmann records; one has 8 fields (ingest), one a bad date (cleanse);
+    # 504 planned days after the data (12 stores x 42), one without Open (cleanse).
     # Online Retail: one day of the real data (3,074 lines: 2,993 sales, 25 cancellations,
     # 43 exact duplicates, 13 quarantined) and the year of half the customers (229,146 lines).
     counts = {t: lake.read(t).count() for t in DATA_TABLES + RETAIL_TABLES}
     assert counts == {
         "bronze.rossmann_sales_raw": 10937,
         "bronze.rossmann_stores_raw": 12,
+        "bronze.rossmann_plans_raw": 504,
         "silver.store_daily_sales": 10936,
         "silver.stores": 12,
-        "silver.quarantine": 2 + 39,
+        "silver.store_day_plans": 503,
+        "silver.quarantine": 2 + 1 + 39,
         "gold.store_day_features": 10936,
         # 121 windows of 56 + 42 days per store, every 7 days back from the last day, less
         # those spanning a day missing from a store's series.
         "gold.sales_windows": 1372,
-        "gold.sales_forecasts": 12 * 42,
+        # The 42 test days of the 12 stores, and the 42 days after the data of the 11 stores
+        # with every one planned (store 3 lacks its first: no forecast beyond the data).
+        "gold.sales_forecasts": 12 * 42 + 11 * 42,
         "bronze.online_retail_raw": 3074 + 229146,
         "silver.transactions": 223911,
         "silver.returns": 4998,
@@ -165,10 +197,11 @@ def test_demo_pipeline_end_to_end_and_rerun_changes_no_row(spark, demo_lake):
         ("online_retail", "cleanse", "bad_debt_adjustment", 3),
         ("online_retail", "cleanse", "non_positive_price", 35),
         ("online_retail", "cleanse", "non_positive_quantity", 1),
+        ("rossmann_plans", "cleanse", "missing_open", 1),
         ("rossmann_sales", "cleanse", "unparseable_date", 1),
         ("rossmann_sales", "ingest", "column_count", 1),
     ]
-    check_skeleton(spark, cfg, lake, stores=12, test_days=42)
+    check_skeleton(spark, cfg, lake, stores=12, test_days=42, planned_stores=11)
 
     before = versions(lake) | {t: lake.version(t) for t in RETAIL_TABLES}
     run_pipeline(cfg)
@@ -188,6 +221,7 @@ def test_demo_pipeline_end_to_end_and_rerun_changes_no_row(spark, demo_lake):
         ("cleanse geonames_countries", "built"),
         ("cleanse geonames_places", "built"),
         ("cleanse online_retail", "built"),
+        ("cleanse rossmann_plans", "built"),
         ("cleanse rossmann_sales", "built"),
         ("cleanse rossmann_stores", "built"),
         ("cleanse store_locations", "built"),

@@ -7,7 +7,12 @@ from datetime import date, datetime
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from retail_lake.forecasting.cleanse import cleanse_sales, cleanse_stores, iso_week_monday
+from retail_lake.forecasting.cleanse import (
+    cleanse_plans,
+    cleanse_sales,
+    cleanse_stores,
+    iso_week_monday,
+)
 
 AT = datetime(2026, 1, 1)
 SALES_RAW = (
@@ -74,6 +79,43 @@ def test_sales_are_typed_and_bad_values_quarantined_naming_the_column(spark):
     assert (row["source"], row["stage"]) == ("rossmann_sales", "cleanse")
     assert '"sales":"12x"' in row["payload"]
     assert dupes.count() == 0
+
+
+def test_plans_follow_the_sales_rules_and_need_open(spark):
+    bronze = spark.createDataFrame(
+        [
+            ("1", "6", "2015-08-01", "1", "0", "0", "1", "p.csv", 2),
+            ("2", "7", "2015-08-02", "0", "0", "a", "0", "p.csv", 3),
+            ("3", "6", "2015-08-01", "", "0", "0", "1", "p.csv", 4),  # Open missing
+            ("4", "6", "2015-08-01", "1", "2", "0", "1", "p.csv", 5),  # bad promo flag
+            ("5", "6", "2015-08-01", "1", "0", "0", "1", "p.csv", 6),  # differs from line 7:
+            ("5", "6", "2015-08-01", "1", "1", "0", "1", "p.csv", 7),  # the latest is kept
+            ("1", "6", "2015-08-01", "1", "0", "0", "1", "p.csv", 8),  # identical to line 2
+        ],
+        "store string, day_of_week string, date string, open string, promo string, "
+        "state_holiday string, school_holiday string, _source_file string, _line_number bigint",
+    )
+    silver, quarantine, dupes = cleanse_plans(bronze, AT)
+    assertDataFrameEqual(
+        silver.drop("_source_file"),
+        spark.createDataFrame(
+            [
+                (1, date(2015, 8, 1), 6, True, False, "0", True, 8),
+                (2, date(2015, 8, 2), 7, False, False, "a", False, 3),
+                (5, date(2015, 8, 1), 6, True, True, "0", True, 7),
+            ],
+            "store int, date date, day_of_week int, open boolean, promo boolean, "
+            "state_holiday string, school_holiday boolean, _line_number bigint",
+        ),
+    )
+    assert sorted(
+        (r["_line_number"], r["rule"], r["column"], r["source"]) for r in quarantine.collect()
+    ) == [
+        (4, "missing_open", "open", "rossmann_plans"),
+        (5, "invalid_promo", "promo", "rossmann_plans"),
+        (6, "conflicting_duplicate", "store,date", "rossmann_plans"),
+    ]
+    assert [r["_line_number"] for r in dupes.collect()] == [2]
 
 
 def test_duplicate_lines_are_removed_and_conflicts_quarantined(spark):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.horovod
 ROWS = 4000
 
 
-def _train(spark, root, backend: str, epochs: int, checkpoint_dir: str = ""):
+def _train(spark, root, backend: str, epochs: int, checkpoint_dir: str = "", **kw):
     return smoke_train(
         spark,
         backend,
@@ -22,7 +22,18 @@ def _train(spark, root, backend: str, epochs: int, checkpoint_dir: str = ""):
         rows=ROWS,
         epochs=epochs,
         checkpoint_dir=checkpoint_dir,
+        **kw,
     )
+
+
+def test_the_cosine_schedule_decays_from_the_base_rate_over_the_epochs():
+    from retail_lake.training.loop import epoch_learning_rate
+
+    rates = [epoch_learning_rate(0.01, e, 4, "cosine") for e in range(1, 5)]
+    assert rates == pytest.approx([0.01, 0.01 * (2 + 2**0.5) / 4, 0.005, 0.01 * (2 - 2**0.5) / 4])
+    assert [epoch_learning_rate(0.01, e, 4, "constant") for e in (1, 4)] == [0.01, 0.01]
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine"):
+        epoch_learning_rate(0.01, 1, 4, "linear")
 
 
 def test_both_backends_train_the_same_model_to_the_same_metric(spark, root):
@@ -49,23 +60,29 @@ def test_both_backends_train_the_same_model_to_the_same_metric(spark, root):
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(spark, root, monkeypatch):
-    from retail_lake.training.loop import FAULT_ENV, load_checkpoint
+    from retail_lake.training.loop import FAULT_ENV, epoch_learning_rate, load_checkpoint
 
     folder = str(root / "checkpoints" / "linear")
     monkeypatch.setenv(FAULT_ENV, "2")
+    # A cosine schedule: the resumed epochs continue on the curve, not from its start.
+    cosine = {"lr_schedule": "cosine"}
     with pytest.raises(Exception):  # noqa: B017 - whatever the backend raises for a lost rank
-        _train(spark, root, "horovod", epochs=4, checkpoint_dir=folder)
+        _train(spark, root, "horovod", epochs=4, checkpoint_dir=folder, **cosine)
     saved = load_checkpoint(folder)
     assert saved["epoch"] == 2 and [h["epoch"] for h in saved["history"]] == [1.0, 2.0]
     monkeypatch.delenv(FAULT_ENV)
-    chief, _ = _train(spark, root, "horovod", epochs=4, checkpoint_dir=folder)
+    chief, _ = _train(spark, root, "horovod", epochs=4, checkpoint_dir=folder, **cosine)
     assert chief["resumed_after"] == 2
+    # 2 ranks: the base rate is twice the per-rank 0.02 of smoke_train.
+    assert [h["learning_rate"] for h in chief["history"]] == pytest.approx(
+        [epoch_learning_rate(0.04, e, 4, "cosine") for e in (1, 2, 3, 4)]
+    )
     # Epochs 1-2 come from the checkpoint, 3-4 ran now: four in all, none repeated.
     assert [h["epoch"] for h in chief["history"]] == [1.0, 2.0, 3.0, 4.0]
     assert chief["history"][:2] == saved["history"]
     assert chief["history"][-1]["val_mse"] < 0.02
     assert load_checkpoint(folder)["epoch"] == 4
     # A finished run re-launched has nothing left to do.
-    again, ranks = _train(spark, root, "horovod", epochs=4, checkpoint_dir=folder)
+    again, ranks = _train(spark, root, "horovod", epochs=4, checkpoint_dir=folder, **cosine)
     assert again["resumed_after"] == 4 and len(again["history"]) == 4
     assert {r["steps"] for r in ranks} == {0}

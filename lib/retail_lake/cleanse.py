@@ -86,6 +86,11 @@ def cleansers() -> list[Cleanser]:
             "bronze.rossmann_stores_raw",
             _single("silver.stores", rossmann.cleanse_stores),
         ),
+        Cleanser(
+            rossmann.PLANS_SOURCE,
+            "bronze.rossmann_plans_raw",
+            _single("silver.store_day_plans", rossmann.cleanse_plans),
+        ),
         Cleanser(online_retail.SOURCE, online_retail.BRONZE, online_retail.cleanse),
         *_optional_cleansers(),
     ]

@@ -46,6 +46,10 @@ STORE_HEADER = [
     "Promo2SinceYear",
     "PromoInterval",
 ]
+# The days after the data whose covariates are known in advance (the competition's test.csv
+# without its Id column): what the forecast job forecasts beyond the backtest.
+PLAN_HEADER = ["Store", "DayOfWeek", "Date", "Open", "Promo", "StateHoliday", "SchoolHoliday"]
+PLAN_DAYS = 42
 INTERVALS = ["Jan,Apr,Jul,Oct", "Feb,May,Aug,Nov", "Mar,Jun,Sept,Dec"]
 START, END = date(2013, 1, 1), date(2015, 7, 31)
 GAP = (date(2014, 7, 1), date(2014, 12, 31))
@@ -98,6 +102,37 @@ def stores(n: int, rng: np.random.Generator) -> list[list[str]]:
     return rows
 
 
+def _calendar(offset: int) -> tuple[date, int, str, int, int]:
+    """(day, ISO weekday, state holiday code, school holiday, promo) of START + offset days:
+    promotions run on weekdays of every other week."""
+    day = START + timedelta(days=offset)
+    dow = day.isoweekday()
+    holiday = HOLIDAYS.get((day.month, day.day), "b" if day in EASTER else "0")
+    school = 1 if day.month in (7, 8) or (day.month == 12 and day.day > 22) else 0
+    promo = 1 if (offset // 7) % 2 == 0 and dow <= 5 else 0
+    return day, dow, holiday, school, promo
+
+
+def plans(n: int, days: int = PLAN_DAYS) -> list[str]:
+    """The `days` days after END for every store: open, promo and holidays, no sales.
+
+    Store 3's first day has an empty Open field, as store 622 has in the competition's
+    test.csv: cleanse quarantines it, so store 3 gets no forecast beyond the data.
+    """
+    first = (END - START).days + 1
+    lines = []
+    for offset in range(first, first + days):
+        day, dow, holiday, school, promo = _calendar(offset)
+        is_open = dow != 7 and holiday == "0"
+        for s in range(1, n + 1):
+            opened = "" if (s == 3 and offset == first) else str(int(is_open))
+            lines.append(
+                f'{s},{dow},{day.isoformat()},{opened},{promo if is_open else 0},"{holiday}",'
+                f'"{school}"'
+            )
+    return lines
+
+
 def sales(store_rows: list[list[str]], rng: np.random.Generator) -> list[str]:
     n = len(store_rows)
     level = rng.lognormal(8.6, 0.3, n)
@@ -105,14 +140,9 @@ def sales(store_rows: list[list[str]], rng: np.random.Generator) -> list[str]:
     gap_stores = {s for s in range(1, n + 1) if s % 6 == 0}
     dow_factor = [1.15, 1.0, 0.95, 0.95, 1.05, 0.9, 0.0]
     days = (END - START).days + 1
-    promo_weeks = {d: (d // 7) % 2 == 0 for d in range(days)}
     lines = []
     for offset in range(days - 1, -1, -1):  # newest date first, as in the real file
-        day = START + timedelta(days=offset)
-        dow = day.isoweekday()
-        holiday = HOLIDAYS.get((day.month, day.day), "b" if day in EASTER else "0")
-        school = 1 if day.month in (7, 8) or (day.month == 12 and day.day > 22) else 0
-        promo = 1 if promo_weeks[offset] and dow <= 5 else 0
+        day, dow, holiday, school, promo = _calendar(offset)
         for s in range(1, n + 1):
             if s in gap_stores and GAP[0] <= day <= GAP[1]:
                 continue
@@ -193,7 +223,8 @@ def store_directory(places_file: Path, n: int, rng: np.random.Generator) -> str:
 
 
 def generate(out: Path, n_stores: int = 12, seed: int = 20150731) -> list[Path]:
-    """Writes rossmann/train.csv.gz and rossmann/store.csv.gz under `out`; same bytes per seed."""
+    """Writes rossmann/{train,store,plans}.csv.gz and the store directory under `out`; the
+    same bytes per seed."""
     rng = np.random.default_rng(seed)
     store_rows = stores(n_stores, rng)
     folder = out / "rossmann"
@@ -210,6 +241,9 @@ def generate(out: Path, n_stores: int = 12, seed: int = 20150731) -> list[Path]:
     header = ",".join(f'"{h}"' for h in SALES_HEADER)
     train_path = folder / "train.csv.gz"
     train_path.write_bytes(_gzip_bytes(header + "\n" + "\n".join(sales(store_rows, rng)) + "\n"))
+    plan_path = folder / "plans.csv.gz"
+    plan_header = ",".join(f'"{h}"' for h in PLAN_HEADER)
+    plan_path.write_bytes(_gzip_bytes(plan_header + "\n" + "\n".join(plans(n_stores)) + "\n"))
     directory = out / "starbucks_stores"
     directory.mkdir(parents=True, exist_ok=True)
     directory_path = directory / "directory_lu_demo.csv.gz"
@@ -217,7 +251,7 @@ def generate(out: Path, n_stores: int = 12, seed: int = 20150731) -> list[Path]:
     places = Path(__file__).parent / "demo_data" / "geonames_cities" / "cities1000_lu.csv.gz"
     text = store_directory(places, 30, np.random.default_rng(seed + 1))
     directory_path.write_bytes(_gzip_bytes(text))
-    return [store_path, train_path, directory_path]
+    return [store_path, train_path, plan_path, directory_path]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,21 @@ BRONZE = [
         "Rossmann daily sales per store, every field as text, with provenance.",
     ),
     raw_table(
+        "bronze.rossmann_plans_raw",
+        "rossmann/plans.csv.gz",
+        [
+            ("store", "Store"),
+            ("day_of_week", "DayOfWeek"),
+            ("date", "Date"),
+            ("open", "Open"),
+            ("promo", "Promo"),
+            ("state_holiday", "StateHoliday"),
+            ("school_holiday", "SchoolHoliday"),
+        ],
+        "Rossmann days after the data with their known covariates (open, promotion, "
+        "holidays), every field as text, with provenance.",
+    ),
+    raw_table(
         "bronze.rossmann_stores_raw",
         "rossmann/store.csv.gz",
         [
@@ -83,6 +98,24 @@ SILVER = [
         ),
         keys=("store", "date"),
         source="bronze.rossmann_sales_raw",
+    ),
+    TableContract(
+        name="silver.store_day_plans",
+        description="One row per Rossmann store and future day with what is known in advance "
+        "(open, promotion, holidays): the covariates `forecast` uses for days after the data.",
+        columns=(
+            Col("store", "int", "Rossmann store number", False),
+            Col("date", "date", "planned day (UTC)", False),
+            Col("day_of_week", "int", "ISO day of week, 1 = Monday .. 7 = Sunday", False),
+            Col("open", "boolean", "store will be open", False),
+            Col("promo", "boolean", "a store promotion will run", False),
+            Col("state_holiday", "string", "state holiday code: 0, a, b or c", False),
+            Col("school_holiday", "boolean", "store affected by school holidays", False),
+            *LINEAGE,
+            *meta_columns(),
+        ),
+        keys=("store", "date"),
+        source="bronze.rossmann_plans_raw",
     ),
     TableContract(
         name="silver.stores",

@@ -5,6 +5,8 @@ Rules (each one documented in the table catalog through the contract's comments)
   row with the column named; `StateHoliday` is a code (0, a, b, c), read as text;
 - flags (`Open`, `Promo`, `SchoolHoliday`, `Promo2`) must be 0 or 1;
 - closed days are kept (open = false);
+- plans (days after the data with their covariates) follow the same rules without sales and
+  customers; a plan line without `Open` is rejected (the forecast needs it);
 - two lines with the same (store, date): identical ones are removed and counted, differing
   ones quarantine all but the latest line;
 - gaps in a store's series are left as gaps (nothing is invented).
@@ -30,6 +32,7 @@ from retail_lake.cleansing import (
 
 SALES_SOURCE = "rossmann_sales"
 STORES_SOURCE = "rossmann_stores"
+PLANS_SOURCE = "rossmann_plans"
 STATE_HOLIDAYS = ("0", "a", "b", "c")
 MONTHS = {
     "Jan": 1,
@@ -72,6 +75,54 @@ def _flag_rule(column: str, raw: str) -> Rule:
     )
 
 
+def _key_rules() -> list[Rule]:
+    """Store, date and weekday must parse (sales and plan lines)."""
+    return [
+        parse_rule("store", "store", _int("store"), "an integer"),
+        parse_rule("date", "date", _date("date"), "a date (yyyy-MM-dd)"),
+        parse_rule("day_of_week", "day_of_week", _int("day_of_week"), "an integer"),
+    ]
+
+
+def _weekday_rule() -> Rule:
+    return Rule(
+        "invalid_day_of_week",
+        "day_of_week",
+        ~_int("day_of_week").between(1, 7),
+        "day_of_week: {value} is not 1..7",
+    )
+
+
+def _covariate_rules() -> list[Rule]:
+    """A known holiday code and 0/1 flags (sales and plan lines)."""
+    return [
+        Rule(
+            "invalid_state_holiday",
+            "state_holiday",
+            ~F.trim(F.col("state_holiday")).isin(*STATE_HOLIDAYS),
+            "state_holiday: {value} is not one of 0, a, b, c",
+        ),
+        *[_flag_rule(c, c) for c in ("open", "promo", "school_holiday")],
+    ]
+
+
+def _typed(bronze: DataFrame, raw: tuple[str, ...], extra: list[Column]) -> DataFrame:
+    """The raw columns, provenance, and the typed (t_) key and covariate columns + `extra`."""
+    return bronze.select(
+        *raw,
+        "_source_file",
+        "_line_number",
+        _int("store").alias("t_store"),
+        _date("date").alias("t_date"),
+        _int("day_of_week").alias("t_day_of_week"),
+        *extra,
+        _flag("open").alias("t_open"),
+        _flag("promo").alias("t_promo"),
+        F.trim(F.col("state_holiday")).alias("t_state_holiday"),
+        _flag("school_holiday").alias("t_school_holiday"),
+    )
+
+
 SALES_RAW = (
     "store",
     "day_of_week",
@@ -90,17 +141,10 @@ def type_sales(bronze: DataFrame) -> DataFrame:
     raw_of = {c: c for c in SALES_RAW}
     rules = [
         *[required_rule(c, c) for c in SALES_RAW],
-        parse_rule("store", "store", _int("store"), "an integer"),
-        parse_rule("date", "date", _date("date"), "a date (yyyy-MM-dd)"),
-        parse_rule("day_of_week", "day_of_week", _int("day_of_week"), "an integer"),
+        *_key_rules(),
         parse_rule("sales", "sales", _int("sales"), "an integer"),
         parse_rule("customers", "customers", _int("customers"), "an integer"),
-        Rule(
-            "invalid_day_of_week",
-            "day_of_week",
-            ~_int("day_of_week").between(1, 7),
-            "day_of_week: {value} is not 1..7",
-        ),
+        _weekday_rule(),
         Rule("negative_sales", "sales", _int("sales") < 0, "sales: {value} is negative"),
         Rule(
             "negative_customers",
@@ -108,13 +152,7 @@ def type_sales(bronze: DataFrame) -> DataFrame:
             _int("customers") < 0,
             "customers: {value} is negative",
         ),
-        Rule(
-            "invalid_state_holiday",
-            "state_holiday",
-            ~F.trim(F.col("state_holiday")).isin(*STATE_HOLIDAYS),
-            "state_holiday: {value} is not one of 0, a, b, c",
-        ),
-        *[_flag_rule(c, c) for c in ("open", "promo", "school_holiday")],
+        *_covariate_rules(),
         Rule(
             "sales_on_closed_day",
             "sales",
@@ -122,19 +160,8 @@ def type_sales(bronze: DataFrame) -> DataFrame:
             "sales: {value} reported on a closed day",
         ),
     ]
-    typed = bronze.select(
-        *SALES_RAW,
-        "_source_file",
-        "_line_number",
-        _int("store").alias("t_store"),
-        _date("date").alias("t_date"),
-        _int("day_of_week").alias("t_day_of_week"),
-        _int("sales").alias("t_sales"),
-        _int("customers").alias("t_customers"),
-        _flag("open").alias("t_open"),
-        _flag("promo").alias("t_promo"),
-        F.trim(F.col("state_holiday")).alias("t_state_holiday"),
-        _flag("school_holiday").alias("t_school_holiday"),
+    typed = _typed(
+        bronze, SALES_RAW, [_int("sales").alias("t_sales"), _int("customers").alias("t_customers")]
     )
     return with_errors(typed, rules, raw_of)
 
@@ -168,24 +195,75 @@ SALES_CONTENT = (
 )
 
 
-def cleanse_sales(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(silver.store_daily_sales rows, quarantine rows, exact duplicates removed)."""
-    typed = type_sales(bronze)
+def _per_store_day(
+    bronze: DataFrame,
+    typed: DataFrame,
+    to_silver,
+    source: str,
+    raw: tuple[str, ...],
+    content: tuple[str, ...],
+    at: datetime,
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(silver rows, quarantine rows, exact duplicates removed) of typed bronze rows keyed by
+    (store, date): rows breaking a rule and all but the latest of differing duplicates go
+    to quarantine; identical duplicates are removed and counted."""
     valid, rejected = split_valid(typed)
-    silver = _silver_sales(valid)
-    kept, exact, conflict = deduplicate(silver, ("store", "date"), SALES_CONTENT)
+    kept, exact, conflict = deduplicate(to_silver(valid), ("store", "date"), content)
     conflicts = conflict_errors(
         conflict.select("_source_file", "_line_number").join(
-            bronze.select(*SALES_RAW, "_source_file", "_line_number"),
+            bronze.select(*raw, "_source_file", "_line_number"),
             on=["_source_file", "_line_number"],
             how="left",
         ),
         ("store", "date"),
     )
-    quarantine = quarantine_rows(rejected, SALES_SOURCE, SALES_RAW, at).unionByName(
-        quarantine_rows(conflicts, SALES_SOURCE, SALES_RAW, at)
+    quarantine = quarantine_rows(rejected, source, raw, at).unionByName(
+        quarantine_rows(conflicts, source, raw, at)
     )
     return kept, quarantine, exact
+
+
+def cleanse_sales(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(silver.store_daily_sales rows, quarantine rows, exact duplicates removed)."""
+    return _per_store_day(
+        bronze, type_sales(bronze), _silver_sales, SALES_SOURCE, SALES_RAW, SALES_CONTENT, at
+    )
+
+
+PLANS_RAW = (
+    "store",
+    "day_of_week",
+    "date",
+    "open",
+    "promo",
+    "state_holiday",
+    "school_holiday",
+)
+PLANS_CONTENT = PLANS_RAW
+
+
+def type_plans(bronze: DataFrame) -> DataFrame:
+    """Typed columns (prefixed `t_`) and `_errors` for every bronze plan row."""
+    raw_of = {c: c for c in PLANS_RAW}
+    rules = [
+        *[required_rule(c, c) for c in PLANS_RAW],
+        *_key_rules(),
+        _weekday_rule(),
+        *_covariate_rules(),
+    ]
+    return with_errors(_typed(bronze, PLANS_RAW, []), rules, raw_of)
+
+
+def _silver_plans(valid: DataFrame) -> DataFrame:
+    order = ("store", "date", "day_of_week", "open", "promo", "state_holiday", "school_holiday")
+    return valid.select(*[F.col(f"t_{c}").alias(c) for c in order], "_source_file", "_line_number")
+
+
+def cleanse_plans(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(silver.store_day_plans rows, quarantine rows, exact duplicates removed)."""
+    return _per_store_day(
+        bronze, type_plans(bronze), _silver_plans, PLANS_SOURCE, PLANS_RAW, PLANS_CONTENT, at
+    )
 
 
 STORES_RAW = (

@@ -28,6 +28,8 @@ MODEL_NAME = "sales_forecaster"
 FEATURES = "gold.store_day_features"
 WINDOWS = "gold.sales_windows"
 FORECASTS = "gold.sales_forecasts"
+PLANS = "silver.store_day_plans"
+STORES = "silver.stores"
 _MODELS: dict[str, Any] = {}  # per Python worker: model key -> network
 
 SCORED = T.StructType(
@@ -159,6 +161,46 @@ def error_metrics(scored: DataFrame) -> dict[str, float]:
     return {"rmspe": float(row["rmspe"]), "mape": float(row["mape"]), "days": float(row["n"])}
 
 
+def future_windows(
+    features: DataFrame, plans: DataFrame, stores: DataFrame, start: date, spec
+) -> DataFrame:
+    """One window per store forecasting `start`..`start + horizon - 1`: the lookback days are
+    the store's observed days before `start` (gold.store_day_features), the horizon days its
+    planned covariates (silver.store_day_plans) with sales and customers unknown (0, which
+    the network never reads on forecast days). A store missing any of those days, or absent
+    from silver.stores, gets no window (windows never span a gap)."""
+    from retail_lake.forecasting.features import store_day_features
+    from retail_lake.forecasting.windows import DAY_INPUTS, windows
+
+    end = start + timedelta(days=spec.horizon - 1)
+    first = start - timedelta(days=spec.lookback)
+    planned = (
+        plans.where(F.col("date").between(F.lit(start), F.lit(end)))
+        .join(stores.select("store"), on="store", how="left_semi")
+        .select(
+            "store",
+            "date",
+            F.lit(0).alias("sales"),
+            F.lit(0).alias("customers"),
+            "open",
+            "promo",
+            "state_holiday",
+            "school_holiday",
+            "day_of_week",
+        )
+    )
+    future = store_day_features(planned, stores).select(*DAY_INPUTS)
+    past = features.where(F.col("date").between(F.lit(first), F.lit(start - timedelta(days=1))))
+    days = past.select(*DAY_INPUTS).unionByName(future)
+    return windows(days, spec, last_day=end).where(F.col("forecast_start") == F.lit(start))
+
+
+def _lineage(inputs: Mapping[str, int]) -> F.Column:
+    return F.create_map(
+        *[x for k, v in sorted(inputs.items()) for x in (F.lit(k), F.lit(v).cast("bigint"))]
+    )
+
+
 def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[str, Any]]:
     """(version, weights, preprocessing) of the registered forecaster (latest by default)."""
     from retail_lake.training.tracking import load_registered as load
@@ -167,11 +209,17 @@ def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[s
 
 
 def run(ctx: JobContext) -> JobResult:
-    """The forecast job: the registered model over the backtest period -> gold.sales_forecasts."""
+    """The forecast job: the registered model over the backtest period, and over the
+    `horizon` days after the data for the stores whose covariates are planned
+    (silver.store_day_plans) -> gold.sales_forecasts."""
+    from retail_lake.forecasting.windows import WindowSpec
+
     version, weights, prep = load_registered(ctx.cfg)
     for table in (WINDOWS,):
         if not ctx.lake.exists(table):
             raise JobError(f"forecast: {table} does not exist; run features first")
+    shape = prep["shape"]
+    horizon = int(shape["horizon"])
     test_start = date.fromisoformat(prep["test_start"])
     windows = ctx.read(WINDOWS).where(F.col("forecast_start") == F.lit(test_start))
     store_levels = ctx.spark.createDataFrame(
@@ -184,12 +232,10 @@ def run(ctx: JobContext) -> JobResult:
             f"forecast: {WINDOWS} has no window forecasting from {test_start} for a store the "
             f"model knows; re-run features with the same forecast settings the model used"
         )
-    scored = score_windows(ctx.spark, rows, weights, f"{MODEL_NAME}:{version}", prep["shape"])
-    # The table scored now, and (prefixed train:) the tables the model was trained on.
-    inputs = {
-        WINDOWS: ctx.versions_read[WINDOWS],
-        **{f"train:{k}": int(v) for k, v in prep["input_versions"].items()},
-    }
+    key = f"{MODEL_NAME}:{version}"
+    # The tables the model was trained on, prefixed train:.
+    trained_on = {f"train:{k}": int(v) for k, v in prep["input_versions"].items()}
+    scored = score_windows(ctx.spark, rows, weights, key, shape)
     out = scored.select(
         "store",
         "date",
@@ -197,16 +243,66 @@ def run(ctx: JobContext) -> JobResult:
         F.col("sales").alias("actual"),
         F.lit(MODEL_NAME).alias("model_name"),
         F.lit(version).alias("model_version"),
-        F.create_map(
-            *[x for k, v in sorted(inputs.items()) for x in (F.lit(k), F.lit(v).cast("bigint"))]
-        ).alias("input_versions"),
+        _lineage({WINDOWS: ctx.versions_read[WINDOWS], **trained_on}).alias("input_versions"),
     )
     log.info(
-        "[%s] forecast: model %s v%s over %s..%s",
+        "[%s] forecast: model %s v%s over the backtest %s..%s",
         ctx.run_id,
         MODEL_NAME,
         version,
         test_start,
-        test_start + timedelta(days=int(prep["shape"]["horizon"]) - 1),
+        test_start + timedelta(days=horizon - 1),
     )
+
+    # Beyond the data: the horizon after the backtest period, where covariates are planned.
+    start = test_start + timedelta(days=horizon)
+    if ctx.lake.exists(PLANS):
+        plans = ctx.read(PLANS)
+        end = start + timedelta(days=horizon - 1)
+        planned = {
+            r["store"]
+            for r in plans.where(F.col("date").between(F.lit(start), F.lit(end)))
+            .select("store")
+            .distinct()
+            .collect()
+        }
+        if planned:
+            spec = WindowSpec(lookback=int(shape["lookback"]), horizon=horizon, stride=horizon)
+            future = model_rows(
+                future_windows(ctx.read(FEATURES), plans, ctx.read(STORES), start, spec),
+                store_levels,
+            ).persist()
+            covered = {r["store"] for r in future.select("store").collect()}
+            skipped = sorted(planned - covered)
+            log.info(
+                "[%s] forecast: %s..%s for %d of the %d stores with plans%s",
+                ctx.run_id,
+                start,
+                end,
+                len(covered),
+                len(planned),
+                (
+                    f"; skipped (a planned or lookback day missing, or unknown to the model): "
+                    f"{skipped[:20]}{' ...' if len(skipped) > 20 else ''}"
+                    if skipped
+                    else ""
+                ),
+            )
+            if covered:
+                inputs = {t: ctx.versions_read[t] for t in (FEATURES, PLANS, STORES)}
+                out = out.unionByName(
+                    score_windows(ctx.spark, future, weights, key, shape).select(
+                        "store",
+                        "date",
+                        "forecast",
+                        F.lit(None).cast("int").alias("actual"),
+                        F.lit(MODEL_NAME).alias("model_name"),
+                        F.lit(version).alias("model_version"),
+                        _lineage({**inputs, **trained_on}).alias("input_versions"),
+                    )
+                )
+            result = JobResult(outputs=[Output(FORECASTS, out, mode="merge")])
+            result.cached.append(future)
+            return result
+    log.info("[%s] forecast: no plans for %s onwards in %s", ctx.run_id, start, PLANS)
     return JobResult(outputs=[Output(FORECASTS, out, mode="merge")])

@@ -60,6 +60,27 @@ class WindowSpec:
         return self.lookback + self.horizon
 
 
+# The gold.store_day_features columns a window is built from.
+DAY_INPUTS = (
+    "store",
+    "date",
+    "sales",
+    "customers",
+    "open",
+    "promo",
+    "state_holiday",
+    "school_holiday",
+    "promo2_active",
+    "day_of_week",
+    "month",
+    "day_of_month",
+    "store_type",
+    "assortment",
+    "competition_distance_m",
+    "competition_open",
+)
+
+
 def _values(days: DataFrame) -> DataFrame:
     """The per-day numbers a window holds (DAY_COLUMNS order), plus store attributes."""
     flag = lambda c: F.col(c).cast("float")  # noqa: E731

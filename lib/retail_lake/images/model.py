@@ -86,6 +86,13 @@ def as_pixels(values: Any) -> torch.Tensor:
     return t
 
 
+def mirrored(pixels: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """(B, 784) pixels with the rows where `which` (B,) is true mirrored left-right."""
+    images = pixels.reshape(-1, SIDE, SIDE)
+    out = torch.where(which[:, None, None], images.flip(2), images)
+    return out.reshape(-1, PIXELS)
+
+
 def predict_proba(net: nn.Module, pixels: Any, chunk: int = EVAL_CHUNK) -> np.ndarray:
     """Class probabilities (n, 10) as float64, computed `chunk` images at a time in eval mode."""
     x = as_pixels(pixels)
@@ -103,20 +110,28 @@ def predict_proba(net: nn.Module, pixels: Any, chunk: int = EVAL_CHUNK) -> np.nd
 class ImageTask:
     """The classifier's `training.loop.Task`: cross-entropy on the batch's `pixels` (B, 784)
     and `label` (B,) columns; validation reports the summed loss and correct predictions,
-    so the loop's `val_accuracy` is top-1 accuracy over the whole validation set."""
+    so the loop's `val_accuracy` is top-1 accuracy over the whole validation set.
+
+    flip: each training image is mirrored left-right with probability 1/2 (a garment seen
+    from its mirror side is the same category); validation, test and scoring never flip."""
 
     name = "product_image_classifier"
     monitor = "accuracy"
     higher_is_better = True
 
-    def __init__(self, channels: tuple[int, int] = (32, 64), hidden: int = 128) -> None:
-        self.channels, self.hidden = tuple(channels), int(hidden)
+    def __init__(
+        self, channels: tuple[int, int] = (32, 64), hidden: int = 128, flip: bool = False
+    ) -> None:
+        self.channels, self.hidden, self.flip = tuple(channels), int(hidden), bool(flip)
 
     def build(self) -> ProductCNN:
         return build_network(self.channels, self.hidden)
 
     def batch_loss(self, net, batch: Mapping[str, Any], device):
-        x = as_pixels(batch["pixels"]).to(device)
+        x = as_pixels(batch["pixels"])
+        if self.flip:
+            x = mirrored(x, torch.rand(len(x)) < 0.5)
+        x = x.to(device)
         y = torch.as_tensor(batch["label"]).long().to(device)
         return nn.functional.cross_entropy(net(x), y)
 

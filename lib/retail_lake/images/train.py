@@ -37,6 +37,7 @@ from retail_lake.images.score import (
 from retail_lake.images.tables import CATEGORIES, SILVER_TABLE
 from retail_lake.runner import JobContext, JobError, JobResult
 from retail_lake.training import job as training_job
+from retail_lake.training.loop import LR_SCHEDULES
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class ImageConfig:
     patience: int
     validation_fraction: float
     max_train_rows: int
+    lr_schedule: str
+    flip: bool
 
     @classmethod
     def from_config(cls, s: dict[str, Any]) -> ImageConfig:
@@ -69,7 +72,14 @@ class ImageConfig:
             patience=int(s["patience"]),
             validation_fraction=float(s["validation_fraction"]),
             max_train_rows=int(s["max_train_rows"]),
+            lr_schedule=str(s["lr_schedule"]),
+            flip=bool(s["flip"]),
         )
+        if conf.lr_schedule not in LR_SCHEDULES:
+            raise JobError(
+                f"image_classifier.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                f"not {conf.lr_schedule!r}"
+            )
         if not 0.0 < conf.validation_fraction < 1.0:
             raise JobError(
                 "image_classifier.validation_fraction must be between 0 and 1 (exclusive), "
@@ -89,6 +99,8 @@ class ImageConfig:
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,
             "patience": self.patience,
+            "lr_schedule": self.lr_schedule,
+            "flip": self.flip,
         }
 
 
@@ -270,7 +282,7 @@ def run(ctx: JobContext) -> JobResult:
         )
     seed = int(cfg.get("training.seed"))
     train_rows = capped(train_split.where(~held_out), conf.max_train_rows, seed)
-    task = ImageTask(CHANNELS, HIDDEN)
+    task = ImageTask(CHANNELS, HIDDEN, flip=conf.flip)
     trained = training_job.train(
         ctx,
         MODEL_NAME,

@@ -120,7 +120,8 @@ def train(
 ) -> Trained:
     """Converts `rows` with Petastorm and trains `task` on the configured backend.
 
-    hyper: epochs, batch_size, learning_rate, patience and optionally weight_decay.
+    hyper: epochs, batch_size, learning_rate, patience and optionally weight_decay and
+    lr_schedule (`training.loop.LR_SCHEDULES`).
     """
     training = ctx.cfg["training"]
     backend, num_proc = training["backend"], int(training["num_proc"])
@@ -136,6 +137,7 @@ def train(
         threads=int(training["threads_per_rank"]),
         patience=int(hyper.get("patience", 0)),
         weight_decay=float(hyper.get("weight_decay", 0.0)),
+        lr_schedule=str(hyper.get("lr_schedule", "constant")),
         checkpoint_dir=folder,
     )
     log.info(

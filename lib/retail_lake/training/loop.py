@@ -20,6 +20,7 @@ total number of epochs.
 from __future__ import annotations
 
 import io
+import math
 import os
 import signal
 import time
@@ -68,7 +69,23 @@ class LoopParams:
     patience: int = 0  # epochs without improvement before stopping early; 0: never
     checkpoint_dir: str = ""
     weight_decay: float = 0.0
+    # "constant", or "cosine": the rate of epoch e (1-based) is the base rate times
+    # (1 + cos(pi (e - 1) / epochs)) / 2, a function of the epoch alone, so a resumed run
+    # continues on the same curve.
+    lr_schedule: str = "constant"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def epoch_learning_rate(base: float, epoch: int, epochs: int, schedule: str) -> float:
+    """The learning rate of `epoch` (1-based) out of `epochs` under `schedule`."""
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / epochs))
+    raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {schedule!r}")
 
 
 # ----------------------------------------------------------------------------- communication
@@ -212,9 +229,8 @@ def fit(
     torch.manual_seed(params.seed)
     device = select_device(comm.local_rank)
     net = task.build().to(device)
-    optimizer = torch.optim.Adam(
-        net.parameters(), lr=params.learning_rate * comm.size, weight_decay=params.weight_decay
-    )
+    base_lr = params.learning_rate * comm.size
+    optimizer = torch.optim.Adam(net.parameters(), lr=base_lr, weight_decay=params.weight_decay)
 
     # Resume: rank 0 reads the checkpoint and every rank gets it (no shared disk needed).
     state = None
@@ -261,6 +277,9 @@ def fit(
         batches = iter(loader) if start <= params.epochs else iter(())
         for epoch in range(start, params.epochs + 1):
             began = time.monotonic()
+            lr = epoch_learning_rate(base_lr, epoch, params.epochs, params.lr_schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             net.train()
             total = 0.0
             for _ in range(params.steps):
@@ -289,6 +308,7 @@ def fit(
                 "epoch": float(epoch),
                 "train_loss": float(reduced[0] / comm.size),
                 "samples_per_s": float(reduced[1]),
+                "learning_rate": lr,
                 **{
                     f"val_{k}": float(reduced[2 + i] / count)
                     for i, k in enumerate(keys)

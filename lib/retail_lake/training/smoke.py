@@ -62,6 +62,7 @@ def smoke_train(
     learning_rate: float = 0.02,
     checkpoint_dir: str = "",
     patience: int = 0,
+    lr_schedule: str = "constant",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Trains LinearTask on `rows` generated rows; (rank 0's result, every rank's)."""
     from retail_lake.training.data import make_converter, steps_per_epoch
@@ -81,6 +82,7 @@ def smoke_train(
         learning_rate=learning_rate,
         checkpoint_dir=checkpoint_dir,
         patience=patience,
+        lr_schedule=lr_schedule,
     )
     try:
         return launch(backend, LinearTask(), converter, {"x": vx, "y": vy}, params, num_proc)
