@@ -366,11 +366,14 @@ def part_implicit(spark, args, conf: RecommendConfig, params: Params) -> dict:
 def blas_in_use(spark: SparkSession) -> str:
     """The BLAS Spark ML's ALS calls (`BLAS.nativeBLAS`): JNIBLAS when the JVM found a
     system libblas.so.3 (e.g. OpenBLAS), else a Java fallback (VectorBLAS / JavaBLAS)."""
+    netlib = spark.sparkContext._jvm.dev.ludovic.netlib.blas
     try:
-        jvm = spark.sparkContext._jvm
-        return str(jvm.org.apache.spark.ml.linalg.BLAS.nativeBLAS().getClass().getName())
-    except Exception as exc:  # a label for the report, not a failure
-        return f"unknown ({type(exc).__name__})"
+        return str(netlib.NativeBLAS.getInstance().getClass().getSimpleName())
+    except Exception:  # no native library: the fallback Spark uses instead
+        try:
+            return str(netlib.BLAS.getInstance().getClass().getSimpleName())
+        except Exception as exc:  # a label for the report, not a failure
+            return f"unknown ({type(exc).__name__})"
 
 
 def part_scale(spark, args, conf: RecommendConfig, params: Params) -> dict:
@@ -403,6 +406,22 @@ def part_scale(spark, args, conf: RecommendConfig, params: Params) -> dict:
             size["implicit_fit_s"] = median(times)
             size["implicit_runs_s"] = times
             print(f"  implicit fit {median(times):.1f}s {times}")
+            # The same model with Spark's solver (exact normal equations, Cholesky): what
+            # separates the libraries' algorithms from Spark's own costs.
+            exact = [
+                implicit_fit(
+                    als_class,
+                    matrix,
+                    params.rank,
+                    params.reg_param,
+                    conf.max_iter,
+                    conf.seed,
+                    False,
+                )[1]
+                for _ in range(args.repeats)
+            ]
+            size["implicit_cholesky_fit_s"] = median(exact)
+            print(f"  implicit fit, Cholesky {median(exact):.1f}s {exact}")
         for parts in (shuffle, cores):
             df = to_spark(spark, gen, parts)
             for blocks in args.blocks:
@@ -599,19 +618,21 @@ def print_tables(results: dict) -> None:
         print(
             "| size | interactions | users | input partitions | blocks | Spark fit 1 iter (s) "
             "| Spark fit (s) | Spark fixed (s) | s/iteration | implicit fit (s) "
-            "| Spark / implicit |"
+            "| Spark / implicit | implicit Cholesky fit (s) | Spark / implicit Cholesky |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for size in sc["sizes"]:
             imp_s = size.get("implicit_fit_s")
+            exact_s = size.get("implicit_cholesky_fit_s")
             for r in size["spark"]:
                 full = r["fit_s"]
                 ratio = f"{full / imp_s:.1f}" if imp_s else "-"
+                exact_ratio = f"{full / exact_s:.1f}" if exact_s else "-"
                 print(
                     f"| {size['scale']}x | {size['interactions']:,} | {size['users']:,} | "
                     f"{r['input_partitions']} | {r['blocks']} | {r['fit_1_iter_s']:.1f} | "
                     f"{full:.1f} | {r['fixed_s']:.1f} | {r['per_iteration_s']:.2f} | "
-                    f"{fmt(imp_s, 2)} | {ratio} |"
+                    f"{fmt(imp_s, 2)} | {ratio} | {fmt(exact_s, 2)} | {exact_ratio} |"
                 )
     tn = results.get("topn")
     if tn:
