@@ -41,7 +41,8 @@ def test_lake_tour_notebook(demo_lake, tmp_path):
         "lake_tour", tmp_path, profile="test", root=demo_lake.root, store=1, output_png=str(png)
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "store 1: 42 forecast days" in text
+    assert "store 1: 42 forecast days in the backtest" in text
+    assert "; 42 days beyond the data" in text  # store 1's plans cover the 42 days after it
     assert "gold.sales_forecasts" in tables and "ops.job_runs" in tables
 
 
@@ -51,8 +52,9 @@ def test_data_quality_notebook(demo_lake, tmp_path):
         "data_quality", tmp_path, profile="test", root=demo_lake.root, output_png=str(png)
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # The demo data: Rossmann's two broken records and the Online Retail samples' rejects.
-    assert "41 quarantined records from 2 sources" in text
+    # The demo data: Rossmann's two broken records, the plan line without Open and the Online
+    # Retail samples' rejects.
+    assert "42 quarantined records from 3 sources" in text
     assert "all hold: True" in text
     assert "bad_debt_adjustment" in tables and "column_count" in tables
     assert "silver.transactions" in tables
