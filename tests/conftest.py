@@ -1,24 +1,105 @@
-"""One Spark session for the whole run (test profile: local[2], UI off, 2 shuffle partitions),
-Delta configured, a temporary lake root per test where needed."""
+"""One Spark session for the whole run (test profile: local[2], UI off, 2 shuffle partitions,
+no Data Docs, training in process), Delta configured, a temporary lake root per test where
+needed, and the lakes that several tests read, each built once per session.
+
+Markers are applied here as well as in the test files, so the groups stay honest:
+- `realdata`: the test (or one of its fixtures) reads `../shared/data` through
+  `shared_data()`; found from the source of the test and its fixtures at collection, and
+  checked again at run time (a test that reads the real data without the marker fails).
+- `pipeline`: the test reads the demo lake, which the whole pipeline builds.
+- `slow`: every `realdata`, `pipeline`, `horovod`, `cluster` and `notebooks` test is also
+  `slow`, so `-m "not slow"` is the inner loop: no real data, no pipeline, no Horovod
+  launch, no cluster, no notebook kernel.
+
+Shared lakes are read-only for the tests that use them: a test that must write (a re-run, a
+failing job) copies the lake with `copy_lake` or makes its own small one.
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
+import random
 import shutil
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RETAIL_LAKE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
+# The test (pytest item) running now, so that shared_data() can check its markers.
+_CURRENT: ContextVar[Any] = ContextVar("current_test", default=None)
+IMPLIES_SLOW = ("realdata", "pipeline", "horovod", "cluster", "notebooks")
+
 
 def shared_data(*parts: str) -> Path:
-    """A file of the real data sets, or a skip saying where it was looked for."""
+    """A file of the real data sets, or a skip saying where it was looked for.
+
+    Only tests marked `realdata` may call it (conftest marks them from their source).
+    """
+    item = _CURRENT.get()
+    if item is not None and item.get_closest_marker("realdata") is None:
+        pytest.fail(
+            f"{item.nodeid} reads {SHARED_DATA.joinpath(*parts)} but is not marked realdata: "
+            "call shared_data() from the test or one of its fixtures"
+        )
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"real data not available: {path} is missing (set RETAIL_LAKE_SHARED_DATA)")
     return path
+
+
+def _reads_shared_data(item: pytest.Item) -> bool:
+    """Whether the test function or any fixture it uses calls shared_data()."""
+    funcs = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    if info is not None:
+        for defs in info.name2fixturedefs.values():
+            funcs.extend(d.func for d in defs)
+    for func in funcs:
+        if func is None:
+            continue
+        try:
+            source = inspect.getsource(func)
+        except (OSError, TypeError):
+            continue
+        if "shared_data(" in source:
+            return True
+    return False
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--shuffle",
+        type=int,
+        metavar="SEED",
+        help="run the collected tests in a random order drawn from SEED (tests must not "
+        "depend on each other's order or side effects)",
+    )
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    seed = config.getoption("--shuffle")
+    if seed is not None:
+        random.Random(seed).shuffle(items)
+    for item in items:
+        if _reads_shared_data(item):
+            item.add_marker(pytest.mark.realdata)
+        if "demo_lake" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.pipeline)
+        if any(item.get_closest_marker(m) for m in IMPLIES_SLOW):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _current_test(request):
+    token = _CURRENT.set(request.node)
+    yield
+    _CURRENT.reset(token)
 
 
 @pytest.fixture(scope="session")
@@ -60,13 +141,102 @@ def lake(spark, root):
     return Lake(spark, str(root))
 
 
+def copy_lake(source: str | Path, target: Path) -> Path:
+    """A private copy of a shared lake to write to (Delta logs hold relative paths, so the
+    copy is a lake of its own). MLflow's store is left out: it names the source's artifact
+    folder, so the copy starts a store of its own."""
+    shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns("mlflow"))
+    return target
+
+
+@dataclass
+class DemoLake:
+    """The demo lake after two pipeline runs, and what the second run changed.
+
+    `versions_before` / `versions_after`: every data table's Delta version before and after
+    the second run; `unit_states`: (pipeline run, sorted (unit, status)) for both runs.
+    """
+
+    cfg: Any
+    versions_before: dict[str, int] = field(default_factory=dict)
+    versions_after: dict[str, int] = field(default_factory=dict)
+    pipeline_runs: list[dict[str, Any]] = field(default_factory=list)
+    unit_states: list[list[tuple[str, str]]] = field(default_factory=list)
+
+    @property
+    def root(self) -> str:
+        return self.cfg.root
+
+
 @pytest.fixture(scope="session")
-def demo_lake(spark, tmp_path_factory):
-    """The whole pipeline run once on the bundled demo data (shared by several tests)."""
+def demo_lake(spark, tmp_path_factory) -> DemoLake:
+    """The whole pipeline run twice on the bundled demo data, shared read-only.
+
+    The second run (nothing new landed) happens here, not in a test, so every test sees the
+    same lake whatever the order: versions and unit states of both runs are recorded.
+    """
     from retail_lake.config import load_config
+    from retail_lake.lake import Lake
     from retail_lake.pipeline import run_pipeline
+    from retail_lake.runner import job_runs
 
     root = tmp_path_factory.mktemp("demo_lake")
     cfg = load_config("test", [f"paths.root={root}"])  # landing "": the bundled demo data
     run_pipeline(cfg)
-    return cfg
+    lake = Lake(spark, cfg.root)
+
+    def data_versions() -> dict[str, int]:
+        names = []
+        for layer in ("bronze", "silver", "gold"):
+            folder = Path(cfg.root) / layer
+            names += [f"{layer}.{p.name}" for p in sorted(folder.iterdir()) if p.is_dir()]
+        return {t: lake.version(t) for t in names if lake.exists(t)}
+
+    demo = DemoLake(cfg, versions_before=data_versions())
+    run_pipeline(cfg)
+    demo.versions_after = data_versions()
+    runs = job_runs(spark, cfg)
+    demo.pipeline_runs = [r.asDict() for r in runs.where("job = 'pipeline'").collect()]
+    steps = runs.select("run_id", "parent_run_id")
+    states = lake.read("ops.unit_states").join(steps, "run_id").collect()
+    demo.unit_states = [
+        sorted((s["unit"], s["status"]) for s in states if s["parent_run_id"] == r["run_id"])
+        for r in demo.pipeline_runs
+    ]
+    return demo
+
+
+@dataclass
+class RealLake:
+    """A lake built once from real files: its config, and what its fixture ran."""
+
+    cfg: Any
+    runs: dict[str, Any] = field(default_factory=dict)  # job -> run id
+    rerun_writes: dict[str, dict] = field(default_factory=dict)  # job -> writes of a re-run
+
+    @property
+    def root(self) -> str:
+        return self.cfg.root
+
+
+@pytest.fixture(scope="session")
+def real_fashion_lake(spark, tmp_path_factory) -> RealLake:
+    """All 70,000 real Fashion-MNIST images ingested and cleansed once, then both jobs
+    re-run with nothing new (their writes recorded); shared read-only."""
+    from retail_lake.cleanse import run as cleanse
+    from retail_lake.config import load_config
+    from retail_lake.ingest import run as ingest
+    from retail_lake.runner import run_job
+
+    source = shared_data("fashion_mnist")
+    base = tmp_path_factory.mktemp("real_fashion")
+    (base / "landing").mkdir()
+    (base / "landing" / "fashion_mnist").symlink_to(source, target_is_directory=True)
+    cfg = load_config("test", [f"paths.root={base / 'lake'}", f"paths.landing={base / 'landing'}"])
+    lake = RealLake(cfg)
+    for name, job in (("ingest", ingest), ("cleanse", cleanse)):
+        ctx, _ = run_job(spark, cfg, name, job)
+        lake.runs[name] = ctx.run_id
+    for name, job in (("ingest", ingest), ("cleanse", cleanse)):
+        _, lake.rerun_writes[name] = run_job(spark, cfg, name, job)
+    return lake

@@ -1,28 +1,43 @@
-"""The `retail-lake` command as a user runs it: tables, history, and one-line errors."""
+"""The `retail-lake` command: tables, history and one-line errors, called in process
+(`cli.main([...])`, the same code the console script runs, on the test session), and once as
+a user runs it, in a process of its own, for its exit codes."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from retail_lake import cli
+
 CLI = str(Path(sys.executable).parent / "retail-lake")
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow
+
+@pytest.fixture
+def run_cli(spark, capsys):
+    """Calls cli.main in this process; returns (exit code, stdout, stderr)."""
+    kept = logging.getLogger("retail_lake").level
+
+    def call(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield call
+    logging.getLogger("retail_lake").setLevel(kept)
+    logging.getLogger("SQLQueryContextLogger").disabled = False
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], cwd=REPO, text=True, capture_output=True, timeout=600)
-
-
-def test_tables_and_history_describe_the_lake(demo_lake):
+def test_tables_and_history_describe_the_lake(demo_lake, run_cli):
     common = ("--profile", "test", "--root", demo_lake.root)
-    tables = cli("tables", *common)
-    assert tables.returncode == 0, tables.stderr[-2000:]
-    lines = {line.split()[0]: line.split() for line in tables.stdout.splitlines()[2:]}
+    code, out, err = run_cli("tables", *common)
+    assert code == 0, err[-2000:]
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
     assert lines["silver.store_daily_sales"][1:4] == ["silver", "1", "10936"]
     assert lines["gold.sales_forecasts"][3] == str(12 * 42 + 11 * 42)
     assert {
@@ -32,25 +47,38 @@ def test_tables_and_history_describe_the_lake(demo_lake):
         "ops.model_metrics",
         "silver.quarantine",
     } <= set(lines)
-    history = cli("history", "silver.store_daily_sales", *common)
-    assert history.returncode == 0, history.stderr[-2000:]
-    rows = [line.split()[:4] for line in history.stdout.splitlines()[2:]]
+    code, out, err = run_cli("history", "silver.store_daily_sales", *common)
+    assert code == 0, err[-2000:]
+    rows = [line.split()[:4] for line in out.splitlines()[2:]]
     assert [r[0] for r in rows] == ["1", "0"]
     assert [r[3] for r in rows] == ["MERGE", "CREATE"]  # version, date, time, operation
-    assert "numTargetRowsInserted=10936" in history.stdout
+    assert "numTargetRowsInserted=10936" in out
 
 
-def test_errors_are_one_line_with_a_non_zero_exit(tmp_path):
-    missing = cli("sql", "SELECT * FROM silver.nope", "--profile", "test", "--root", str(tmp_path))
-    assert missing.returncode == 1
-    assert missing.stderr.strip().splitlines()[-1].startswith("error: [TABLE_OR_VIEW_NOT_FOUND]")
-    assert "Traceback" not in missing.stderr
-    bad_key = cli("run", "ingest", "--profile", "test", "--set", "spark.mastr=x")
+def test_a_failing_query_is_one_line_with_exit_status_1(tmp_path, run_cli):
+    code, _, err = run_cli(
+        "sql", "SELECT * FROM silver.nope", "--profile", "test", "--root", str(tmp_path)
+    )
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("error: [TABLE_OR_VIEW_NOT_FOUND]")
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_the_console_script_exits_with_one_line_errors(tmp_path):
+    """The installed `retail-lake` script in a process of its own: exit 2 for a config
+    error, 1 for a failed command, one line each (neither starts a JVM)."""
+
+    def cli_process(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([CLI, *args], cwd=REPO, text=True, capture_output=True, timeout=300)
+
+    bad_key = cli_process("run", "ingest", "--profile", "test", "--set", "spark.mastr=x")
     assert bad_key.returncode == 2
     assert bad_key.stderr.strip().startswith(
         "config error: --set spark.mastr: unknown key 'spark.mastr' (known here: app_name,"
     )
     assert len(bad_key.stderr.strip().splitlines()) == 1
-    unknown = cli("run", "nope", "--profile", "test", "--root", str(tmp_path))
+    unknown = cli_process("run", "nope", "--profile", "test", "--root", str(tmp_path))
     assert unknown.returncode == 1
     assert "unknown job 'nope' (jobs: ingest, cleanse, features" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1 and "Traceback" not in unknown.stderr

@@ -61,6 +61,12 @@ def index_rows(site: Path) -> dict[str, dict[str, str]]:
     return {m["run"]: m.groupdict() for m in INDEX_ROW.finditer(page)}
 
 
+@pytest.fixture
+def cfg(root):
+    """The test profile with Data Docs on (the profile turns them off for the other tests)."""
+    return load_config("test", [f"paths.root={root}", "quality.data_docs=true"])
+
+
 def test_a_run_renders_its_validation_and_a_second_run_adds_to_the_site(spark, cfg, root):
     site = root / "data_docs"
     first, _ = run_job(spark, cfg, "load_stores", stores_job(spark, GOOD))
@@ -136,12 +142,17 @@ def test_a_rendering_error_is_a_warning_not_a_failed_run(spark, cfg, root, caplo
 def test_docs_are_off_by_config_and_skipped_for_a_remote_root(caplog):
     assert DataDocs.for_run(load_config("test", ["quality.data_docs=false"]), "r-1") is None
     with caplog.at_level(logging.WARNING, logger="retail_lake.quality"):
-        remote = DataDocs.for_run(load_config("test", ["paths.root=hdfs://nn:8020/lake"]), "r-2")
+        remote = DataDocs.for_run(
+            load_config("test", ["paths.root=hdfs://nn:8020/lake", "quality.data_docs=true"]),
+            "r-2",
+        )
     assert remote is None
     assert [r.getMessage() for r in caplog.records] == [
         "[r-2] Data Docs are not rendered: paths.root hdfs://nn:8020/lake is not a local folder"
     ]
-    local = DataDocs.for_run(load_config("test", ["paths.root=file:///data/lake"]), "r-3")
+    local = DataDocs.for_run(
+        load_config("test", ["paths.root=file:///data/lake", "quality.data_docs=true"]), "r-3"
+    )
     assert local == DataDocs(Path("/data/lake/data_docs"), "r-3", 500)
 
 

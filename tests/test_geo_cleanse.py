@@ -941,8 +941,12 @@ def check_real_location_scoring(spark, root, landing) -> None:
     assert 100 < metrics["holdout_sites"] < 250
     assert metrics["auc_net_gain"] > 0.75 and metrics["auc_captured_demand"] > 0.75
 
-    # A re-run with the same inputs writes nothing new.
+    # A re-run with the same inputs is skipped: nothing read, written or recorded twice.
     version = lake.version("gold.location_scores")
-    _, writes = run_job(spark, cfg, "score_locations", score.run)
-    assert writes["gold.location_scores"].skipped
+    again, writes = run_job(spark, cfg, "score_locations", score.run)
+    assert writes == {}
     assert lake.version("gold.location_scores") == version
+    recorded = lake.read("ops.model_metrics").where(F.col("model_name") == "huff")
+    assert {r["run_id"] for r in recorded.select("run_id").collect()} == {ctx.run_id}
+    states = lake.read("ops.unit_states").where(F.col("run_id") == again.run_id).collect()
+    assert [(s["unit"], s["status"]) for s in states] == [("score_locations", "unchanged")]

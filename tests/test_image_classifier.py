@@ -1,27 +1,27 @@
 """The product-image CNN: the task on inline tensors (shapes, summed evaluation, learning,
 batch-independent predictions), then both jobs on the real Fashion-MNIST images (a short
-two-rank Horovod run beating its baselines on the 10,000 real test images, every image scored
-once, re-runs writing nothing, a model losing to a baseline not published)."""
+run, in process as the test profile trains, beating its baselines on the 10,000 real test
+images, every image scored once, re-runs writing nothing, a model losing to a baseline not
+published). The distributed launch is proven in test_training.py."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .conftest import shared_data
+from .conftest import copy_lake, shared_data
 
 SILVER = "silver.product_images"
 PREDICTIONS = "gold.product_image_predictions"
 METRICS = "ops.model_metrics"
 MODEL = "product_image_classifier"
-# The real train file's first images (ingest and cleanse of all 60,000 are tested in
-# test_images; here they would take most of the time budget); the test file is used whole.
-TRAIN_IMAGES = 13000
+# The real files, whole (the session's shared lake): training takes a capped sample of the
+# train images (image_classifier.max_train_rows), scoring takes every image.
+TRAIN_IMAGES = 60000
 
 
 def patterned(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -160,61 +160,17 @@ def _idx(path: Path, header: int) -> np.ndarray:
     return np.frombuffer(gzip.decompress(path.read_bytes()), dtype=np.uint8, offset=header)
 
 
-def _head(source: Path, target: Path, header: int, record: int, n: int) -> None:
-    """Writes the first `n` records of an IDX gzip file as a complete IDX gzip file."""
-    data = gzip.decompress(source.read_bytes())
-    head = bytearray(data[:header])
-    struct.pack_into(">I", head, 4, n)  # the record count follows the magic number
-    body = data[header : header + n * record]
-    target.write_bytes(gzip.compress(bytes(head) + body, compresslevel=1, mtime=0))
-
-
-@pytest.fixture(scope="module")
-def fashion_lake(spark, tmp_path_factory):
-    """The real Fashion-MNIST images ingested and cleansed into a lake of this module: the
-    first TRAIN_IMAGES of the train file and the whole test file."""
-    from retail_lake.cleanse import run as cleanse
+@pytest.fixture
+def fashion_lake(real_fashion_lake, tmp_path):
+    """A private copy of the session's real Fashion-MNIST lake (these tests train and score
+    into it); returns a config maker taking extra overrides."""
     from retail_lake.config import load_config
-    from retail_lake.ingest import run as ingest
-    from retail_lake.runner import run_job
 
-    source = shared_data("fashion_mnist")
-    base = tmp_path_factory.mktemp("fashion")
-    landing = base / "landing" / "fashion_mnist"
-    landing.mkdir(parents=True)
-    _head(
-        source / "train-images-idx3-ubyte.gz",
-        landing / "train-images-idx3-ubyte.gz",
-        16,
-        784,
-        TRAIN_IMAGES,
-    )
-    _head(
-        source / "train-labels-idx1-ubyte.gz",
-        landing / "train-labels-idx1-ubyte.gz",
-        8,
-        1,
-        TRAIN_IMAGES,
-    )
-    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-        (landing / name).symlink_to(source / name)
-    root = base / "lake"
+    root = copy_lake(real_fashion_lake.root, tmp_path / "lake")
 
     def config(*extra: str):
-        # No Data Docs pages: they cost seconds per job and are tested elsewhere.
-        return load_config(
-            "test",
-            [
-                f"paths.root={root}",
-                f"paths.landing={base / 'landing'}",
-                "quality.data_docs=false",
-                *extra,
-            ],
-        )
+        return load_config("test", [f"paths.root={root}", *extra])
 
-    cfg = config()
-    run_job(spark, cfg, "ingest", ingest)
-    run_job(spark, cfg, "cleanse", cleanse)
     return config
 
 
@@ -248,8 +204,6 @@ def _registered(cfg) -> list[str]:
     return sorted(str(v.version) for v in MlflowClient().search_model_versions(f"name='{MODEL}'"))
 
 
-@pytest.mark.slow
-@pytest.mark.horovod
 def test_real_images_train_beat_baselines_and_classify_once(spark, fashion_lake):
     from pyspark.sql import functions as F
 
@@ -358,8 +312,6 @@ def test_real_images_train_beat_baselines_and_classify_once(spark, fashion_lake)
     assert lake.version(PREDICTIONS) == version
 
 
-@pytest.mark.slow
-@pytest.mark.horovod
 def test_a_model_losing_to_a_baseline_is_recorded_not_published(spark, fashion_lake):
     from retail_lake.images.train import run as train
     from retail_lake.runner import JobError, job_runs, run_job

@@ -16,6 +16,8 @@ from pyspark.sql import functions as F
 from retail_lake.lake import Lake
 from retail_lake.runner import job_runs
 
+from .conftest import copy_lake
+
 pytestmark = pytest.mark.slow
 
 BASELINES = ("global_popularity", "recent_popularity", "country_popularity")
@@ -29,7 +31,7 @@ def _recommend_run(spark, cfg):
 
 
 def test_published_model_beats_every_baseline(spark, demo_lake):
-    cfg = demo_lake
+    cfg = demo_lake.cfg
     lake = Lake(spark, cfg.root)
     run = _recommend_run(spark, cfg)
     rows = lake.read("ops.model_metrics").where(F.col("run_id") == run["run_id"]).collect()
@@ -65,7 +67,7 @@ def test_published_model_beats_every_baseline(spark, demo_lake):
 
 
 def test_recommendations_skip_past_purchases_and_reach_every_customer(spark, demo_lake):
-    cfg = demo_lake
+    cfg = demo_lake.cfg
     lake = Lake(spark, cfg.root)
     recs = lake.read("gold.recommendations")
     past = lake.read("gold.interactions").select("customer_token", "stock_code")
@@ -120,7 +122,7 @@ def test_gold_features_agree_with_silver(spark, demo_lake):
     )
 
 
-def test_a_model_that_loses_to_a_baseline_is_not_published(spark, demo_lake):
+def test_a_model_that_loses_to_a_baseline_is_not_published(spark, demo_lake, tmp_path):
     """A crippled search (rank 1, one iteration, a huge regularisation: factors near zero)
     cannot beat popularity: the job fails naming the baseline, records the numbers with no
     model version, registers nothing and leaves gold.recommendations as it was."""
@@ -131,7 +133,7 @@ def test_a_model_that_loses_to_a_baseline_is_not_published(spark, demo_lake):
     cfg = load_config(
         "test",
         [
-            f"paths.root={demo_lake.root}",
+            f"paths.root={copy_lake(demo_lake.root, tmp_path / 'lake')}",
             "recommend.als.search.rank=[1]",
             "recommend.als.search.reg_param=[1000.0]",
             "recommend.als.search.alpha=[1.0]",

@@ -32,7 +32,12 @@ ENV_OVERRIDES = {
 }
 
 
-TRAINING_BACKENDS = ("horovod",)
+# `training.launcher.BACKENDS`, repeated so that loading config imports nothing of training
+# (tests/test_training.py checks they agree).
+TRAINING_BACKENDS = ("horovod", "torch_distributor", "in_process")
+
+# What evaluates the quality gates (`quality.engine`; see retail_lake.quality.validate).
+QUALITY_ENGINES = ("spark", "great_expectations")
 
 
 class ConfigError(ValueError):
@@ -224,6 +229,10 @@ def _finish(data: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"training.backend must be one of {TRAINING_BACKENDS}, "
             f"got {data['training']['backend']!r}"
+        )
+    if data["quality"]["engine"] not in QUALITY_ENGINES:
+        raise ConfigError(
+            f"quality.engine must be one of {QUALITY_ENGINES}, got {data['quality']['engine']!r}"
         )
     return data
 

@@ -211,13 +211,21 @@ def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[s
 def run(ctx: JobContext) -> JobResult:
     """The forecast job: the registered model over the backtest period, and over the
     `horizon` days after the data for the stores whose covariates are planned
-    (silver.store_day_plans) -> gold.sales_forecasts."""
+    (silver.store_day_plans) -> gold.sales_forecasts.
+
+    Skipped as a unit of work (`JobContext.unchanged`) when the model version, its inputs,
+    the settings and the code are those of its last successful run and nobody wrote to the
+    forecasts since.
+    """
     from retail_lake.forecasting.windows import WindowSpec
 
     version, weights, prep = load_registered(ctx.cfg)
     for table in (WINDOWS,):
         if not ctx.lake.exists(table):
             raise JobError(f"forecast: {table} does not exist; run features first")
+    unit = "forecast"
+    if ctx.unchanged(unit, (WINDOWS, FEATURES, PLANS, STORES), {"model_version": version}):
+        return JobResult()
     shape = prep["shape"]
     horizon = int(shape["horizon"])
     test_start = date.fromisoformat(prep["test_start"])
@@ -301,8 +309,8 @@ def run(ctx: JobContext) -> JobResult:
                         _lineage({**inputs, **trained_on}).alias("input_versions"),
                     )
                 )
-            result = JobResult(outputs=[Output(FORECASTS, out, mode="merge")])
+            result = JobResult(outputs=[Output(FORECASTS, out, mode="merge", unit=unit)])
             result.cached.append(future)
             return result
     log.info("[%s] forecast: no plans for %s onwards in %s", ctx.run_id, start, PLANS)
-    return JobResult(outputs=[Output(FORECASTS, out, mode="merge")])
+    return JobResult(outputs=[Output(FORECASTS, out, mode="merge", unit=unit)])

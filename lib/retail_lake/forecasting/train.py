@@ -35,6 +35,7 @@ from retail_lake.forecasting.score import (
     score_windows,
     state_to_bytes,
 )
+from retail_lake.publish_rule import Better, Decision, decide, shortfalls
 from retail_lake.runner import JobContext, JobError, JobResult
 from retail_lake.training import job as training_job
 
@@ -273,10 +274,11 @@ def run(ctx: JobContext) -> JobResult:
         "input_versions": dict(ctx.versions_read),
     }
     params = {**conf.shape, "validation_days": conf.validation_days, "test_start": str(test_start)}
-    lost = training_job.failures(model, baselines, {m: False for m in conf.gate_metrics})
     scored.unpersist()
     store_levels.unpersist()
-    if lost and conf.require_beat_baselines:
+    lost = shortfalls(model, baselines, {m: Better.LOWER for m in conf.gate_metrics})
+    decision = decide(lost, conf.require_beat_baselines)
+    if decision is Decision.REFUSE:
         training_job.reject(
             ctx,
             MODEL_NAME,
@@ -288,8 +290,12 @@ def run(ctx: JobContext) -> JobResult:
             lost,
             f"the test period {test_start}..{last_day}",
         )
-    if lost:
-        log.warning("[%s] publishing a forecaster that loses to a baseline: %s", ctx.run_id, lost)
+    if decision is Decision.PUBLISH_WITH_WARNING:
+        log.warning(
+            "[%s] publishing a forecaster that loses to a baseline: %s",
+            ctx.run_id,
+            training_job.describe(lost),
+        )
     net = training_job.network_from(task, trained.state)
     mlflow_run, version = training_job.record(
         ctx, MODEL_NAME, print_, trained, table, params, prep, net=net, input_example=None

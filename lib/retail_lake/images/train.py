@@ -35,6 +35,7 @@ from retail_lake.images.score import (
     state_to_bytes,
 )
 from retail_lake.images.tables import CATEGORIES, SILVER_TABLE
+from retail_lake.publish_rule import Better, Decision, decide, shortfalls
 from retail_lake.runner import JobContext, JobError, JobResult
 from retail_lake.training import job as training_job
 from retail_lake.training.loop import LR_SCHEDULES
@@ -363,8 +364,9 @@ def run(ctx: JobContext) -> JobResult:
         "test_images": n_test,
     }
     scored.unpersist()
-    lost = training_job.failures(model, baselines, {"accuracy": True})
-    if lost:
+    lost = shortfalls(model, baselines, {"accuracy": Better.HIGHER})
+    # No `require_beat_baselines` here: a CNN that loses is never published.
+    if decide(lost) is Decision.REFUSE:
         try:
             training_job.reject(
                 ctx, MODEL_NAME, print_, trained, table, params, prep, lost, "the test images"

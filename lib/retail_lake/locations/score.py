@@ -163,11 +163,19 @@ def _rounded(df: DataFrame) -> DataFrame:
 
 
 def run(ctx: JobContext) -> JobResult:
-    """The score_locations job."""
+    """The score_locations job.
+
+    Skipped as a unit of work (`JobContext.unchanged`) when the candidates, places, stores,
+    settings and code are those of its last successful run and nobody wrote to the scores
+    since: a re-run then reads nothing and records no second set of held-out metrics.
+    """
     conf = LocationConfig.from_config(ctx.cfg["locations"])
-    places, stores_raw = _inputs(ctx)
     if not ctx.lake.exists(CANDIDATES):
         raise JobError(f"score_locations: {CANDIDATES} does not exist; run features first")
+    unit = "score_locations"
+    if ctx.unchanged(unit, (CANDIDATES, PLACES, STORE_LOCATIONS)):
+        return JobResult()
+    places, stores_raw = _inputs(ctx)
     candidates = ctx.read(CANDIDATES)
     countries = scope(stores_raw, conf.countries)
     points = demand_points(places, countries)
@@ -193,7 +201,7 @@ def run(ctx: JobContext) -> JobResult:
         _versions(ctx, (CANDIDATES, PLACES, STORE_LOCATIONS)).alias("input_versions"),
     )
     n_candidates = candidates.count()
-    outputs = [Output(SCORES, rows)]
+    outputs = [Output(SCORES, rows, unit=unit)]
     metrics = (
         holdout_check(points, stores, conf, conf.holdout_seed) if conf.holdout_enabled else None
     )

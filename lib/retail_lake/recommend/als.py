@@ -398,13 +398,3 @@ def search(split: Split, conf: RecommendConfig) -> tuple[Params, dict[str, dict[
         if best is None or key > best:
             best, chosen = key, params
     return chosen, results
-
-
-def beats(model: dict[str, float], baselines: dict[str, dict[str, float]]) -> list[str]:
-    """What the model fails to beat: '<baseline> <metric>' for MAP and NDCG (empty: wins)."""
-    return [
-        f"{name} {metric}: model {model[metric]:.4f} <= baseline {values[metric]:.4f}"
-        for name, values in baselines.items()
-        for metric in ("map", "ndcg")
-        if not model[metric] > values[metric]
-    ]

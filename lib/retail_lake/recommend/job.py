@@ -29,13 +29,13 @@ from typing import Any
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from retail_lake.publish_rule import Better, Decision, decide, shortfalls
 from retail_lake.recommend import features as feats
 from retail_lake.recommend.als import (
     BASELINES,
     RecommendConfig,
     Split,
     als_top_n,
-    beats,
     decayed,
     evaluate_als,
     evaluate_baselines,
@@ -448,8 +448,12 @@ def run(ctx: JobContext) -> JobResult:
     test.unpersist()
     table = _metric_table(results, test_metrics, baselines, chosen.as_dict(), conf.k)
     _log_comparison(ctx, conf, test_metrics, baselines)
-    failures = beats(test_metrics, baselines)
-    if failures and conf.require_beat_baselines:
+    lost = shortfalls(test_metrics, baselines, {"map": Better.HIGHER, "ndcg": Better.HIGHER})
+    failures = [
+        f"{s.baseline} {s.metric}: model {s.model:.4f} <= baseline {s.value:.4f}" for s in lost
+    ]
+    decision = decide(lost, conf.require_beat_baselines)
+    if decision is Decision.REFUSE:
         mlflow_run, _ = _log_mlflow(ctx, conf, fingerprint, table)
         out = _metrics_output(ctx, None, mlflow_run, table)
         ctx.lake.write(out.df, ctx.registry[MODEL_METRICS], ctx.run_id, mode="append")
@@ -458,7 +462,7 @@ def run(ctx: JobContext) -> JobResult:
             f"test period {test_start}..{as_of}: " + "; ".join(failures) + ". Not published; "
             f"the numbers are in {MODEL_METRICS} (run {ctx.run_id}) and MLflow."
         )
-    if failures:
+    if decision is Decision.PUBLISH_WITH_WARNING:
         log.warning("[%s] publishing a model that loses to a baseline: %s", ctx.run_id, failures)
 
     final = fit(_final_train(inter, conf, as_of), chosen, conf)

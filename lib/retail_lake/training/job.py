@@ -3,12 +3,13 @@
 1. A fingerprint of the input Delta versions and every setting that shapes the model; when a
    registered version carries it, the job reuses that model (`training.force` retrains).
 2. The training rows go through Petastorm (`training.data`) and the configured backend runs
-   the shared loop (`training.loop`) on `training.num_proc` ranks. Checkpoints live under
+   the shared loop (`training.loop`) on `training.num_proc` ranks (one for `in_process`,
+   which runs in the driver). Checkpoints live under
    `<checkpoint root>/<model>/<fingerprint>`: a re-launch after a crash resumes there.
-3. The job evaluates the model and its baselines on the test period; `failures` names every
-   baseline the model does not beat. A losing model is recorded (MLflow and
-   ops.model_metrics, model version null) and the job fails; a winning one is registered in
-   MLflow with its metrics, and its checkpoints are removed.
+3. The job evaluates the model and its baselines on the test period and applies the publish
+   rule (`retail_lake.publish_rule`). A losing model is recorded (MLflow and
+   ops.model_metrics, model version null) and the job fails (`reject`); a winning one is
+   registered in MLflow with its metrics, and its checkpoints are removed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ from typing import Any
 import numpy as np
 from pyspark.sql import DataFrame
 
+from retail_lake.publish_rule import Shortfall
 from retail_lake.runner import JobContext, JobError, Output
 from retail_lake.training.data import make_converter, steps_per_epoch
-from retail_lake.training.launcher import launch
+from retail_lake.training.launcher import launch, world_size
 from retail_lake.training.loop import LoopParams
 from retail_lake.training.tracking import metric_rows, registered_with, setup_mlflow
 
@@ -95,7 +97,7 @@ class Trained:
     params: LoopParams
     rows: int
     backend: str
-    num_proc: int
+    num_proc: int  # ranks that ran (1 for in_process, whatever was configured)
     seconds: float
     checkpoint_dir: str
 
@@ -125,12 +127,13 @@ def train(
     """
     training = ctx.cfg["training"]
     backend, num_proc = training["backend"], int(training["num_proc"])
+    ranks = world_size(backend, num_proc)
     cache = training["petastorm_cache"] or f"{ctx.cfg.root}/petastorm_cache"
-    converter, n_rows = make_converter(ctx.spark, rows, num_proc, cache, row_bytes=row_bytes)
+    converter, n_rows = make_converter(ctx.spark, rows, ranks, cache, row_bytes=row_bytes)
     folder = checkpoint_dir(ctx, model_name, print_)
     params = LoopParams(
         epochs=int(hyper["epochs"]),
-        steps=steps_per_epoch(n_rows, int(hyper["batch_size"]), num_proc),
+        steps=steps_per_epoch(n_rows, int(hyper["batch_size"]), ranks),
         batch_size=int(hyper["batch_size"]),
         learning_rate=float(hyper["learning_rate"]),
         seed=int(training["seed"]),
@@ -147,14 +150,14 @@ def train(
         model_name,
         n_rows,
         backend,
-        num_proc,
+        ranks,
         params.steps,
         params.epochs,
         folder,
     )
     started = time.monotonic()
     try:
-        chief, ranks = launch(backend, task, converter, dict(validation), params, num_proc)
+        chief, every_rank = launch(backend, task, converter, dict(validation), params, num_proc)
     finally:
         converter.delete()
     seconds = time.monotonic() - started
@@ -165,23 +168,13 @@ def train(
             model_name,
             chief["resumed_after"],
         )
-    return Trained(chief, ranks, params, n_rows, backend, num_proc, seconds, folder)
+    return Trained(chief, every_rank, params, n_rows, backend, ranks, seconds, folder)
 
 
-def failures(
-    model: Mapping[str, float],
-    baselines: Mapping[str, Mapping[str, float]],
-    metrics: Mapping[str, bool],
-) -> list[str]:
-    """Every (baseline, metric) the model does not strictly beat; metrics: name ->
-    higher_is_better."""
-    out = []
-    for name, values in baselines.items():
-        for metric, higher in metrics.items():
-            ours, theirs = model[metric], values[metric]
-            if not (ours > theirs if higher else ours < theirs):
-                out.append(f"{metric} {ours:.4f} vs {name} {theirs:.4f}")
-    return out
+def describe(lost: Sequence[Shortfall]) -> list[str]:
+    """What the model fails to beat, as the job's messages say it: '<metric> <model> vs
+    <baseline> <value>'."""
+    return [f"{s.metric} {s.model:.4f} vs {s.baseline} {s.value:.4f}" for s in lost]
 
 
 def _metric_name(split: str, metric: str) -> str:
@@ -271,7 +264,7 @@ def reject(
     table: Mapping[str, Mapping[str, float]],
     params: Mapping[str, Any],
     prep: Mapping[str, Any],
-    lost: list[str],
+    lost: Sequence[Shortfall],
     period: str,
 ) -> None:
     """Records a model that lost to a baseline (no version) and fails the job."""
@@ -280,7 +273,7 @@ def reject(
     ctx.lake.write(out.df, ctx.registry[MODEL_METRICS], ctx.run_id, mode="append")
     raise JobError(
         f"{model_name}: the model does not beat its baselines on {period}: "
-        + "; ".join(lost)
+        + "; ".join(describe(lost))
         + f". Not published; the numbers are in {MODEL_METRICS} (run {ctx.run_id}) and MLflow."
     )
 

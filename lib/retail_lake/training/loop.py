@@ -1,13 +1,15 @@
 """The training loop every rank runs, whichever backend launched it.
 
 A `Task` (the model's code: network, loss on a batch, evaluation) is trained on the rank's
-Petastorm shard with the same loop under both backends; only `Comm` differs:
+Petastorm shard with the same loop under every backend; only `Comm` differs:
 
 - `HorovodComm`: `horovod.torch` (Gloo on CPU, NCCL on GPU when horovod was built with it):
   `DistributedOptimizer`, initial broadcast of parameters and optimizer state.
 - `TorchComm`: `torch.distributed` as started by torchrun under Spark's `TorchDistributor`
   (gloo on CPU, nccl on GPU): `DistributedDataParallel`, which broadcasts the parameters
   when it wraps the network.
+- `LocalComm`: one rank in the calling process, no communication (backend `in_process`:
+  debugging, a machine without Horovod, and the tests of the loop itself).
 
 Every rank runs the same number of steps per epoch (ranks that run different numbers of
 batches hang in the next allreduce). The learning rate is scaled with the number of ranks.
@@ -33,7 +35,8 @@ import numpy as np
 
 CHECKPOINT = "last.pt"
 # Test hook: rank 0 kills its own process (SIGKILL) right after checkpointing this epoch,
-# as a lost executor would; the re-launched run must resume from that checkpoint.
+# as a lost executor would; the re-launched run must resume from that checkpoint. Ignored
+# under `LocalComm`, whose rank is the driver: killing it would end the whole application.
 FAULT_ENV = "RETAIL_LAKE_KILL_AFTER_EPOCH"
 
 
@@ -165,6 +168,32 @@ class TorchComm:
         self.dist.destroy_process_group()
 
 
+class LocalComm:
+    """One rank in the calling process: every collective is the identity.
+
+    An exception raised from `sum` or `broadcast_object` interrupts `fit` as a lost rank
+    would, without killing the process: the tests interrupt in-process runs that way.
+    """
+
+    backend = "in_process"
+    rank, size, local_rank = 0, 1, 0
+
+    def wrap(self, net, optimizer):
+        return net, optimizer
+
+    def sum(self, values: np.ndarray, name: str) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64)
+
+    def broadcast_object(self, obj: Any, name: str) -> Any:
+        return obj
+
+    def unwrap(self, net):
+        return net
+
+    def close(self) -> None:
+        pass
+
+
 # ----------------------------------------------------------------------------- checkpoints
 def _to_bytes(obj: Any) -> bytes:
     import torch
@@ -264,7 +293,7 @@ def fit(
     stopped_early = bool(resumed is not None and resumed.get("stopped_early"))
     if stopped_early:
         start = params.epochs + 1
-    kill_after = int(os.environ.get(FAULT_ENV, "0") or 0)
+    kill_after = 0 if isinstance(comm, LocalComm) else int(os.environ.get(FAULT_ENV, "0") or 0)
     steps_run = rows = 0
     torch.manual_seed(params.seed + 1000 * comm.rank + start)
     with converter.make_torch_dataloader(
