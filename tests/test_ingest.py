@@ -13,7 +13,8 @@ from retail_lake.config import load_config
 from retail_lake.ingest import SchemaDriftError, UnreadableFileError
 from retail_lake.ingest import run as ingest
 from retail_lake.lake import Lake
-from retail_lake.runner import job_runs, run_job
+from retail_lake.record_count import count_csv_records
+from retail_lake.runner import ConservationError, job_runs, run_job
 
 SALES_HEADER = (
     '"Store","DayOfWeek","Date","Sales","Customers","Open","Promo","StateHoliday","SchoolHoliday"\n'
@@ -80,7 +81,7 @@ def test_ingest_keeps_text_and_provenance_and_quarantines_broken_lines(spark, ro
     assert "not valid utf-8" in quarantine[2]["reason"]
     run = job_runs(spark, cfg).where(F.col("run_id") == ctx.run_id).first()
     checks = {c["name"].split(":")[0]: c for c in json.loads(run["conservation"])}
-    assert checks["ingest rossmann_sales"]["inputs"] == {"records_read": 5}
+    assert checks["ingest rossmann_sales"]["inputs"] == {"file_records": 5}
     assert checks["ingest rossmann_sales"]["outputs"] == {"bronze_rows": 2, "quarantined": 3}
     assert run["rows_written"]["bronze.rossmann_stores_raw"] == 1
 
@@ -182,7 +183,7 @@ def test_empty_file_is_skipped_and_header_only_file_adds_nothing(spark, root, la
     assert files == {"rossmann/train.csv.gz"}
     run = job_runs(spark, cfg).where(F.col("run_id") == ctx.run_id).first()
     checks = {c["name"].split(":")[0]: c for c in json.loads(run["conservation"])}
-    assert checks["ingest rossmann_sales"]["inputs"] == {"records_read": 5}
+    assert checks["ingest rossmann_sales"]["inputs"] == {"file_records": 5}
 
 
 def test_broken_line_with_a_customer_id_is_quarantined_pseudonymised(spark, root, tmp_path):
@@ -276,3 +277,188 @@ def test_header_drift_evolves_bronze_when_the_source_says_so(spark, root, tmp_pa
     run_job(spark, cfg, "cleanse", cleanse)
     stores = Lake(spark, cfg.root).read("silver.stores").orderBy("store").collect()
     assert [(r["store"], r["promo2_months"]) for r in stores] == [(1, []), (2, [])]
+
+
+# --- Conservation against the file's own bytes --------------------------------------------
+
+SPEC3 = ("a", "b", "c")
+
+
+def parsed_records(data: bytes, header: bool = True, max_lines: int = 20) -> int:
+    import io
+
+    from retail_lake.ingest import SourceSpec, records_of
+
+    spec = SourceSpec("s", "csv", "*", "t", ",", '"', "utf-8", header, SPEC3)
+    return sum(1 for _ in records_of(iter(io.BytesIO(data).readlines()), spec, max_lines))
+
+
+def counted(data: bytes, header: bool = True, max_lines: int = 20, chunk: int = 0) -> int:
+    """The count from the bytes, fed whole or in chunks of `chunk` bytes."""
+    chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)] if chunk else [data]
+    return count_csv_records(chunks, ",", '"', "utf-8", header, max_lines)
+
+
+@pytest.mark.parametrize(
+    ("data", "records"),
+    [
+        (b"", 0),  # empty file
+        (b"a,b,c\n", 0),  # header only
+        (b"a,b,c", 0),  # header only, no line break
+        (b"a,b,c\n1,2,3\n4,5,6", 2),  # the last line has no line break
+        (b"a,b,c\r\n1,2,3\r\n4,5,6\r\n", 2),  # CRLF
+        (b'a,b,c\r\n1,"two\r\nlines",3\r\n4,5,6\r\n', 2),  # CRLF inside quotes
+        (b'a,b,c\n1,"x\n\ny\n",3\n4,"5"",""6",7\n', 2),  # line breaks and doubled quotes
+        (b'a,b,c\n1,"open at the end', 1),  # quote still open at the end of the file
+        (b'a,b,c\n12" ruler,2,3\n4,5,6\n', 2),  # a quote inside an unquoted field is text
+        (b'a,b,c\n1,"x"y,3\n4,5,6\n', 2),  # text after a closing quote: one broken line
+        (b"a,b,c\n1,2\r3,4\n5,6,7\n", 2),  # a bare CR: one broken line
+        (b"a,b,c\n\n\n1,2,3\n", 3),  # blank lines are (broken) records
+        (b'a,b,c\n1,"\xff\n",3\n', 2),  # undecodable line inside quotes: both lines broken
+    ],
+)
+def test_records_are_counted_from_the_bytes_as_the_parser_reads_them(data, records):
+    assert parsed_records(data) == records
+    for chunk in (0, 1, 2, 5):
+        assert counted(data, chunk=chunk) == records
+
+
+def test_an_unclosed_quote_counts_its_first_line_and_reads_the_rest_again():
+    # Line 2 opens a quote that closes on line 6: too far for 3 lines per record, so line 2
+    # is one (quarantined) record and lines 3.. are read again; line 6 then opens a quote
+    # that never closes (one record) and line 7 is read again.
+    data = b'a,b,c\n1,"open\n2,3,4\n5,6,7\n8,9,10\nclose",11\n12,13,14\n'
+    assert parsed_records(data, max_lines=3) == 6
+    assert [counted(data, max_lines=3, chunk=c) for c in (0, 1, 7)] == [6, 6, 6]
+    # With room for 5 lines, lines 2-6 are one record.
+    assert parsed_records(data, max_lines=5) == counted(data, max_lines=5) == 2
+
+
+def test_the_count_agrees_with_the_parser_on_random_files():
+    import random
+
+    rng = random.Random(20240601)
+    pieces = [b"a", b",", b'"', b'""', b"\n", b"\r\n", b"\r", b'",', b',"', b"\xff", b"\xc3\xa9"]
+    for _ in range(2000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        header, max_lines = rng.random() < 0.5, rng.randint(1, 4)
+        expected = parsed_records(data, header, max_lines)
+        assert counted(data, header, max_lines, rng.choice([0, 1, 3])) == expected, data
+
+
+def patch_records_of(monkeypatch, change):
+    """Makes the parser's record reader pass each file's records through `change`."""
+    import retail_lake.ingest as ingest_module
+
+    original = ingest_module.records_of
+
+    def records_of(raw_lines, spec, max_record_lines, width=None):
+        return change(list(original(raw_lines, spec, max_record_lines, width)))
+
+    monkeypatch.setattr(ingest_module, "records_of", records_of)
+
+
+def assert_nothing_written(spark, cfg, *files_named):
+    lake = Lake(spark, cfg.root)
+    for table in ("bronze.rossmann_sales_raw", "bronze.rossmann_stores_raw", "silver.quarantine"):
+        assert not lake.exists(table)
+    failed = job_runs(spark, cfg).where(F.col("job") == "ingest").collect()
+    assert [r["status"] for r in failed] == ["failed"]
+    assert "ConservationError" in failed[0]["error"]
+    check = next(
+        c
+        for c in json.loads(failed[0]["conservation"])
+        if c["name"].startswith("ingest rossmann_sales:")
+    )
+    assert check["holds"] is False
+    for name in files_named:
+        assert name in check["name"]
+    return check
+
+
+def test_a_parser_that_skips_a_record_fails_the_run_naming_the_file(
+    spark, root, landing, monkeypatch
+):
+    # Drops the record of line 5 (a good row) of any file that has one.
+    patch_records_of(monkeypatch, lambda records: [r for r in records if r[1] != 5])
+    cfg = config(root, landing)
+    with pytest.raises(
+        ConservationError, match=r"rossmann/train.csv.gz: 5 records in the file, 4 parsed"
+    ):
+        run_job(spark, cfg, "ingest", ingest)
+    check = assert_nothing_written(spark, cfg, "rossmann/train.csv.gz")
+    assert check["inputs"] == {"file_records": 5}
+    assert check["outputs"] == {"bronze_rows": 1, "quarantined": 3}
+
+
+def test_a_parser_that_merges_lines_fails_even_when_another_file_evens_the_totals(
+    spark, root, landing, monkeypatch
+):
+    # In train.csv.gz lines 2 and 3 become one record; the one record of the other file is
+    # emitted twice. The source's totals agree (6 = 6), each file's do not.
+    write(
+        landing / "rossmann" / "train_2015-08-01.csv",
+        (SALES_HEADER + '1,6,2015-08-01,4000,400,1,0,"0","0"\n').encode(),
+    )
+
+    def merge_or_repeat(records):
+        if len(records) == 1:
+            return records * 2
+        first, second, *rest = records
+        merged = ("broken", first[1], None, "unparseable", "merged", first[5] + "\n" + second[5])
+        return [merged, *rest]
+
+    patch_records_of(monkeypatch, merge_or_repeat)
+    cfg = config(root, landing)
+    with pytest.raises(ConservationError) as failure:
+        run_job(spark, cfg, "ingest", ingest)
+    assert "rossmann/train.csv.gz: 5 records in the file, 4 parsed" in str(failure.value)
+    assert "rossmann/train_2015-08-01.csv: 1 records in the file, 2 parsed" in str(failure.value)
+    check = assert_nothing_written(
+        spark, cfg, "rossmann/train.csv.gz", "rossmann/train_2015-08-01.csv"
+    )
+    assert check["inputs"] == {"file_records": 6}
+    assert check["outputs"] == {"bronze_rows": 3, "quarantined": 3}
+
+
+def test_quoted_line_breaks_crlf_last_line_empty_and_header_only_files_conserve(
+    spark, root, tmp_path
+):
+    folder = tmp_path / "edges"
+    write(
+        folder / "rossmann" / "train.csv.gz",
+        (
+            SALES_HEADER.replace("\n", "\r\n")
+            + '1,5,2015-07-31,5263,555,1,1,"0\r\nzero","1"\r\n'  # lines 2-3: one record
+            + '2,5,2015-07-31,6064,625,1,1,"0","1"\r\n'  # line 4
+            + '3,5,2015-07-31,8314,821,1,1,"0","1"'  # line 5: no line break
+        ).encode(),
+    )
+    write(folder / "rossmann" / "train_empty.csv", b"")
+    write(folder / "rossmann" / "train_header_only.csv", SALES_HEADER.encode())
+    cfg = config(root, folder)
+    ctx, _ = run_job(spark, cfg, "ingest", ingest)
+    bronze = Lake(spark, cfg.root).read("bronze.rossmann_sales_raw").orderBy("_line_number")
+    assert [(r["_line_number"], r["state_holiday"]) for r in bronze.collect()] == [
+        (2, "0\nzero"),  # the parser drops the CR of a line end inside quotes
+        (4, "0"),
+        (5, "0"),
+    ]
+    run = job_runs(spark, cfg).where(F.col("run_id") == ctx.run_id).first()
+    checks = {c["name"].split(":")[0]: c for c in json.loads(run["conservation"])}
+    assert checks["ingest rossmann_sales"] == {
+        "name": "ingest rossmann_sales: records in the files = bronze rows added + quarantined",
+        "inputs": {"file_records": 3},
+        "outputs": {"bronze_rows": 3, "quarantined": 0},
+        "holds": True,
+    }
+
+
+def test_a_blank_header_line_with_records_after_it_is_not_skipped(spark, root, tmp_path):
+    folder = tmp_path / "blank"
+    write(folder / "rossmann" / "store.csv", b'\n1,"c","a",1270,9,2008,0,,,""\n')
+    cfg = config(root, folder)
+    with pytest.raises(
+        SchemaDriftError, match=r"rossmann/store.csv: the header line is empty but 1 record"
+    ):
+        run_job(spark, cfg, "ingest", ingest)

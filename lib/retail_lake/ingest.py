@@ -6,7 +6,9 @@ broken line (wrong column count, unparseable record, undecodable bytes) goes to
 `silver.quarantine` with the raw line instead of failing the load or vanishing.
 A file already in its bronze table is not ingested again; new files are picked up.
 
-Conservation, per source: records read = bronze rows added + quarantined at ingest.
+Conservation, per source: records in the files = bronze rows added + quarantined at ingest,
+where the records in a file are counted from its bytes by `retail_lake.record_count`, apart
+from the parser, so a parser that skips or merges a line fails the run naming the file.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -35,6 +38,7 @@ from retail_lake.config import Config
 from retail_lake.contracts import ContractError, TableContract
 from retail_lake.lake import Lake
 from retail_lake.privacy import load_key, token
+from retail_lake.record_count import CHUNK_BYTES, count_csv_records, dialect_bytes
 from retail_lake.runner import Conservation, JobContext, JobError, JobResult, Output
 
 log = logging.getLogger(__name__)
@@ -135,8 +139,9 @@ def list_files(spark: SparkSession, landing: str, pattern: str) -> list[tuple[st
     return sorted(out)
 
 
-def _open_text_lines(uri: str) -> Iterator[bytes]:
-    """Raw lines of a (possibly gzip) file at a local path or URI, via pyarrow's filesystems."""
+@contextmanager
+def _input_stream(uri: str) -> Iterator[Any]:
+    """The decompressed bytes of a (possibly gzip) file at a local path or URI (pyarrow)."""
     from pyarrow import fs as pafs
 
     if uri.startswith("file:"):  # Hadoop writes local paths as file:/x
@@ -146,7 +151,26 @@ def _open_text_lines(uri: str) -> Iterator[bytes]:
     else:
         filesystem, path = pafs.LocalFileSystem(), uri
     with filesystem.open_input_stream(path, compression="detect") as stream:
+        yield stream
+
+
+def _open_text_lines(uri: str) -> Iterator[bytes]:
+    """Raw lines of a (possibly gzip) file at a local path or URI."""
+    with _input_stream(uri) as stream:
         yield from io.BufferedReader(stream, buffer_size=1 << 20)
+
+
+def file_records(uri: str, spec: SourceSpec, max_record_lines: int) -> int:
+    """The records of a CSV landing file counted from its bytes, without the parser."""
+    with _input_stream(uri) as stream:
+        return count_csv_records(
+            iter(lambda: stream.read(CHUNK_BYTES), b""),
+            spec.delimiter,
+            spec.quote,
+            spec.encoding,
+            spec.header,
+            max_record_lines,
+        )
 
 
 def read_header(uri: str, spec: SourceSpec) -> list[str]:
@@ -222,6 +246,8 @@ def records_of(
     lines after it are read again as records of their own, so one stray quote cannot
     swallow the rest of the file. Read errors (a truncated gzip) propagate. `width` is the
     number of fields a record must have (default: the declared columns).
+    `retail_lake.record_count` counts the same records from the bytes, apart from this
+    parser, for conservation: a change to this contract changes both.
     """
     width = width or len(spec.columns)
     numbered = enumerate(raw_lines, start=1)
@@ -298,7 +324,9 @@ def _parser(
     key: bytes | None,
     layouts: Mapping[str, tuple[int, list[int | None]]],
 ):
-    """The mapInPandas function: rows of (file, uri) in, parsed records out.
+    """The mapInPandas function: rows of (file, uri) in, parsed records out, then per file a
+    summary row whose `_line_number` is the file's records counted from its bytes apart from
+    the parser (`file_records`), or an error row if the file cannot be read to its end.
 
     `layouts` maps a file whose header differs from the declared one (schema drift that the
     source evolves) to (fields per record, header position of each output column or None).
@@ -349,6 +377,7 @@ def _parser(
                 rows.append([*fields, source_file, line_no, KIND_ROW, None, None, None])
                 if len(rows) >= batch_rows:
                     yield flush()
+            counted = file_records(uri, spec, max_record_lines)
         except Exception as exc:  # truncated gzip, I/O error: the whole file is refused
             rows.clear()
             rows.append(
@@ -357,7 +386,7 @@ def _parser(
             )
             yield flush()
             return
-        summary = [None] * width + [source_file, records, KIND_SUMMARY, None, None, None]
+        summary = [None] * width + [source_file, counted, KIND_SUMMARY, None, None, None]
         rows.append(summary)
         yield flush()
 
@@ -439,6 +468,41 @@ def new_files(ctx: JobContext, spec: SourceSpec, landing: str, pattern: str) -> 
     return new
 
 
+@dataclass(frozen=True)
+class FileConservation(Conservation):
+    """A source's check that also fails when one file's counts differ, even if another
+    file's difference makes the source's totals agree."""
+
+    differing: tuple[str, ...] = ()
+
+    @property
+    def holds(self) -> bool:
+        return not self.differing and super().holds
+
+
+def file_conservation(spec: SourceSpec, produced: Mapping[str, Mapping[str, int]]) -> Conservation:
+    """Records in the files (each file's summary: counted from its bytes) = bronze rows
+    added + quarantined, per source and per file; the files that differ are named."""
+    differing = []
+    for name, kinds in sorted(produced.items()):
+        parsed = kinds.get(KIND_ROW, 0) + kinds.get(KIND_BROKEN, 0)
+        if parsed != kinds.get(KIND_SUMMARY, 0):
+            differing.append(
+                f"{name}: {kinds.get(KIND_SUMMARY, 0)} records in the file, {parsed} parsed"
+            )
+            log.error("source %s: %s", spec.name, differing[-1])
+    title = f"ingest {spec.name}: records in the files = bronze rows added + quarantined"
+    return FileConservation(
+        title + (f" (differs for {'; '.join(differing)})" if differing else ""),
+        {"file_records": int(sum(k.get(KIND_SUMMARY, 0) for k in produced.values()))},
+        {
+            "bronze_rows": int(sum(k.get(KIND_ROW, 0) for k in produced.values())),
+            "quarantined": int(sum(k.get(KIND_BROKEN, 0) for k in produced.values())),
+        },
+        tuple(differing),
+    )
+
+
 def ingest_source(
     ctx: JobContext, spec: SourceSpec, landing: str, ingested_at: datetime, cached: list[DataFrame]
 ) -> tuple[DataFrame | None, DataFrame | None, Conservation | None]:
@@ -450,6 +514,11 @@ def ingest_source(
             f"{spec.table} has {len(columns)} raw columns but source "
             f"{spec.name} declares {len(spec.columns)}"
         )
+    try:
+        dialect_bytes(spec.delimiter, spec.quote, spec.encoding)
+    except ValueError as exc:
+        raise JobError(f"source {spec.name}: {exc}") from exc
+    max_record_lines = ctx.cfg.get("ingest.max_record_lines")
     new = new_files(ctx, spec, landing, spec.pattern)
     if not new:
         return None, None, None
@@ -462,6 +531,11 @@ def ingest_source(
         except Exception as exc:
             raise UnreadableFileError(f"{name}: unreadable: cannot read the header: {exc}") from exc
         if not header:
+            records = file_records(uri, spec, max_record_lines)
+            if records:  # a blank first line is no header: the records after it are not dropped
+                raise SchemaDriftError(
+                    f"{name}: the header line is empty but {records} record(s) follow it"
+                )
             # Nothing to ingest, and nothing recorded: the file is looked at again next run.
             log.warning("source %s: %s is empty (no header, no records); skipped", spec.name, name)
             new.remove((name, uri))
@@ -482,16 +556,28 @@ def ingest_source(
             spec,
             columns,
             ctx.cfg.get("ingest.batch_rows"),
-            ctx.cfg.get("ingest.max_record_lines"),
+            max_record_lines,
             key,
             layouts,
         ),
         _parse_schema(columns),
     ).cache()
     cached.append(parsed)
+    # Per file and kind: rows produced; for the summary, the records counted from the bytes.
+    per_kind = (
+        parsed.groupBy("_source_file", "_kind")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.max(F.when(F.col("_kind") == KIND_SUMMARY, F.col("_line_number"))).alias("counted"),
+        )
+        .collect()
+    )
+    produced: dict[str, dict[str, int]] = {name: {} for name, _ in new}
+    for r in per_kind:
+        kinds = produced.setdefault(r["_source_file"], {})
+        kinds[r["_kind"]] = r["counted"] if r["_kind"] == KIND_SUMMARY else r["n"]
     counts = {
-        r["_kind"]: r["n"]
-        for r in parsed.groupBy("_kind").agg(F.count(F.lit(1)).alias("n")).collect()
+        k: sum(p.get(k, 0) for p in produced.values()) for k in (KIND_ROW, KIND_BROKEN, KIND_ERROR)
     }
     if counts.get(KIND_ERROR):
         errors = parsed.where(F.col("_kind") == KIND_ERROR).orderBy("_source_file").collect()
@@ -503,9 +589,10 @@ def ingest_source(
                 for r in errors
             )
         )
-    records = (
-        parsed.where(F.col("_kind") == KIND_SUMMARY).agg(F.sum("_line_number")).first()[0] or 0
-    )
+    for name, uri in new:  # every file is counted in its task; this is only a safety net
+        if KIND_SUMMARY not in produced[name]:
+            produced[name][KIND_SUMMARY] = file_records(uri, spec, max_record_lines)
+    check = file_conservation(spec, produced)
     bronze = (
         parsed.where(F.col("_kind") == KIND_ROW)
         .withColumn("_ingested_at", F.lit(ingested_at).cast("timestamp"))
@@ -528,18 +615,10 @@ def ingest_source(
             F.lit(ingested_at).cast("timestamp").alias("_quarantined_at"),
         )
     )
-    check = Conservation(
-        f"ingest {spec.name}: records read = bronze rows added + quarantined",
-        {"records_read": int(records)},
-        {
-            "bronze_rows": int(counts.get(KIND_ROW, 0)),
-            "quarantined": int(counts.get(KIND_BROKEN, 0)),
-        },
-    )
     log.info(
-        "source %s: %d records -> %d bronze, %d quarantined",
+        "source %s: %d records in the files -> %d bronze, %d quarantined",
         spec.name,
-        records,
+        sum(check.inputs.values()),
         counts.get(KIND_ROW, 0),
         counts.get(KIND_BROKEN, 0),
     )
