@@ -491,9 +491,10 @@ case "$cmd" in
   submit-line) cluster_submit_line ;;
   run)
     [ -x "$VENV/bin/retail-lake" ] || die "no retail-lake in $VENV: run './setup_cluster.sh install' first"
-    exec "$VENV/bin/retail-lake" "$@" ;;
+    # The checkout's code runs even when the venv's editable install points at another checkout.
+    PYTHONPATH="$HERE/lib${PYTHONPATH:+:$PYTHONPATH}" exec "$VENV/bin/retail-lake" "$@" ;;
   test)
     [ -x "$VENV/bin/pytest" ] || die "no pytest in $VENV: run './setup_cluster.sh install' first"
-    cd "$HERE" && exec "$VENV/bin/pytest" "$@" ;;
+    cd "$HERE" && PYTHONPATH="$HERE/lib${PYTHONPATH:+:$PYTHONPATH}" exec "$VENV/bin/pytest" "$@" ;;
   *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] && exit 2 || die "unknown command '$cmd'" ;;
 esac

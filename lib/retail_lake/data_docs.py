@@ -1,8 +1,9 @@
 """Great Expectations Data Docs: every validation a run performs, rendered under the root.
 
 `quality.validate()` hands each validation to `DataDocs.render()` (passed and failed gates
-alike: a failed gate is when an engineer opens the docs). See `DataDocs` for how the site
-accumulates across runs and processes.
+alike: a failed gate is when an engineer opens the docs); results of quality's Spark engine
+first become GX's own validation record (`suite_validation`). See `DataDocs` for how the
+site accumulates across runs and processes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,54 @@ def _local_dir(root: str) -> Path | None:
     if root.startswith("file:"):
         return Path("/" + root[len("file:") :].lstrip("/"))
     return None if "://" in root else Path(root)
+
+
+def suite_validation(
+    contract: TableContract, expectations: list[Any], results: list[Any], run_id: Any
+) -> tuple[Any, Any]:
+    """GX's suite and validation record for results evaluated outside GX's engine.
+
+    `results` (GX `ExpectationValidationResult`s, one per expectation) become the
+    `ExpectationSuiteValidationResult` that `ValidationDefinition.run` would have returned for
+    the pending frame (statistics, batch and run metadata), ready for `DataDocs.render`.
+    """
+    import great_expectations as gx
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+    )
+    from great_expectations.validator.validation_statistics import calc_validation_statistics
+
+    source, asset = f"pending_{contract.short_name}", contract.short_name
+    stats = calc_validation_statistics(results)
+    outcome = ExpectationSuiteValidationResult(
+        success=stats.success,
+        results=results,
+        suite_name=contract.name,
+        statistics={
+            "evaluated_expectations": stats.evaluated_expectations,
+            "successful_expectations": stats.successful_expectations,
+            "unsuccessful_expectations": stats.unsuccessful_expectations,
+            "success_percent": stats.success_percent,
+        },
+        meta={
+            "great_expectations_version": gx.__version__,
+            "batch_spec": {"batch_data": "SparkDataFrame"},
+            "batch_markers": {"ge_load_time": run_id.run_time.strftime("%Y%m%dT%H%M%S.%fZ")},
+            "active_batch_definition": {
+                "datasource_name": source,
+                "data_connector_name": "fluent",
+                "data_asset_name": asset,
+                "batch_identifiers": {"dataframe": "<DATAFRAME>"},
+            },
+            "checkpoint_id": None,
+            "batch_parameters": {"dataframe": "<DATAFRAME>"},
+        },
+        batch_id=f"{source}-{asset}",
+    )
+    # As ValidationDefinition.run: set after construction (the run id is not plain JSON).
+    outcome.meta["run_id"] = run_id
+    outcome.meta["validation_time"] = run_id.run_time
+    return gx.ExpectationSuite(name=contract.name, expectations=expectations), outcome
 
 
 @dataclass(frozen=True)
