@@ -139,9 +139,13 @@ class Lake:
         return reader.load(self.location(table))
 
     # ------------------------------------------------------------------ creation
-    def ensure(self, contract: TableContract) -> None:
-        """Creates the table from its contract if it is missing, and registers its name."""
+    def ensure(self, contract: TableContract) -> bool:
+        """Creates the table from its contract if it is missing, and registers its name.
+
+        Returns whether this call created it (empty, at version 0).
+        """
         location = self.location(contract.name)
+        created = False
         if not self.exists(contract.name):
             props = ", ".join(f"'{k}' = '{v}'" for k, v in contract.delta_properties.items())
             partition = (
@@ -159,11 +163,13 @@ class Lake:
                     f" USING DELTA {partition} COMMENT '{comment}' "
                     f"TBLPROPERTIES ({props}) LOCATION '{location}'"
                 )
+                created = True
             except Exception as exc:  # another process created it first: fine
                 if not self.exists(contract.name):
                     raise
                 log.debug("%s was created concurrently: %s", contract.name, exc)
         register_table(self.spark, contract.name, location)
+        return created
 
     # ------------------------------------------------------------------ writing
     def write(
@@ -191,10 +197,12 @@ class Lake:
             raise ContractError(f"{contract.name}: extra columns can only be appended")
         # The contract check before creating anything.
         rows = with_metadata(df, contract, run_id, extra_columns)
-        self.ensure(contract)
+        created = self.ensure(contract)
         path = self.location(contract.name)
         started = time.monotonic()
-        if mode == "merge":
+        if created and mode != "append":
+            result = self._first_load(rows, contract, mode, replace_where)
+        elif mode == "merge":
             result = self._merge(rows, contract)
         elif mode == "append":
             writer = rows.write.format("delta").mode("append")
@@ -203,17 +211,7 @@ class Lake:
             writer.save(path)
             result = self._result(contract, mode)
         else:
-            current = self.read(contract.name)
-            if replace_where:
-                current = current.where(replace_where)
-            if self._same_rows(current, rows, contract):
-                result = WriteResult(contract.name, mode, None, skipped=True)
-            else:
-                writer = rows.write.format("delta").mode("overwrite")
-                if replace_where:
-                    writer = writer.option("replaceWhere", replace_where)
-                writer.save(path)
-                result = self._result(contract, mode)
+            result = self._overwrite(rows, contract, mode, replace_where)
         log.info(
             "%s %s: +%d ~%d -%d%s (%.1fs)",
             contract.name,
@@ -225,6 +223,47 @@ class Lake:
             time.monotonic() - started,
         )
         return result
+
+    def _first_load(
+        self, rows: DataFrame, contract: TableContract, mode: str, replace_where: str | None
+    ) -> WriteResult:
+        """The first rows of a table this run just created: one overwrite of the empty table.
+
+        Whatever the mode, writing into an empty table is inserting every row, and an
+        overwrite needs no join against the (empty) target nor a comparison with it. The
+        overwrite reads the whole table, so if another writer committed rows since it was
+        created the overwrite fails with Delta's conflict error, and the write takes the
+        mode's own path against those rows instead (two racing first loads: one wins).
+        """
+        try:
+            # (A replace_where predicate is checked by Delta as on any later write.)
+            self._overwriter(rows, replace_where).save(self.location(contract.name))
+        except Exception as exc:  # Delta concurrency exceptions come through py4j
+            if "Concurrent" not in type(exc).__name__ + str(exc)[:500]:
+                raise
+            log.info("%s: another writer loaded it first; writing by %s", contract.name, mode)
+            if mode == "merge":
+                return self._merge(rows, contract)
+            return self._overwrite(rows, contract, mode, replace_where)
+        written = self._result(contract, "overwrite")
+        return WriteResult(contract.name, mode, written.version, inserted=written.inserted)
+
+    @staticmethod
+    def _overwriter(rows: DataFrame, replace_where: str | None):
+        writer = rows.write.format("delta").mode("overwrite")
+        return writer.option("replaceWhere", replace_where) if replace_where else writer
+
+    def _overwrite(
+        self, rows: DataFrame, contract: TableContract, mode: str, replace_where: str | None
+    ) -> WriteResult:
+        """`overwrite` / `replace_where`, skipped when the rows equal those already there."""
+        current = self.read(contract.name)
+        if replace_where:
+            current = current.where(replace_where)
+        if self._same_rows(current, rows, contract):
+            return WriteResult(contract.name, mode, None, skipped=True)
+        self._overwriter(rows, replace_where).save(self.location(contract.name))
+        return self._result(contract, mode)
 
     def _merge(self, rows: DataFrame, contract: TableContract) -> WriteResult:
         # Only new or changed rows enter the MERGE: when there are none, nothing is committed

@@ -55,6 +55,7 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
         )
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(spark_cfg["shuffle_partitions"]))
+        .config("spark.databricks.delta.snapshotPartitions", str(spark_cfg["snapshot_partitions"]))
         .config("spark.driver.memory", spark_cfg["driver_memory"])
         .config("spark.ui.enabled", str(spark_cfg["ui_enabled"]).lower())
         .config("spark.ui.showConsoleProgress", str(spark_cfg["console_progress"]).lower())
@@ -88,6 +89,7 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
     # Settings a pre-existing (spark-submit) session still accepts at run time.
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.shuffle.partitions", str(spark_cfg["shuffle_partitions"]))
+    spark.conf.set("spark.databricks.delta.snapshotPartitions", str(spark_cfg["snapshot_partitions"]))
     if not spark_cfg["metastore_uri"]:
         register_tables(spark, cfg.root)
     return spark
