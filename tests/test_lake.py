@@ -52,6 +52,28 @@ def test_merge_twice_keeps_one_row_per_key_and_second_run_changes_nothing(spark,
     )
 
 
+def test_a_first_load_keeps_rows_another_writer_committed_after_the_table_was_created(
+    spark, lake
+):
+    from retail_lake.lake import with_metadata
+
+    day = date(2015, 1, 1)
+    assert lake.ensure(SALES)  # this writer created the table: its first load skips comparing
+    assert not lake.ensure(SALES)
+    # Another writer's load commits between the creation and this writer's first load.
+    lake.write(rows(spark, [(1, day, 99, 2015)]), SALES, "run-other")
+    mine = with_metadata(rows(spark, [(1, day, 10, 2015), (2, day, 20, 2015)]), SALES, "run-mine")
+    result = lake._first_load(mine, SALES, "merge", None)
+    assert (result.inserted, result.updated) == (1, 0)
+    assertDataFrameEqual(
+        lake.read(SALES.name).select("store", "day", "sales", "year", "_run_id"),
+        spark.createDataFrame(
+            [(1, day, 99, 2015, "run-other"), (2, day, 20, 2015, "run-mine")],
+            f"{SCHEMA}, _run_id string",
+        ),
+    )
+
+
 def test_merge_updates_only_changed_rows(spark, lake):
     base = [(1, date(2015, 1, 1), 10, 2015), (2, date(2015, 1, 1), 20, 2015)]
     lake.write(rows(spark, base), SALES, "run-1")

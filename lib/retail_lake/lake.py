@@ -227,26 +227,36 @@ class Lake:
     def _first_load(
         self, rows: DataFrame, contract: TableContract, mode: str, replace_where: str | None
     ) -> WriteResult:
-        """The first rows of a table this run just created: one overwrite of the empty table.
+        """The first rows of a table this run just created (empty, version 0).
 
-        Whatever the mode, writing into an empty table is inserting every row, and an
-        overwrite needs no join against the (empty) target nor a comparison with it. The
-        overwrite reads the whole table, so if another writer committed rows since it was
-        created the overwrite fails with Delta's conflict error, and the write takes the
-        mode's own path against those rows instead (two racing first loads: one wins).
+        Into an empty table every row is an insert, so no comparison with the target is
+        needed: `merge` is an insert-only MERGE (it still joins against the target, so a
+        writer that committed rows since the table was created keeps them, and a concurrent
+        commit is Delta's conflict error); `overwrite` and `replace_where` overwrite without
+        the same-rows check (another writer's rows committed in between are replaced, as a
+        later overwrite would). On a conflict the write takes its mode's usual path.
         """
         try:
-            # (A replace_where predicate is checked by Delta as on any later write.)
-            self._overwriter(rows, replace_where).save(self.location(contract.name))
+            if mode == "merge":
+                keys = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in contract.keys)
+                (
+                    self.delta_table(contract.name)
+                    .alias("t")
+                    .merge(rows.alias("s"), keys)
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                )
+            else:
+                # (A replace_where predicate is checked by Delta as on any later write.)
+                self._overwriter(rows, replace_where).save(self.location(contract.name))
         except Exception as exc:  # Delta concurrency exceptions come through py4j
             if "Concurrent" not in type(exc).__name__ + str(exc)[:500]:
                 raise
-            log.info("%s: another writer loaded it first; writing by %s", contract.name, mode)
+            log.info("%s: another writer committed to it first; writing by %s", contract.name, mode)
             if mode == "merge":
                 return self._merge(rows, contract)
             return self._overwrite(rows, contract, mode, replace_where)
-        written = self._result(contract, "overwrite")
-        return WriteResult(contract.name, mode, written.version, inserted=written.inserted)
+        return self._result(contract, mode)
 
     @staticmethod
     def _overwriter(rows: DataFrame, replace_where: str | None):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import socket
 import time
 import uuid
@@ -216,10 +217,16 @@ def _ops_write(
     table: str,
     rows: list[dict[str, Any]],
     run_id: str,
-    merge_key: str | None = None,
+    replace_run: bool = False,
     attempts: int = 8,
 ) -> None:
-    """Appends (or upserts on `merge_key`) ops records, retrying Delta write conflicts."""
+    """Appends ops records, retrying Delta write conflicts.
+
+    `replace_run`: the rows replace the table's rows of `run_id` (the outcome of a run
+    replacing its 'running' row). An overwrite restricted to that run id reads only the file
+    its 'running' row went to (Delta skips the others by their statistics): about half the
+    Spark jobs and time of a MERGE on the run id.
+    """
     if not rows:
         return
     contract = REGISTRY[table]
@@ -227,14 +234,14 @@ def _ops_write(
     df = lake.spark.createDataFrame(rows, contract.spark_schema())
     for attempt in range(1, attempts + 1):
         try:
-            if merge_key:
+            if replace_run:
+                if not re.fullmatch(r"[\w.:-]+", run_id):
+                    raise JobError(f"unexpected characters in run id {run_id!r}")
                 (
-                    lake.delta_table(table)
-                    .alias("t")
-                    .merge(df.alias("s"), f"t.{merge_key} = s.{merge_key}")
-                    .whenMatchedUpdateAll()
-                    .whenNotMatchedInsertAll()
-                    .execute()
+                    df.write.format("delta")
+                    .mode("overwrite")
+                    .option("replaceWhere", f"run_id = '{run_id}'")
+                    .save(lake.location(table))
                 )
             else:
                 df.write.format("delta").mode("append").save(lake.location(table))
@@ -322,7 +329,7 @@ def run_job(
                 )
             ],
             ctx.run_id,
-            merge_key="run_id",
+            replace_run=True,
         )
         log.error(
             "[%s] %s failed after %.1fs: %s",
@@ -356,7 +363,7 @@ def run_job(
             )
         ],
         ctx.run_id,
-        merge_key="run_id",
+        replace_run=True,
     )
     log.info("[%s] %s succeeded in %.1fs", ctx.run_id, job, time.monotonic() - clock)
     return ctx, writes
