@@ -62,10 +62,14 @@ def main() -> None:
     cfg = load_config(args.profile, [f"paths.root={base}/warm", "spark.log_level=ERROR"])
     spark = build_session(cfg, "bench fixed cost")
     # Warm-up on a lake of its own: JIT, imports, the suite's first load.
-    run_job(spark, cfg, "bench_stores", lambda ctx: JobResult([Output("silver.stores", stores(spark))]))
+    run_job(
+        spark, cfg, "bench_stores", lambda ctx: JobResult([Output("silver.stores", stores(spark))])
+    )
     print("repeat  bare_s  first_s  changed_s  same_s  | jobs: bare first changed same | ratios")
     for i in range(1, args.repeats + 1):
-        lake_cfg = load_config(args.profile, [f"paths.root={base}/lake{i}", "spark.log_level=ERROR"])
+        lake_cfg = load_config(
+            args.profile, [f"paths.root={base}/lake{i}", "spark.log_level=ERROR"]
+        )
 
         def run(changed: bool, c=lake_cfg) -> None:
             run_job(
@@ -78,7 +82,7 @@ def main() -> None:
         bare = timed(
             spark,
             f"bare-{i}",
-            lambda: stores(spark).write.format("delta").save(f"{base}/bare{i}"),
+            lambda path=f"{base}/bare{i}": stores(spark).write.format("delta").save(path),
         )
         first = timed(spark, f"first-{i}", lambda: run(False))
         changed = timed(spark, f"changed-{i}", lambda: run(True))

@@ -2,7 +2,8 @@
 
 A job submitted the way `setup_cluster.sh` prints (the library shipped as the archive
 `retail_lake.package` builds, from a directory that is not the checkout, PYTHONPATH cleared)
-writes a bronze table; another process reads it by name; `stop` leaves no process behind.
+writes a bronze table; another process (the test's own, through `cli.main`) reads it by name;
+`stop` leaves no process behind.
 
 Self-contained: it starts its own cluster on non-default ports, with pid files and logs
 under a temporary RETAIL_LAKE_HOME, and the real venv and Ivy cache (no downloads).
@@ -188,7 +189,9 @@ def cluster(tmp_path_factory):
                 os.killpg(pid, signal.SIGKILL)
 
 
-def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(cluster, tmp_path):
+def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(spark, cluster, tmp_path, capsys):
+    from retail_lake import cli
+
     env, cluster_dir = cluster["env"], cluster["dir"]
     pids = cluster["pids"]
     assert set(pids) == {"master", "worker-1", "worker-2"}
@@ -295,22 +298,11 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(cluster, tmp_p
         "(SELECT count(*) FROM ops.job_runs WHERE job = 'ingest' "
         "AND status = 'succeeded' AND profile = 'cluster') AS runs"
     )
-    sql_env = {k: v for k, v in os.environ.items() if k != "RETAIL_LAKE_ROOT"}
-    sql = _run(
-        [
-            str(VENV / "bin" / "retail-lake"),
-            "sql",
-            query,
-            "--profile",
-            "test",
-            "--set",
-            f"paths.root={lake}",
-        ],
-        env=sql_env,
-        cwd=REPO,
-        timeout=300,
-    )
-    header, _, row = sql.stdout.strip().splitlines()[-3:]
+    # (This test's process: its session registers the lake's tables by name, as the CLI does.)
+    capsys.readouterr()
+    assert cli.main(["sql", query, "--profile", "test", "--set", f"paths.root={lake}"]) == 0
+    out = capsys.readouterr().out
+    header, _, row = out.strip().splitlines()[-3:]
     assert header.split() == ["bronze", "quarantined", "runs"]
     assert [int(v) for v in row.split()] == [good, broken, 1]
 

@@ -52,9 +52,7 @@ def test_merge_twice_keeps_one_row_per_key_and_second_run_changes_nothing(spark,
     )
 
 
-def test_a_first_load_keeps_rows_another_writer_committed_after_the_table_was_created(
-    spark, lake
-):
+def test_a_first_load_keeps_rows_another_writer_committed_after_the_table_was_created(spark, lake):
     from retail_lake.lake import with_metadata
 
     day = date(2015, 1, 1)
@@ -161,3 +159,19 @@ def test_created_table_carries_contract_properties_and_comments(spark, lake):
     assert fields["store"] == "store"
     assert fields["_content_hash"].startswith("SHA-256")
     assert spark.table(SALES.name).count() == 1  # registered by name
+
+
+def test_a_name_follows_the_lake_opened_last_in_the_session(spark, tmp_path):
+    from retail_lake.lake import Lake
+    from retail_lake.session import register_tables
+
+    day = date(2015, 1, 1)
+    first, second = Lake(spark, str(tmp_path / "a")), Lake(spark, str(tmp_path / "b"))
+    first.write(rows(spark, [(1, day, 10, 2015)]), SALES, "run-a")
+    second.write(rows(spark, [(2, day, 20, 2015), (3, day, 30, 2015)]), SALES, "run-b")
+    assert register_tables(spark, first.root) == [SALES.name]
+    assert [r["store"] for r in spark.table(SALES.name).collect()] == [1]
+    register_tables(spark, second.root)
+    assert sorted(r["store"] for r in spark.table(SALES.name).collect()) == [2, 3]
+    # Re-pointing the name dropped only the catalog entry: the first lake's table is intact.
+    assert first.read(SALES.name).count() == 1

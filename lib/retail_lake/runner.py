@@ -397,9 +397,7 @@ def _audit(
         persisted.append(out.df)
         specs = [spec.resolved(result.rows_read) for spec in load_suite(contract)]
         log.info("[%s] validating %s against %d expectations", ctx.run_id, out.table, len(specs))
-        results.extend(
-            validate(rows, contract, specs, docs, engine=ctx.cfg.get("quality.engine"))
-        )
+        results.extend(validate(rows, contract, specs, docs, engine=ctx.cfg.get("quality.engine")))
     gate(results)
     return results
 

@@ -89,7 +89,9 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
     # Settings a pre-existing (spark-submit) session still accepts at run time.
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.shuffle.partitions", str(spark_cfg["shuffle_partitions"]))
-    spark.conf.set("spark.databricks.delta.snapshotPartitions", str(spark_cfg["snapshot_partitions"]))
+    spark.conf.set(
+        "spark.databricks.delta.snapshotPartitions", str(spark_cfg["snapshot_partitions"])
+    )
     if not spark_cfg["metastore_uri"]:
         register_tables(spark, cfg.root)
     return spark
@@ -131,10 +133,42 @@ def register_tables(spark: SparkSession, root: str) -> list[str]:
 
 
 def register_table(spark: SparkSession, name: str, location: str) -> None:
-    """Makes `name` point at the Delta table at `location` in this session's catalog."""
-    layer = name.split(".", 1)[0]
+    """Makes `name` point at the Delta table at `location` in this session's catalog.
+
+    A name registered earlier to another location (another lake opened in the same session,
+    or a metastore entry left by a moved lake) is pointed at `location`; only the catalog
+    entry is dropped, never the table it pointed at (it is external).
+    """
+    layer, table = name.split(".", 1)
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
+    registered = _catalog_location(spark, layer, table)
+    if registered is not None and _same_location(registered, location):
+        return
+    if registered is not None:
+        log.info("%s pointed at %s; registering it at %s", name, registered, location)
+        spark.sql(f"DROP TABLE IF EXISTS {name}")
     spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{location}'")
+
+
+def _catalog_location(spark: SparkSession, database: str, table: str) -> str | None:
+    """Where the catalog's entry for `database.table` points, or None without an entry."""
+    jvm = spark._jvm
+    ident = jvm.org.apache.spark.sql.catalyst.TableIdentifier(table, jvm.scala.Some(database))
+    catalog = spark._jsparkSession.sessionState().catalog()
+    if not catalog.tableExists(ident):
+        return None
+    return str(catalog.getTableMetadata(ident).location())
+
+
+def _same_location(a: str, b: str) -> bool:
+    def norm(uri: str) -> str:
+        for prefix in ("file://", "file:"):
+            if uri.startswith(prefix):
+                uri = uri[len(prefix) :]
+                break
+        return uri.rstrip("/")
+
+    return norm(a) == norm(b)
 
 
 def main(argv: list[str] | None = None) -> int:
