@@ -33,7 +33,7 @@ SHARED_DATA = Path(os.environ.get("RETAIL_LAKE_SHARED_DATA", REPO.parent / "shar
 
 # The test (pytest item) running now, so that shared_data() can check its markers.
 _CURRENT: ContextVar[Any] = ContextVar("current_test", default=None)
-IMPLIES_SLOW = ("realdata", "pipeline", "horovod", "cluster", "notebooks")
+IMPLIES_SLOW = ("realdata", "pipeline", "horovod", "cluster", "notebooks", "gx")
 
 
 def shared_data(*parts: str) -> Path:

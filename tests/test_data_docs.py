@@ -67,6 +67,7 @@ def cfg(root):
     return load_config("test", [f"paths.root={root}", "quality.data_docs=true"])
 
 
+@pytest.mark.gx
 def test_a_run_renders_its_validation_and_a_second_run_adds_to_the_site(spark, cfg, root):
     site = root / "data_docs"
     first, _ = run_job(spark, cfg, "load_stores", stores_job(spark, GOOD))
@@ -102,6 +103,7 @@ def test_a_run_renders_its_validation_and_a_second_run_adds_to_the_site(spark, c
     assert f"Run Name {second.run_id}" in text(site / rows[second.run_id]["link"])
 
 
+@pytest.mark.gx
 def test_a_failing_gate_still_renders_what_failed(spark, cfg, root):
     site = root / "data_docs"
     with pytest.raises(QualityGateError) as err:
@@ -125,6 +127,7 @@ def test_a_failing_gate_still_renders_what_failed(spark, cfg, root):
     ) in shown
 
 
+@pytest.mark.gx
 def test_a_rendering_error_is_a_warning_not_a_failed_run(spark, cfg, root, caplog):
     (root / "data_docs").write_text("not a folder")  # the site cannot be created
 

@@ -61,7 +61,8 @@ def test_a_first_load_keeps_rows_another_writer_committed_after_the_table_was_cr
     # Another writer's load commits between the creation and this writer's first load.
     lake.write(rows(spark, [(1, day, 99, 2015)]), SALES, "run-other")
     mine = with_metadata(rows(spark, [(1, day, 10, 2015), (2, day, 20, 2015)]), SALES, "run-mine")
-    result = lake._first_load(mine, SALES, "merge", None)
+    with lake._tagged("run-mine"):
+        result = lake._first_load(mine, SALES, "merge", None, "run-mine", 0)
     assert (result.inserted, result.updated) == (1, 0)
     assertDataFrameEqual(
         lake.read(SALES.name).select("store", "day", "sales", "year", "_run_id"),
@@ -175,3 +176,53 @@ def test_a_name_follows_the_lake_opened_last_in_the_session(spark, tmp_path):
     assert sorted(r["store"] for r in spark.table(SALES.name).collect()) == [2, 3]
     # Re-pointing the name dropped only the catalog entry: the first lake's table is intact.
     assert first.read(SALES.name).count() == 1
+
+
+def test_a_write_reports_its_own_commit_not_the_latest_one(spark, lake):
+    day = date(2015, 1, 1)
+    mine = lake.write(rows(spark, [(1, day, 10, 2015), (2, day, 20, 2015)]), SALES, "run-mine")
+    # Another writer commits after it: the history's latest entry is now theirs.
+    theirs = lake.write(rows(spark, [(3, day, 30, 2015)]), SALES, "run-theirs")
+    assert theirs.version == mine.version + 1
+    # The commit is found by its run id (DESCRIBE HISTORY shows it as userMetadata) ...
+    history = {
+        r["version"]: r["userMetadata"]
+        for r in lake.history(SALES.name).select("version", "userMetadata").collect()
+    }
+    assert (history[mine.version], history[theirs.version]) == ("run-mine", "run-theirs")
+    # ... so reading this write's result now still gives its own version and row counts.
+    again = lake._result(SALES, "merge", "run-mine", mine.version - 1)
+    assert (again.version, again.inserted, again.updated) == (mine.version, 2, 0)
+    # A run with no commit after the given version committed nothing.
+    assert lake._result(SALES, "merge", "run-mine", mine.version).version is None
+
+
+def test_local_frames_hold_the_rows_spark_would_build_from_them(spark):
+    from datetime import UTC, datetime
+
+    from retail_lake.lake import local_frame
+    from retail_lake.tables import REGISTRY
+
+    schema = REGISTRY["ops.job_runs"].spark_schema()
+    started = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    full = {c: None for c in schema.fieldNames()}
+    full.update(
+        run_id="r1",
+        job="ingest",
+        status="succeeded",
+        profile="test",
+        run_date=date(2026, 1, 1),
+        started_at=started,
+        duration_s=1.5,
+        parameters={"set.a": "1", "é": "ü"},
+        rows_read={"bronze.x": 3},
+        versions_written={},
+    )
+    sparse = {"run_id": "r2", "job": "cleanse", "status": "running", "profile": "test"}
+    sparse["started_at"] = started
+    built = local_frame(spark, [full, sparse], schema)
+    assert built.schema == schema
+    # Spark's own (pickled, row by row) conversion of the same rows is the reference.
+    assertDataFrameEqual(built, spark.createDataFrame([full, sparse], schema))
+    with pytest.raises(ValueError, match="2 values"):
+        local_frame(spark, [("r1", "ingest")], schema)

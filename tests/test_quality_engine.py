@@ -194,6 +194,7 @@ EMPTY_SUITE = list(
 )
 
 
+@pytest.mark.gx
 @pytest.mark.parametrize(
     ("rows", "suite"), [(ROWS, SUITE), ([], EMPTY_SUITE)], ids=["edge_cases", "empty"]
 )

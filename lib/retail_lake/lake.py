@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import StructType
 
 from retail_lake.contracts import CONTENT_HASH, RUN_ID, ContractError, TableContract
 from retail_lake.session import register_table
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WRITE_MODES = ("merge", "replace_where", "overwrite", "append")
+USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,33 @@ def with_metadata(
     )
 
 
+def local_frame(
+    spark: SparkSession, rows: Sequence[Mapping[str, Any] | Sequence[Any]], schema: StructType
+) -> DataFrame:
+    """A few driver-side rows (dicts by column name, or tuples in schema order) as a DataFrame.
+
+    Built through Arrow: `spark.createDataFrame(list_of_rows)` pickles the rows into an RDD
+    that a Python worker converts on every action, which made a one-row ops append cost twice
+    as much (bench/RESULTS.md, "the fixed cost of one step"). Naive datetimes are taken as UTC.
+
+    >>> local_frame(spark, [{"run_id": "r1", "n": 1}], StructType.fromDDL("run_id string, n int"))
+    DataFrame[run_id: string, n: int]
+    """
+    arrow = to_arrow_schema(schema)
+    names = schema.fieldNames()
+    columns: dict[str, list[Any]] = {n: [] for n in names}
+    for row in rows:
+        values = (
+            [row.get(n) for n in names] if isinstance(row, Mapping) else list(row)  # type: ignore[union-attr]
+        )
+        if len(values) != len(names):
+            raise ValueError(f"row {row!r} has {len(values)} values for columns {names}")
+        for n, v in zip(names, values, strict=True):
+            columns[n].append(v)
+    table = pa.table({n: pa.array(columns[n], type=arrow.field(n).type) for n in names})
+    return spark.createDataFrame(table, schema)
+
+
 class Lake:
     """The Delta tables under `root`, addressed by `layer.name`."""
 
@@ -119,7 +152,23 @@ class Lake:
         return reader.load(self.location(table))
 
     def version(self, table: str) -> int:
-        """The latest committed Delta version of `table`."""
+        """The latest committed Delta version of `table`.
+
+        Read from the table's transaction log in the driver (a listing of `_delta_log`), not
+        from `history(1)`, which runs a Spark job; the history is the fallback should the log
+        API change.
+        """
+        if not self.exists(table):
+            raise ContractError(f"table {table} does not exist under {self.root} yet")
+        try:
+            jvm = self.spark._jvm
+            none = jvm.scala.Option.empty()
+            log_ = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
+                self.spark._jsparkSession, self.location(table)
+            )
+            return int(log_.update(False, none, none).version())
+        except Exception as exc:  # py4j: an internal API that may change
+            log.debug("reading the version of %s from its history: %s", table, exc)
         last = self.delta_table(table).history(1).select("version").collect()
         return int(last[0]["version"])
 
@@ -200,18 +249,22 @@ class Lake:
         created = self.ensure(contract)
         path = self.location(contract.name)
         started = time.monotonic()
-        if created and mode != "append":
-            result = self._first_load(rows, contract, mode, replace_where)
-        elif mode == "merge":
-            result = self._merge(rows, contract)
-        elif mode == "append":
-            writer = rows.write.format("delta").mode("append")
-            if extra_columns:
-                writer = writer.option("mergeSchema", "true")
-            writer.save(path)
-            result = self._result(contract, mode)
-        else:
-            result = self._overwrite(rows, contract, mode, replace_where)
+        before = 0 if created else self.version(contract.name)
+        # Every commit carries the run id (DESCRIBE HISTORY's userMetadata): the write's own
+        # commit is found by it, never taken to be the latest one (another writer's, maybe).
+        with self._tagged(run_id):
+            if created and mode != "append":
+                result = self._first_load(rows, contract, mode, replace_where, run_id, before)
+            elif mode == "merge":
+                result = self._merge(rows, contract, run_id, before)
+            elif mode == "append":
+                writer = rows.write.format("delta").mode("append")
+                if extra_columns:
+                    writer = writer.option("mergeSchema", "true")
+                writer.save(path)
+                result = self._result(contract, mode, run_id, before)
+            else:
+                result = self._overwrite(rows, contract, mode, replace_where, run_id, before)
         log.info(
             "%s %s: +%d ~%d -%d%s (%.1fs)",
             contract.name,
@@ -225,7 +278,13 @@ class Lake:
         return result
 
     def _first_load(
-        self, rows: DataFrame, contract: TableContract, mode: str, replace_where: str | None
+        self,
+        rows: DataFrame,
+        contract: TableContract,
+        mode: str,
+        replace_where: str | None,
+        run_id: str,
+        before: int,
     ) -> WriteResult:
         """The first rows of a table this run just created (empty, version 0).
 
@@ -254,9 +313,9 @@ class Lake:
                 raise
             log.info("%s: another writer committed to it first; writing by %s", contract.name, mode)
             if mode == "merge":
-                return self._merge(rows, contract)
-            return self._overwrite(rows, contract, mode, replace_where)
-        return self._result(contract, mode)
+                return self._merge(rows, contract, run_id, before)
+            return self._overwrite(rows, contract, mode, replace_where, run_id, before)
+        return self._result(contract, mode, run_id, before)
 
     @staticmethod
     def _overwriter(rows: DataFrame, replace_where: str | None):
@@ -264,7 +323,13 @@ class Lake:
         return writer.option("replaceWhere", replace_where) if replace_where else writer
 
     def _overwrite(
-        self, rows: DataFrame, contract: TableContract, mode: str, replace_where: str | None
+        self,
+        rows: DataFrame,
+        contract: TableContract,
+        mode: str,
+        replace_where: str | None,
+        run_id: str,
+        before: int,
     ) -> WriteResult:
         """`overwrite` / `replace_where`, skipped when the rows equal those already there."""
         current = self.read(contract.name)
@@ -273,9 +338,11 @@ class Lake:
         if self._same_rows(current, rows, contract):
             return WriteResult(contract.name, mode, None, skipped=True)
         self._overwriter(rows, replace_where).save(self.location(contract.name))
-        return self._result(contract, mode)
+        return self._result(contract, mode, run_id, before)
 
-    def _merge(self, rows: DataFrame, contract: TableContract) -> WriteResult:
+    def _merge(
+        self, rows: DataFrame, contract: TableContract, run_id: str, before: int
+    ) -> WriteResult:
         # Only new or changed rows enter the MERGE: when there are none, nothing is committed
         # (Delta would otherwise rewrite every file holding a matched row, and bump the
         # version that downstream jobs record as their input).
@@ -296,7 +363,7 @@ class Lake:
             )
         finally:
             changed.unpersist()
-        return self._result(contract, "merge")
+        return self._result(contract, "merge", run_id, before)
 
     def _same_rows(self, current: DataFrame, rows: DataFrame, contract: TableContract) -> bool:
         """True when both hold exactly the same rows (by content hash and keys)."""
@@ -317,12 +384,56 @@ class Lake:
 
         return fingerprint(current) == fingerprint(rows)
 
-    def _result(self, contract: TableContract, mode: str) -> WriteResult:
-        last = self.delta_table(contract.name).history(1).first()
+    @contextmanager
+    def _tagged(self, run_id: str) -> Iterator[None]:
+        """Commits made inside carry `run_id` as their userMetadata."""
+        conf = self.spark.conf
+        previous = conf.get(USER_METADATA, None)
+        conf.set(USER_METADATA, run_id)
+        try:
+            yield
+        finally:
+            if previous is None:
+                conf.unset(USER_METADATA)
+            else:
+                conf.set(USER_METADATA, previous)
+
+    def _own_commit(self, table: str, run_id: str, after: int) -> tuple[int, dict[str, str]] | None:
+        """The version and operation metrics of the latest commit after `after` that carries
+        `run_id`, read from the transaction log in the driver; None when there is none."""
+        jvm = self.spark._jvm
+        none = jvm.scala.Option.empty()
+        delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
+            self.spark._jsparkSession, self.location(table)
+        )
+        latest = int(delta_log.update(False, none, none).version())
+        for version in range(latest, after, -1):
+            commits = delta_log.getChanges(version, version, False)
+            while commits.hasNext():
+                actions = commits.next()._2().iterator()
+                while actions.hasNext():
+                    action = actions.next()
+                    if action.getClass().getSimpleName() != "CommitInfo":
+                        continue
+                    tag = action.userMetadata()
+                    if not (tag.isDefined() and tag.get() == run_id):
+                        break  # one CommitInfo per commit: another writer's
+                    found = action.operationMetrics()
+                    metrics = (
+                        dict(jvm.scala.jdk.javaapi.CollectionConverters.asJava(found.get()))
+                        if found.isDefined()
+                        else {}
+                    )
+                    return version, metrics
+        return None  # nothing committed (Delta commits no empty append)
+
+    def _result(self, contract: TableContract, mode: str, run_id: str, before: int) -> WriteResult:
+        own = self._own_commit(contract.name, run_id, before)
+        if own is None:
+            return WriteResult(contract.name, mode, None)
+        version, raw = own
         metrics = {
-            k: int(v)
-            for k, v in (last["operationMetrics"] or {}).items()
-            if v is not None and str(v).lstrip("-").isdigit()
+            k: int(v) for k, v in raw.items() if v is not None and str(v).lstrip("-").isdigit()
         }
         if mode == "merge":
             inserted = metrics.get("numTargetRowsInserted", 0)
@@ -332,4 +443,4 @@ class Lake:
             inserted = metrics.get("numOutputRows", 0)
             updated = 0
             deleted = metrics.get("numDeletedRows", 0) if mode == "replace_where" else 0
-        return WriteResult(contract.name, mode, int(last["version"]), inserted, updated, deleted)
+        return WriteResult(contract.name, mode, version, inserted, updated, deleted)

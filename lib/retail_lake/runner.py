@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from retail_lake.config import Config
 from retail_lake.contracts import Registry
 from retail_lake.data_docs import DataDocs
-from retail_lake.lake import Lake, WriteResult, with_metadata
+from retail_lake.lake import Lake, WriteResult, local_frame, with_metadata
 from retail_lake.quality import ExpectationResult, gate, load_suite, utc_now, validate
 from retail_lake.tables import REGISTRY
 
@@ -231,7 +231,7 @@ def _ops_write(
         return
     contract = REGISTRY[table]
     lake.ensure(contract)
-    df = lake.spark.createDataFrame(rows, contract.spark_schema())
+    df = local_frame(lake.spark, rows, contract.spark_schema())
     for attempt in range(1, attempts + 1):
         try:
             if replace_run:
@@ -241,10 +241,12 @@ def _ops_write(
                     df.write.format("delta")
                     .mode("overwrite")
                     .option("replaceWhere", f"run_id = '{run_id}'")
+                    .option("userMetadata", run_id)
                     .save(lake.location(table))
                 )
             else:
-                df.write.format("delta").mode("append").save(lake.location(table))
+                writer = df.write.format("delta").mode("append").option("userMetadata", run_id)
+                writer.save(lake.location(table))
             return
         except Exception as exc:  # Delta concurrency exceptions come through py4j
             if "Concurrent" not in type(exc).__name__ + str(exc)[:500] or attempt == attempts:
@@ -449,5 +451,5 @@ def job_runs(spark: SparkSession, cfg: Config) -> DataFrame:
     """ops.job_runs as a DataFrame (empty schema when no run was recorded yet)."""
     lake = Lake(spark, cfg.root)
     if not lake.exists(JOB_RUNS):
-        return spark.createDataFrame([], REGISTRY[JOB_RUNS].spark_schema())
+        return local_frame(spark, [], REGISTRY[JOB_RUNS].spark_schema())
     return lake.read(JOB_RUNS).orderBy(F.col("started_at"))

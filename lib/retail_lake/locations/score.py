@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from retail_lake.geo.tables import PLACES, STORE_LOCATIONS
+from retail_lake.lake import local_frame
 from retail_lake.locations.candidates import (
     CandidateSpec,
     candidate_features,
@@ -236,7 +237,7 @@ def run(ctx: JobContext) -> JobResult:
         outputs.append(
             Output(
                 MODEL_METRICS,
-                ctx.spark.createDataFrame(rows_m, ctx.registry[MODEL_METRICS].spark_schema()),
+                local_frame(ctx.spark, rows_m, ctx.registry[MODEL_METRICS].spark_schema()),
                 mode="append",
             )
         )

@@ -29,6 +29,7 @@ from typing import Any
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from retail_lake.lake import local_frame
 from retail_lake.publish_rule import Better, Decision, decide, shortfalls
 from retail_lake.recommend import features as feats
 from retail_lake.recommend.als import (
@@ -374,7 +375,7 @@ def _metrics_output(
     ctx: JobContext, version: str | None, mlflow_run: str, table: dict[str, dict[str, float]]
 ) -> Output:
     rows = metric_rows(ctx.run_id, MODEL_NAME, version, mlflow_run, table, ctx.versions_read)
-    df = ctx.spark.createDataFrame(rows, ctx.registry[MODEL_METRICS].spark_schema())
+    df = local_frame(ctx.spark, rows, ctx.registry[MODEL_METRICS].spark_schema())
     return Output(MODEL_METRICS, df, mode="append")
 
 

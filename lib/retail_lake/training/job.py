@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from pyspark.sql import DataFrame
 
+from retail_lake.lake import local_frame
 from retail_lake.publish_rule import Shortfall
 from retail_lake.runner import JobContext, JobError, Output
 from retail_lake.training.data import make_converter, steps_per_epoch
@@ -252,7 +253,7 @@ def metrics_output(
     table: Mapping[str, Mapping[str, float]],
 ) -> Output:
     rows = metric_rows(ctx.run_id, model_name, version, mlflow_run, table, ctx.versions_read)
-    df = ctx.spark.createDataFrame(rows, ctx.registry[MODEL_METRICS].spark_schema())
+    df = local_frame(ctx.spark, rows, ctx.registry[MODEL_METRICS].spark_schema())
     return Output(MODEL_METRICS, df, mode="append")
 
 
