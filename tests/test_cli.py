@@ -55,6 +55,34 @@ def test_tables_and_history_describe_the_lake(demo_lake, run_cli):
     assert "numTargetRowsInserted=10936" in out
 
 
+def test_history_names_the_run_of_each_commit(spark, tmp_path, run_cli):
+    from retail_lake.lake import Lake
+    from retail_lake.tables import REGISTRY
+
+    lake = Lake(spark, str(tmp_path))
+    schema = (
+        "store int, store_type string, assortment string, competition_distance_m double, "
+        "competition_open_since date, promo2 boolean, promo2_since date, "
+        "promo2_months array<int>, _source_file string, _line_number bigint"
+    )
+    for run_id, store_type in (("run-a", "a"), ("run-b", "b")):
+        row = (1, store_type, "a", 100.0, None, False, None, [], "store.csv", 2)
+        lake.write(spark.createDataFrame([row], schema), REGISTRY["silver.stores"], run_id)
+    code, out, err = run_cli(
+        "history", "silver.stores", "--profile", "test", "--root", str(tmp_path)
+    )
+    assert code == 0, err[-2000:]
+    rows = [line.split() for line in out.splitlines()[2:]]
+    # version, date, time, operation (CREATE TABLE is two words), run id: newest first; the
+    # table's creation carries none.
+    run_ids = [next(t for t in r[4:6] if t == "-" or t.startswith("run-")) for r in rows]
+    assert [(r[0], r[3], run_id) for r, run_id in zip(rows, run_ids, strict=True)] == [
+        ("2", "MERGE", "run-b"),
+        ("1", "MERGE", "run-a"),
+        ("0", "CREATE", "-"),
+    ]
+
+
 def test_a_failing_query_is_one_line_with_exit_status_1(tmp_path, run_cli):
     code, _, err = run_cli(
         "sql", "SELECT * FROM silver.nope", "--profile", "test", "--root", str(tmp_path)

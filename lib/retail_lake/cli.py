@@ -196,7 +196,7 @@ def cmd_history(args: argparse.Namespace, cfg: Config) -> int:
     hist = (
         Lake(spark, cfg.root)
         .history(args.table, args.limit)
-        .select("version", "timestamp", "operation", "operationParameters", "operationMetrics")
+        .select("version", "timestamp", "operation", "userMetadata", "operationMetrics")
     )
     rows = []
     for r in hist.collect():
@@ -218,10 +218,11 @@ def cmd_history(args: argparse.Namespace, cfg: Config) -> int:
                 r["version"],
                 f"{r['timestamp']:%Y-%m-%d %H:%M:%S}",
                 r["operation"],
+                r["userMetadata"] or "-",  # the run id every job's commit carries
                 ", ".join(f"{k}={v}" for k, v in sorted(keep.items())),
             )
         )
-    print(format_table(["version", "timestamp_utc", "operation", "metrics"], rows))
+    print(format_table(["version", "timestamp_utc", "operation", "run_id", "metrics"], rows))
     return 0
 
 
