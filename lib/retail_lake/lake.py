@@ -104,9 +104,7 @@ def local_frame(
     names = schema.fieldNames()
     columns: dict[str, list[Any]] = {n: [] for n in names}
     for row in rows:
-        values = (
-            [row.get(n) for n in names] if isinstance(row, Mapping) else list(row)  # type: ignore[union-attr]
-        )
+        values = [row.get(n) for n in names] if isinstance(row, Mapping) else list(row)
         if len(values) != len(names):
             raise ValueError(f"row {row!r} has {len(values)} values for columns {names}")
         for n, v in zip(names, values, strict=True):
@@ -161,12 +159,7 @@ class Lake:
         if not self.exists(table):
             raise ContractError(f"table {table} does not exist under {self.root} yet")
         try:
-            jvm = self.spark._jvm
-            none = jvm.scala.Option.empty()
-            log_ = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
-                self.spark._jsparkSession, self.location(table)
-            )
-            return int(log_.update(False, none, none).version())
+            return self._latest(table)[1]
         except Exception as exc:  # py4j: an internal API that may change
             log.debug("reading the version of %s from its history: %s", table, exc)
         last = self.delta_table(table).history(1).select("version").collect()
@@ -398,15 +391,20 @@ class Lake:
             else:
                 conf.set(USER_METADATA, previous)
 
-    def _own_commit(self, table: str, run_id: str, after: int) -> tuple[int, dict[str, str]] | None:
-        """The version and operation metrics of the latest commit after `after` that carries
-        `run_id`, read from the transaction log in the driver; None when there is none."""
+    def _latest(self, table: str) -> tuple[Any, int]:
+        """The table's DeltaLog (JVM) brought up to date, and its latest version."""
         jvm = self.spark._jvm
         none = jvm.scala.Option.empty()
         delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
             self.spark._jsparkSession, self.location(table)
         )
-        latest = int(delta_log.update(False, none, none).version())
+        return delta_log, int(delta_log.update(False, none, none).version())
+
+    def _own_commit(self, table: str, run_id: str, after: int) -> tuple[int, dict[str, str]] | None:
+        """The version and operation metrics of the latest commit after `after` that carries
+        `run_id`, read from the transaction log in the driver; None when there is none."""
+        jvm = self.spark._jvm
+        delta_log, latest = self._latest(table)
         for version in range(latest, after, -1):
             commits = delta_log.getChanges(version, version, False)
             while commits.hasNext():
