@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 
-from retail_lake.forecasting.network import DAY_COLUMNS, N_STATIC, ForecastTask, prepare
+from retail_lake.forecasting.network import DAY_COLUMNS, N_PROFILE, N_STATIC, ForecastTask, prepare
 from retail_lake.forecasting.windows import WindowError, WindowSpec, window_starts, windows
 
 D0 = date(2015, 1, 1)  # a Thursday
@@ -216,6 +216,7 @@ def _batch(n_windows: int, lookback: int, horizon: int, seed: int = 0) -> dict:
         "level": np.full(n_windows, np.log1p(6000), np.float32),
         "customers_level": np.full(n_windows, np.log1p(6000) * 0.7, np.float32),
         "static": np.zeros((n_windows, N_STATIC), np.float32),
+        "profile": np.zeros((n_windows, N_PROFILE), np.float32),
     }
 
 
@@ -294,3 +295,52 @@ def test_baselines_on_inline_data(spark):
     assert median[31] == 0.0
     # Day 28 (Thursday, no promo): days 0, 7, 14, 21 -> 100, 800, 1500, 2200 -> 1150.
     assert median[28] == 1150.0
+
+
+def test_store_profile_is_the_median_by_weekday_and_promo_before_the_cutoff(spark):
+    from retail_lake.forecasting.score import levels
+
+    # Days 0..34; the cutoff is day 28, so days 28..34 (a promo Friday among them) never count.
+    # Promo Fridays: days 1, 8, 22 (and 29, after the cutoff).
+    rows = day_rows(1, list(range(35)), promo_days={1, 8, 22, 29})
+    (got,) = levels(frame(spark, rows), D0 + timedelta(days=28)).collect()
+    sold = [r for r in rows if r["open"] and r["sales"] > 0 and (r["date"] - D0).days < 28]
+    level = np.mean([np.log1p(r["sales"]) for r in sold])
+    assert got["level"] == pytest.approx(level, rel=1e-6)
+    profile = np.array(got["profile"])
+    assert profile.shape == (N_PROFILE,)
+
+    def at(dow, promo):
+        return profile[(dow - 1) * 2 + promo]
+
+    # Friday with promo: days 1, 8, 22 -> 200, 900, 2300 -> the median is 900.
+    assert at(5, 1) == pytest.approx(np.log1p(900) - level, abs=1e-5)
+    # Friday without promo: day 15 alone -> 1600.
+    assert at(5, 0) == pytest.approx(np.log1p(1600) - level, abs=1e-5)
+    # Thursday: never a promo -> both cells are the weekday's median (days 0, 7, 14, 21:
+    # 100, 800, 1500, 2200 -> between 800 and 1500 on the log scale).
+    thursday = (np.log1p(800) + np.log1p(1500)) / 2 - level
+    assert at(4, 0) == pytest.approx(thursday, abs=1e-5)
+    assert at(4, 1) == pytest.approx(thursday, abs=1e-5)
+    # Sunday: closed every week -> the level itself.
+    assert at(7, 0) == 0.0 and at(7, 1) == 0.0
+
+
+def test_an_untrained_forecaster_forecasts_the_store_profile():
+    torch = pytest.importorskip("torch")
+    from retail_lake.forecasting.network import forecast_eur
+
+    lookback, horizon = 14, 7
+    batch = _batch(8, lookback, horizon)
+    rng = np.random.default_rng(5)
+    batch["profile"] = rng.normal(0, 0.3, (8, N_PROFILE)).astype(np.float32)
+    net = ForecastTask(lookback, horizon, hidden=16).build()
+    with torch.no_grad():
+        eur = forecast_eur(net, prepare(batch, lookback, horizon)).numpy()
+    dow = batch["day_of_week"][:, lookback:].astype(int)
+    promo = batch["promo"][:, lookback:].astype(int)
+    cell = np.take_along_axis(batch["profile"], (dow - 1) * 2 + promo, axis=1)
+    expected = np.expm1(batch["level"][:, None] + cell)
+    opened = batch["open"][:, lookback:] > 0
+    np.testing.assert_allclose(eur[opened], expected[opened], rtol=1e-5)
+    assert (eur[~opened] == 0).all()

@@ -16,7 +16,7 @@ pytestmark = [
 def test_forecaster_network_trains_and_scores_on_the_gpu():
     import numpy as np
 
-    from retail_lake.forecasting.network import N_STATIC, ForecastTask, prepare
+    from retail_lake.forecasting.network import N_PROFILE, N_STATIC, ForecastTask, prepare
     from retail_lake.training.devices import select_device
 
     device = select_device(local_rank=0)
@@ -35,6 +35,7 @@ def test_forecaster_network_trains_and_scores_on_the_gpu():
         "level": np.full(n, np.log1p(8000), np.float32),
         "customers_level": np.full(n, np.log1p(8000) * 0.7, np.float32),
         "static": np.zeros((n, N_STATIC), np.float32),
+        "profile": np.zeros((n, N_PROFILE), np.float32),
     }  # fmt: skip
     task = ForecastTask(lookback, horizon, hidden=32)
     net = task.build().to(device)

@@ -134,15 +134,27 @@ def plans(n: int, days: int = PLAN_DAYS) -> list[str]:
 
 
 def sales(store_rows: list[list[str]], rng: np.random.Generator) -> list[str]:
+    """Daily sales lines. A store's turnover is its level x weekday x promo x December,
+    times a yearly trend of its own, a slowly drifting local factor (AR(1) on the log scale,
+    half-life about 3 weeks: recent weeks say something about the next ones, as in the real
+    data) and 5% day-to-day noise. A store's median by weekday and promo over its history
+    misses the trend and the drift; a forecaster that reads recent weeks can beat it."""
     n = len(store_rows)
     level = rng.lognormal(8.6, 0.3, n)
     per_customer = rng.uniform(7.5, 11.0, n)
+    trend = rng.uniform(-0.10, 0.15, n)  # per year
+    days = (END - START).days + 1
+    drift = np.zeros((n, days))
+    shocks = rng.normal(0.0, 0.025, (n, days))
+    for d in range(1, days):
+        drift[:, d] = 0.97 * drift[:, d - 1] + shocks[:, d]
+    noise = rng.normal(1.0, 0.05, (days, n))
     gap_stores = {s for s in range(1, n + 1) if s % 6 == 0}
     dow_factor = [1.15, 1.0, 0.95, 0.95, 1.05, 0.9, 0.0]
-    days = (END - START).days + 1
     lines = []
     for offset in range(days - 1, -1, -1):  # newest date first, as in the real file
         day, dow, holiday, school, promo = _calendar(offset)
+        years = offset / 365.25
         for s in range(1, n + 1):
             if s in gap_stores and GAP[0] <= day <= GAP[1]:
                 continue
@@ -150,7 +162,8 @@ def sales(store_rows: list[list[str]], rng: np.random.Generator) -> list[str]:
             if is_open:
                 season = 1.15 if day.month == 12 else 1.0
                 value = level[s - 1] * dow_factor[dow - 1] * season * (1.2 if promo else 1.0)
-                value *= rng.normal(1.0, 0.08)
+                value *= (1 + trend[s - 1]) ** years * np.exp(drift[s - 1, offset])
+                value *= noise[offset, s - 1]
                 amount = max(round(value), 0)
                 customers = round(amount / per_customer[s - 1])
             else:

@@ -6,10 +6,13 @@ A window (`gold.sales_windows`) holds `lookback + horizon` consecutive days of o
 per-day arrays. The encoder reads the lookback days: sales and customers (log, relative to
 the store's level), open, promo, holidays, weekday. The decoder reads the horizon days'
 covariates known in advance (open, promo, holidays, Promo2, calendar), the store's
-attributes and two seasonal hints computed from the lookback only (the same weekday's sales
-a week before the horizon, and the lookback's mean for that weekday); it never sees a
+attributes, two seasonal hints computed from the lookback only (the same weekday's sales
+a week before the horizon, and the lookback's mean for that weekday) and the store's
+profile: its median log sales by weekday and promo state over the training period
+(`score.levels`), read at each horizon day's weekday and planned promo. It never sees a
 horizon day's sales or customers. The output is log(1 + sales) relative to the store's level
-for each horizon day; closed days are forecast 0.
+for each horizon day, as a correction to the profile (the last layer starts at zero, so an
+untrained network forecasts the store's weekday x promo median); closed days are forecast 0.
 """
 
 from __future__ import annotations
@@ -41,9 +44,16 @@ ASSORTMENTS = "abc"
 # competition open at the first forecast day.
 N_STATIC = len(STORE_TYPES) + len(ASSORTMENTS) + 3
 N_PAST = 6 + 7  # sales, customers, open, promo, state and school holiday + weekday one-hot
-N_FUTURE = 5 + 7 + 3 + 2 + N_STATIC  # flags, weekday, calendar, seasonal hints, store
+# The store's profile: median log sales relative to the level per (weekday, promo), at
+# index (day_of_week - 1) * 2 + promo.
+N_PROFILE = 14
+# flags, weekday, calendar, seasonal hints, store, and last the profile at the day.
+N_FUTURE = 5 + 7 + 3 + 2 + N_STATIC + 1
 # Columns a training/scoring row carries besides DAY_COLUMNS.
-ROW_COLUMNS = ("level", "customers_level", "static")
+ROW_COLUMNS = ("level", "customers_level", "static", "profile")
+# Changes whenever the network's inputs or layers change: part of the training fingerprint,
+# so a model registered by an older version is never reused for this one.
+NETWORK_VERSION = 2
 
 
 def static_features(
@@ -83,6 +93,8 @@ def prepare(batch: Mapping[str, Any], lookback: int, horizon: int) -> dict[str, 
     for k in DAY_COLUMNS:
         if t[k].shape[-1] != n:
             raise ValueError(f"window column {k} has {t[k].shape[-1]} days, expected {n}")
+    if t["profile"].shape[-1] != N_PROFILE:
+        raise ValueError(f"profile has {t['profile'].shape[-1]} values, expected {N_PROFILE}")
     level = t["level"].view(-1, 1)
     opened = t["open"]
     sold = (opened > 0) & (t["sales"] > 0)
@@ -114,9 +126,11 @@ def prepare(batch: Mapping[str, Any], lookback: int, horizon: int) -> dict[str, 
     counts = torch.zeros(len(level), 7).scatter_add_(
         1, dow_past.clamp(0, 6), sold[:, past_slice].float()
     )
-    profile = sums / counts.clamp(min=1.0)
+    lookback_profile = sums / counts.clamp(min=1.0)
     dow_future = (t["day_of_week"][:, future_slice].long() - 1).clamp(0, 6)
-    weekday_mean = torch.gather(profile, 1, dow_future)
+    weekday_mean = torch.gather(lookback_profile, 1, dow_future)
+    promo_future = t["promo"][:, future_slice].long().clamp(0, 1)
+    profile_day = torch.gather(t["profile"], 1, dow_future * 2 + promo_future)
     angle = (t["month"][:, future_slice] - 1) * (2 * math.pi / 12)
     static = t["static"].view(len(level), 1, -1).expand(-1, horizon, -1)
     future = torch.cat(
@@ -129,6 +143,7 @@ def prepare(batch: Mapping[str, Any], lookback: int, horizon: int) -> dict[str, 
             same_day[..., None],
             weekday_mean[..., None],
             static,
+            profile_day[..., None],
         ],
         dim=-1,
     )
@@ -145,7 +160,8 @@ def prepare(batch: Mapping[str, Any], lookback: int, horizon: int) -> dict[str, 
 
 
 class Forecaster(nn.Module):
-    """Encoder-decoder LSTM: (past, future) -> (B, H) log sales relative to the level."""
+    """Encoder-decoder LSTM: (past, future) -> (B, H) log sales relative to the level, as a
+    correction to the store's profile at each day (the last future column)."""
 
     def __init__(self, hidden: int = 64, layers: int = 1) -> None:
         super().__init__()
@@ -154,11 +170,15 @@ class Forecaster(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(hidden + N_FUTURE, hidden), nn.ReLU(), nn.Linear(hidden, 1)
         )
+        # Start from the profile: training learns what the weekday x promo median misses.
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, past, future):
         _, state = self.encoder(past)
         out, _ = self.decoder(future, state)
-        return self.head(torch.cat([out, future], dim=-1)).squeeze(-1)
+        correction = self.head(torch.cat([out, future], dim=-1)).squeeze(-1)
+        return future[..., -1] + correction
 
 
 def build_network(hidden: int = 64, layers: int = 1) -> Forecaster:

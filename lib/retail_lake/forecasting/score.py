@@ -19,7 +19,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from retail_lake.forecasting.network import ASSORTMENTS, DAY_COLUMNS, ROW_COLUMNS, STORE_TYPES
+from retail_lake.forecasting.network import (
+    ASSORTMENTS,
+    DAY_COLUMNS,
+    N_PROFILE,
+    ROW_COLUMNS,
+    STORE_TYPES,
+)
 from retail_lake.runner import JobContext, JobError, JobResult, Output
 
 log = logging.getLogger(__name__)
@@ -52,16 +58,82 @@ def state_to_bytes(state: Mapping[str, Any]) -> bytes:
 
 
 def levels(features: DataFrame, before: date) -> DataFrame:
-    """Per store: mean log(1 + sales) and log(1 + customers) over open days with sales
-    before `before` (the training period): what the network's targets are relative to."""
-    return (
-        features.where((F.col("date") < F.lit(before)) & F.col("open") & (F.col("sales") > 0))
+    """Per store, over open days with sales before `before` (the training period): mean
+    log(1 + sales) and log(1 + customers), what the network's targets are relative to; and
+    the profile (`network.N_PROFILE` floats at (day_of_week - 1) * 2 + promo): the median
+    log(1 + sales) for that weekday and promo state relative to the level, falling back to
+    the weekday's median, then to the level (0)."""
+    history = features.where(
+        (F.col("date") < F.lit(before)) & F.col("open") & (F.col("sales") > 0)
+    ).withColumn("_log_sales", F.log1p("sales"))
+    median = F.percentile(F.col("_log_sales"), 0.5)
+    promo = F.col("promo").cast("int")
+    cells = (
+        history.groupBy("store", "day_of_week", "promo")
+        .agg(median.alias("_m"))
         .groupBy("store")
         .agg(
-            F.avg(F.log1p("sales")).cast("float").alias("level"),
-            F.avg(F.log1p("customers")).cast("float").alias("customers_level"),
+            F.map_from_entries(
+                F.collect_list(F.struct((F.col("day_of_week") * 2 + promo).cast("int"), "_m"))
+            ).alias("_cells")
         )
     )
+    days = (
+        history.groupBy("store", "day_of_week")
+        .agg(median.alias("_m"))
+        .groupBy("store")
+        .agg(
+            F.map_from_entries(
+                F.collect_list(F.struct(F.col("day_of_week").cast("int"), "_m"))
+            ).alias("_days")
+        )
+    )
+    base = history.groupBy("store").agg(
+        F.avg("_log_sales").alias("_level"),
+        F.avg(F.log1p("customers")).cast("float").alias("customers_level"),
+    )
+    profile = [
+        F.coalesce(F.col("_cells")[d * 2 + p], F.col("_days")[d], F.col("_level")) - F.col("_level")
+        for d in range(1, 8)
+        for p in (0, 1)
+    ]
+    assert len(profile) == N_PROFILE
+    return (
+        base.join(cells, on="store", how="left")
+        .join(days, on="store", how="left")
+        .select(
+            "store",
+            F.col("_level").cast("float").alias("level"),
+            "customers_level",
+            F.array(*[c.cast("float") for c in profile]).alias("profile"),
+        )
+    )
+
+
+def stored_levels(spark: SparkSession, entries: Mapping[str, Any]) -> DataFrame:
+    """`levels` rows from a registered model's preprocessing (`store: [level,
+    customers_level, *profile]`, as `train_forecaster` records them)."""
+    short = [s for s, v in entries.items() if len(v) != 2 + N_PROFILE]
+    if short:
+        raise JobError(
+            f"the registered {MODEL_NAME} records no weekday x promo profile for store(s) "
+            f"{short[:5]}: it was trained by an older version; retrain it "
+            f"(retail-lake run train_forecaster --set training.force=true)"
+        )
+    from retail_lake.lake import local_frame
+
+    schema = T.StructType(
+        [
+            T.StructField("store", T.IntegerType(), False),
+            T.StructField("level", T.FloatType(), False),
+            T.StructField("customers_level", T.FloatType(), False),
+            T.StructField("profile", T.ArrayType(T.FloatType(), False), False),
+        ]
+    )
+    rows = [
+        (int(s), float(v[0]), float(v[1]), [float(x) for x in v[2:]]) for s, v in entries.items()
+    ]
+    return local_frame(spark, rows, schema)
 
 
 def static_column() -> F.Column:
@@ -127,6 +199,7 @@ def score_windows(
             batch["static"] = np.stack(pdf["static"].to_numpy()).astype(np.float32)
             batch["level"] = pdf["level"].to_numpy(dtype=np.float32)
             batch["customers_level"] = pdf["customers_level"].to_numpy(dtype=np.float32)
+            batch["profile"] = np.stack(pdf["profile"].to_numpy()).astype(np.float32)
             with torch.no_grad():
                 p = prepare(batch, lookback, horizon)
                 eur = forecast_eur(net, p).numpy().astype(np.float64)
@@ -230,10 +303,7 @@ def run(ctx: JobContext) -> JobResult:
     horizon = int(shape["horizon"])
     test_start = date.fromisoformat(prep["test_start"])
     windows = ctx.read(WINDOWS).where(F.col("forecast_start") == F.lit(test_start))
-    store_levels = ctx.spark.createDataFrame(
-        [(int(s), float(v[0]), float(v[1])) for s, v in prep["store_levels"].items()],
-        "store int, level float, customers_level float",
-    )
+    store_levels = stored_levels(ctx.spark, prep["store_levels"])
     rows = model_rows(windows, store_levels)
     if rows.limit(1).count() == 0:
         raise JobError(

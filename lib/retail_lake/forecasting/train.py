@@ -24,7 +24,13 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from retail_lake.forecasting.network import DAY_COLUMNS, ROW_COLUMNS, ForecastTask
+from retail_lake.forecasting.network import (
+    DAY_COLUMNS,
+    N_PROFILE,
+    NETWORK_VERSION,
+    ROW_COLUMNS,
+    ForecastTask,
+)
 from retail_lake.forecasting.score import (
     FEATURES,
     MODEL_NAME,
@@ -164,6 +170,7 @@ def _arrays(pdf) -> dict[str, np.ndarray]:
     out = {c: np.stack(pdf[c].to_numpy()).astype(np.float32) for c in (*DAY_COLUMNS, "static")}
     out["level"] = pdf["level"].to_numpy(dtype=np.float32)
     out["customers_level"] = pdf["customers_level"].to_numpy(dtype=np.float32)
+    out["profile"] = np.stack(pdf["profile"].to_numpy()).astype(np.float32)
     return out
 
 
@@ -185,7 +192,11 @@ def run(ctx: JobContext) -> JobResult:
     features = ctx.read(FEATURES)
     print_ = training_job.fingerprint(
         ctx.versions_read,
-        {"training": training_job.shaping(cfg["training"]), "forecast": dict(cfg["forecast"])},
+        {
+            "training": training_job.shaping(cfg["training"]),
+            "forecast": dict(cfg["forecast"]),
+            "network": NETWORK_VERSION,
+        },
     )
     if training_job.already_trained(ctx, MODEL_NAME, print_):
         return JobResult(rows_read={WINDOWS: 0})
@@ -216,7 +227,7 @@ def run(ctx: JobContext) -> JobResult:
         task,
         train_rows.select(*DAY_COLUMNS, *ROW_COLUMNS),
         _arrays(val_pdf),
-        row_bytes=4 * (len(DAY_COLUMNS) * n_days + 12),
+        row_bytes=4 * (len(DAY_COLUMNS) * n_days + 12 + N_PROFILE),
         hyper={
             "epochs": conf.epochs,
             "batch_size": conf.batch_size,
@@ -269,7 +280,8 @@ def run(ctx: JobContext) -> JobResult:
         "validation_start": val_start.isoformat(),
         "shape": conf.shape,
         "store_levels": {
-            str(r["store"]): [r["level"], r["customers_level"]] for r in store_levels.collect()
+            str(r["store"]): [r["level"], r["customers_level"], *r["profile"]]
+            for r in store_levels.collect()
         },
         "input_versions": dict(ctx.versions_read),
     }
