@@ -226,3 +226,31 @@ def test_local_frames_hold_the_rows_spark_would_build_from_them(spark):
     assertDataFrameEqual(built, spark.createDataFrame([full, sparse], schema))
     with pytest.raises(ValueError, match="2 values"):
         local_frame(spark, [("r1", "ingest")], schema)
+
+
+def test_a_summary_from_the_log_counts_what_a_scan_counts(spark, lake):
+    from delta.tables import DeltaTable
+
+    data = [(s, date(2015, 1, d), s * d, 2015) for s in range(1, 6) for d in range(1, 8)]
+    data += [(s, date(2016, 1, 1), s, 2016) for s in range(1, 4)]
+    lake.write(rows(spark, data), SALES, "run-1")
+    # A second run: 2 changed rows and 4 new ones, across both partitions.
+    lake.write(
+        rows(spark, [(1, date(2015, 1, 1), 999, 2015), (2, date(2016, 1, 1), 7, 2016)]),
+        SALES,
+        "run-2",
+    )
+    lake.write(rows(spark, [(9, date(2016, 1, d), 1, 2016) for d in range(2, 6)]), SALES, "run-3")
+
+    def scanned() -> tuple:
+        detail = spark.sql(f"DESCRIBE DETAIL delta.`{lake.location(SALES.name)}`").first()
+        return (lake.version(SALES.name), lake.read(SALES.name).count(), detail["numFiles"])
+
+    got = lake.summary(SALES.name)
+    assert (got.version, got.rows, got.files) == scanned() == (got.version, 42, got.files)
+    assert got.bytes > 0 and got.last_modified.tzinfo is not None
+    # A delete outside the lake's writes (a maintenance fix, say) still counts right.
+    DeltaTable.forPath(spark, lake.location(SALES.name)).delete("store = 9")
+    got = lake.summary(SALES.name)
+    assert (got.version, got.rows, got.files) == scanned()
+    assert got.rows == 38

@@ -156,17 +156,15 @@ def cmd_tables(args: argparse.Namespace, cfg: Config) -> int:
     lake = Lake(spark, cfg.root)
     rows = []
     for name in register_tables(spark, cfg.root):
-        last = lake.history(name, 1).first()
-        detail = spark.sql(f"DESCRIBE DETAIL {name}").first()
-        count = spark.table(name).count()
+        info = lake.summary(name)
         rows.append(
             (
                 name,
                 name.split(".")[0],
-                last["version"],
-                count,
-                f"{detail['lastModified']:%Y-%m-%d %H:%M:%S}",
-                detail["numFiles"],
+                info.version,
+                info.rows,
+                f"{info.last_modified:%Y-%m-%d %H:%M:%S}",
+                info.files,
             )
         )
     if not rows:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -36,6 +37,18 @@ log = logging.getLogger(__name__)
 
 WRITE_MODES = ("merge", "replace_where", "overwrite", "append")
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+@dataclass(frozen=True)
+class TableSummary:
+    """What `retail-lake tables` shows of one table, read from its transaction log."""
+
+    table: str
+    version: int
+    rows: int
+    files: int
+    bytes: int
+    last_modified: datetime  # the latest commit's time, UTC
 
 
 @dataclass(frozen=True)
@@ -164,6 +177,33 @@ class Lake:
             log.debug("reading the version of %s from its history: %s", table, exc)
         last = self.delta_table(table).history(1).select("version").collect()
         return int(last[0]["version"])
+
+    def summary(self, table: str) -> TableSummary:
+        """Version, rows, files, bytes and last commit time of `table`, from its transaction
+        log: the row count sums the files' statistics (numRecords) instead of scanning them,
+        and scans only when a file has no statistics or carries a deletion vector."""
+        if not self.exists(table):
+            raise ContractError(f"table {table} does not exist under {self.root} yet")
+        _, snapshot = self._snapshot(table)
+        files = DataFrame(snapshot.allFiles().toDF(), self.spark)
+        records = F.get_json_object(F.col("stats"), "$.numRecords").cast("long")
+        agg = files.agg(
+            F.count(F.lit(1)).alias("files"),
+            F.count(records).alias("counted"),
+            F.sum(records).alias("rows"),
+            F.count(F.col("deletionVector")).alias("with_deletes"),
+        ).first()
+        rows = agg["rows"] or 0
+        if agg["counted"] < agg["files"] or agg["with_deletes"]:
+            rows = self.read(table).count()
+        return TableSummary(
+            table,
+            int(snapshot.version()),
+            int(rows),
+            int(agg["files"]),
+            int(snapshot.sizeInBytes()),
+            datetime.fromtimestamp(snapshot.timestamp() / 1000, tz=UTC),
+        )
 
     def history(self, table: str, limit: int | None = None) -> DataFrame:
         delta = self.delta_table(table)
@@ -391,14 +431,19 @@ class Lake:
             else:
                 conf.set(USER_METADATA, previous)
 
-    def _latest(self, table: str) -> tuple[Any, int]:
-        """The table's DeltaLog (JVM) brought up to date, and its latest version."""
+    def _snapshot(self, table: str) -> tuple[Any, Any]:
+        """The table's DeltaLog (JVM) brought up to date, and its latest Snapshot."""
         jvm = self.spark._jvm
         none = jvm.scala.Option.empty()
         delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
             self.spark._jsparkSession, self.location(table)
         )
-        return delta_log, int(delta_log.update(False, none, none).version())
+        return delta_log, delta_log.update(False, none, none)
+
+    def _latest(self, table: str) -> tuple[Any, int]:
+        """The table's DeltaLog (JVM) brought up to date, and its latest version."""
+        delta_log, snapshot = self._snapshot(table)
+        return delta_log, int(snapshot.version())
 
     def _own_commit(self, table: str, run_id: str, after: int) -> tuple[int, dict[str, str]] | None:
         """The version and operation metrics of the latest commit after `after` that carries
