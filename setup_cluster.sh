@@ -22,6 +22,7 @@
 #   RETAIL_LAKE_CLUSTER_DIR  cluster pid files, logs, work dirs ($RETAIL_LAKE_HOME/cluster)
 #   RETAIL_LAKE_START_TIMEOUT  seconds `start` waits for the master and workers (90)
 #   PYTHON                interpreter for the venv       (python3.11, else python3)
+#   RETAIL_LAKE_SHARED_DATA  the real data sets          (../shared/data beside the checkout)
 #   HOROVOD_GPU_OPERATIONS=NCCL   build horovod with NCCL (GPU clusters with the CUDA toolkit)
 #   SPARK_MASTER_HOST     master (and local workers') bind address (127.0.0.1)
 #   SPARK_MASTER_PORT     master port                    (7077)
@@ -108,6 +109,21 @@ install_native_blas() {
 # ---------------------------------------------------------------------------- install
 pip_in_venv() { "$VENV/bin/python" -m pip "$@"; }
 
+# The recommendations demo's year of Online Retail history (3 MB) is generated from the full
+# file in the shared data, not kept in the repository (demo_data/online_retail/SOURCE.md).
+demo_history() {
+  local target="$HERE/lib/retail_lake/demo_data/online_retail/online_retail_history.csv.gz"
+  local full="${RETAIL_LAKE_SHARED_DATA:-$HERE/../shared/data}/online_retail/online_retail.csv.gz"
+  [ -f "$target" ] && return 0
+  if [ -f "$full" ]; then
+    log "writing the demo's Online Retail history from $full"
+    "$VENV/bin/python" -m retail_lake.demo --out "$HERE/lib/retail_lake/demo_data" --history-from "$full" >&2
+  else
+    log "warning: $full not found: the demo runs without its year of Online Retail history, and"
+    log "  recommend will not beat popularity on one day of customers (set RETAIL_LAKE_SHARED_DATA)"
+  fi
+}
+
 install_stack() {
   local py stamp want
   py="$(pick_python)"
@@ -138,6 +154,7 @@ install_stack() {
   install_horovod
   install_native_blas
   resolve_delta_jars
+  demo_history
   "$VENV/bin/horovodrun" --check-build | tee "$RL_HOME/horovod-check-build.txt"
   grep -q '\[X\] PyTorch' "$RL_HOME/horovod-check-build.txt" || die "horovod was built without PyTorch"
   grep -q '\[X\] Gloo' "$RL_HOME/horovod-check-build.txt" || die "horovod was built without Gloo"

@@ -9,9 +9,11 @@ import pytest
 from retail_lake.catalog import update_readme
 from retail_lake.config import ConfigError
 from retail_lake.contracts import Col, ContractError, TableContract
-from retail_lake.demo import generate
+from retail_lake.demo import HISTORY, generate, online_retail_history
 from retail_lake.quality import load_suite
 from retail_lake.tables import REGISTRY
+
+from .conftest import shared_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,3 +77,23 @@ def test_bundled_demo_data_is_what_the_generator_writes(tmp_path):
     for path in generate(tmp_path):
         rel = path.relative_to(tmp_path)
         assert path.read_bytes() == (bundled / rel).read_bytes(), f"{rel} differs"
+
+
+def test_the_demo_history_is_the_selection_its_source_describes(tmp_path):
+    """The Online Retail history is generated from the full file (not kept in the
+    repository): the lines and customers demo_data/online_retail/SOURCE.md states, no line of
+    2010-12-01 or of the bad-debt adjustments, and the same bytes install wrote."""
+    import csv
+    import gzip
+
+    path = online_retail_history(shared_data("online_retail", "online_retail.csv.gz"), tmp_path)
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
+        header, *rows = list(csv.reader(fh))
+    assert header[4] == "InvoiceDate" and header[6] == "CustomerID"
+    assert len(rows) == 229_146
+    # 2,232 customers selected; 15 of the 98 of 2010-12-01 bought on no other day.
+    assert len({r[6] for r in rows}) == 2_217 and "" not in {r[6] for r in rows}
+    assert not [r for r in rows if r[4].startswith("2010-12-01") or r[0].startswith("A56318")]
+    bundled = REPO / "lib" / "retail_lake" / "demo_data" / HISTORY
+    if bundled.is_file():
+        assert bundled.read_bytes() == path.read_bytes()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import hashlib
 import io
 from datetime import date, timedelta
 from pathlib import Path
@@ -267,12 +268,55 @@ def generate(out: Path, n_stores: int = 12, seed: int = 20150731) -> list[Path]:
     return [store_path, train_path, plan_path, directory_path]
 
 
+HISTORY = Path("online_retail") / "online_retail_history.csv.gz"
+
+
+def online_retail_history(full_file: Path, out: Path) -> Path:
+    """Writes `out`/online_retail/online_retail_history.csv.gz from the full UCI Online Retail
+    file (../shared/data/online_retail/online_retail.csv.gz), the same bytes each time: the
+    recommendations demo's year of history (selection in demo_data/online_retail/SOURCE.md).
+
+    Not in the repository (3 MB of a data set that lives in ../shared/data):
+    `setup_cluster.sh install` writes it beside the bundled sample.
+    """
+    with gzip.open(full_file, "rt", encoding="utf-8", newline="") as fh:
+        lines = fh.read().splitlines(keepends=True)
+    fields = list(csv.reader(lines[1:]))
+    # Columns: InvoiceNo, ..., InvoiceDate (4), ..., CustomerID (6).
+    first_day = {f[6] for f in fields if f[4].startswith("2010-12-01") and f[6]}
+    half = {
+        f[6]
+        for f in fields
+        if f[6] and int(hashlib.sha256(f[6].encode()).hexdigest(), 16) % 1000 < 500
+    }
+    keep = first_day | half
+    body = [
+        line
+        for line, f in zip(lines[1:], fields, strict=True)
+        if f[6] in keep and not f[4].startswith("2010-12-01") and not f[0].startswith("A56318")
+    ]
+    path = out / HISTORY
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress((lines[0] + "".join(body)).encode(), compresslevel=9, mtime=0))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="regenerate the bundled demo data")
     parser.add_argument("--out", default=str(Path(__file__).parent / "demo_data"))
     parser.add_argument("--stores", type=int, default=12)
+    parser.add_argument(
+        "--history-from",
+        metavar="ONLINE_RETAIL_CSV_GZ",
+        help="write only the Online Retail history, from the full file "
+        "(../shared/data/online_retail/online_retail.csv.gz)",
+    )
     args = parser.parse_args(argv)
-    for p in generate(Path(args.out), args.stores):
+    if args.history_from:
+        written = [online_retail_history(Path(args.history_from), Path(args.out))]
+    else:
+        written = generate(Path(args.out), args.stores)
+    for p in written:
         print(f"wrote {p} ({p.stat().st_size} bytes)")
     return 0
 

@@ -118,6 +118,12 @@ def landing_dir(cfg: Config) -> str:
             "paths.landing is not set, and the bundled demo data is not a folder "
             "(the library runs from an archive): set paths.landing"
         )
+    if not (bundled / "online_retail" / "online_retail_history.csv.gz").is_file():
+        log.warning(
+            "the demo data has no Online Retail history (generated from the shared data by "
+            "'./setup_cluster.sh install', or 'python -m retail_lake.demo --history-from "
+            "<online_retail.csv.gz>'): recommend will see one day of customers"
+        )
     return str(bundled)
 
 
