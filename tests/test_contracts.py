@@ -95,5 +95,5 @@ def test_the_demo_history_is_the_selection_its_source_describes(tmp_path):
     assert len({r[6] for r in rows}) == 2_217 and "" not in {r[6] for r in rows}
     assert not [r for r in rows if r[4].startswith("2010-12-01") or r[0].startswith("A56318")]
     bundled = REPO / "lib" / "retail_lake" / "demo_data" / HISTORY
-    if bundled.is_file():
-        assert bundled.read_bytes() == path.read_bytes()
+    assert bundled.is_file(), f"{bundled} missing: ./setup_cluster.sh install writes it"
+    assert bundled.read_bytes() == path.read_bytes()

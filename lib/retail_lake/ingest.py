@@ -36,6 +36,7 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from retail_lake.config import Config
 from retail_lake.contracts import ContractError, TableContract
+from retail_lake.demo import HISTORY
 from retail_lake.lake import Lake
 from retail_lake.privacy import load_key, token
 from retail_lake.record_count import CHUNK_BYTES, count_csv_records, dialect_bytes
@@ -118,7 +119,7 @@ def landing_dir(cfg: Config) -> str:
             "paths.landing is not set, and the bundled demo data is not a folder "
             "(the library runs from an archive): set paths.landing"
         )
-    if not (bundled / "online_retail" / "online_retail_history.csv.gz").is_file():
+    if not (bundled / HISTORY).is_file():
         log.warning(
             "the demo data has no Online Retail history (generated from the shared data by "
             "'./setup_cluster.sh install', or 'python -m retail_lake.demo --history-from "

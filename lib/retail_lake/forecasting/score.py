@@ -26,6 +26,7 @@ from retail_lake.forecasting.network import (
     ROW_COLUMNS,
     STORE_TYPES,
 )
+from retail_lake.lake import local_frame
 from retail_lake.runner import JobContext, JobError, JobResult, Output
 
 log = logging.getLogger(__name__)
@@ -63,50 +64,46 @@ def levels(features: DataFrame, before: date) -> DataFrame:
     the profile (`network.N_PROFILE` floats at (day_of_week - 1) * 2 + promo): the median
     log(1 + sales) for that weekday and promo state relative to the level, falling back to
     the weekday's median, then to the level (0)."""
-    history = features.where(
-        (F.col("date") < F.lit(before)) & F.col("open") & (F.col("sales") > 0)
-    ).withColumn("_log_sales", F.log1p("sales"))
-    median = F.percentile(F.col("_log_sales"), 0.5)
-    promo = F.col("promo").cast("int")
-    cells = (
-        history.groupBy("store", "day_of_week", "promo")
-        .agg(median.alias("_m"))
-        .groupBy("store")
-        .agg(
-            F.map_from_entries(
-                F.collect_list(F.struct((F.col("day_of_week") * 2 + promo).cast("int"), "_m"))
-            ).alias("_cells")
-        )
+    history = (
+        features.where((F.col("date") < F.lit(before)) & F.col("open") & (F.col("sales") > 0))
+        .withColumn("_log_sales", F.log1p("sales"))
+        .withColumn("_log_customers", F.log1p("customers"))
     )
-    days = (
-        history.groupBy("store", "day_of_week")
-        .agg(median.alias("_m"))
-        .groupBy("store")
-        .agg(
-            F.map_from_entries(
-                F.collect_list(F.struct(F.col("day_of_week").cast("int"), "_m"))
-            ).alias("_days")
-        )
+    promo = F.col("promo").cast("int") == 1
+
+    def median(where: F.Column | None = None) -> F.Column:
+        value = F.col("_log_sales")
+        return F.percentile(value if where is None else F.when(where, value), 0.5)
+
+    # One pass: per store and weekday the medians (all days, without and with promo) and the
+    # sums the store's means come from; then one row per store with a map by weekday.
+    by_day = history.groupBy("store", "day_of_week").agg(
+        median().alias("day"),
+        median(~promo).alias("p0"),
+        median(promo).alias("p1"),
+        F.sum("_log_sales").alias("_sales"),
+        F.sum("_log_customers").alias("_customers"),
+        F.count(F.lit(1)).alias("_n"),
     )
-    base = history.groupBy("store").agg(
-        F.avg("_log_sales").alias("_level"),
-        F.avg(F.log1p("customers")).cast("float").alias("customers_level"),
+    per_store = by_day.groupBy("store").agg(
+        (F.sum("_sales") / F.sum("_n")).alias("_level"),
+        (F.sum("_customers") / F.sum("_n")).cast("float").alias("customers_level"),
+        F.map_from_entries(
+            F.collect_list(F.struct(F.col("day_of_week").cast("int"), F.struct("day", "p0", "p1")))
+        ).alias("_days"),
     )
     profile = [
-        F.coalesce(F.col("_cells")[d * 2 + p], F.col("_days")[d], F.col("_level")) - F.col("_level")
+        F.coalesce(F.col("_days")[d][f"p{p}"], F.col("_days")[d]["day"], F.col("_level"))
+        - F.col("_level")
         for d in range(1, 8)
         for p in (0, 1)
     ]
     assert len(profile) == N_PROFILE
-    return (
-        base.join(cells, on="store", how="left")
-        .join(days, on="store", how="left")
-        .select(
-            "store",
-            F.col("_level").cast("float").alias("level"),
-            "customers_level",
-            F.array(*[c.cast("float") for c in profile]).alias("profile"),
-        )
+    return per_store.select(
+        "store",
+        F.col("_level").cast("float").alias("level"),
+        "customers_level",
+        F.array(*[c.cast("float") for c in profile]).alias("profile"),
     )
 
 
@@ -120,8 +117,6 @@ def stored_levels(spark: SparkSession, entries: Mapping[str, Any]) -> DataFrame:
             f"{short[:5]}: it was trained by an older version; retrain it "
             f"(retail-lake run train_forecaster --set training.force=true)"
         )
-    from retail_lake.lake import local_frame
-
     schema = T.StructType(
         [
             T.StructField("store", T.IntegerType(), False),
