@@ -9,6 +9,7 @@ changes nothing (test_pipeline checks that for every table)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -64,6 +65,34 @@ def test_published_model_beats_every_baseline(spark, demo_lake):
     assert lineage[0]["model_name"] == "product_recommender"
     assert lineage[0]["model_version"] == versions.pop()
     assert json.loads(lineage[0]["v"]) == run["versions_read"]
+
+
+def test_registered_model_loads_and_names_what_serving_it_needs(spark, demo_lake):
+    import mlflow
+    import mlflow.spark
+    import numpy
+    import pyspark
+
+    from retail_lake.training.tracking import setup_mlflow
+
+    cfg = demo_lake.cfg
+    run = _recommend_run(spark, cfg)
+    lake = Lake(spark, cfg.root)
+    rows = lake.read("ops.model_metrics").where(F.col("run_id") == run["run_id"]).collect()
+    version = {r["model_version"] for r in rows}.pop()
+    chosen = {r["metric"]: r["value"] for r in rows if r["split"] == "chosen"}
+    setup_mlflow(cfg)
+    uri = f"models:/product_recommender/{version}"
+    # Named at registration (not inferred by reloading the model in a child process).
+    requirements = set(
+        (Path(mlflow.artifacts.download_artifacts(uri)) / "requirements.txt").read_text().split()
+    )
+    assert {f"pyspark=={pyspark.__version__}", f"numpy=={numpy.__version__}"} <= requirements
+    assert any(r.startswith("mlflow==") for r in requirements)
+    model = mlflow.spark.load_model(uri).stages[-1]  # MLflow wraps it in a PipelineModel
+    assert model.rank == int(chosen["rank"])
+    products = lake.read("gold.product_index").count()
+    assert 0 < model.itemFactors.count() <= products
 
 
 def test_recommendations_skip_past_purchases_and_reach_every_customer(spark, demo_lake):

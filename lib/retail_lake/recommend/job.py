@@ -366,9 +366,20 @@ def _log_mlflow(
                     artifact_path="model",
                     registered_model_name=MODEL_NAME,
                     dfs_tmpdir=tmp,
+                    pip_requirements=model_requirements(),
                 )
             version = str(info.registered_model_version)
     return run.info.run_id, version
+
+
+def model_requirements() -> list[str]:
+    """What serving the ALS model needs (pyspark, mlflow, numpy), named rather than inferred:
+    MLflow infers them by reloading the model in a child process with a Spark session of its
+    own, 20-25 s per registration (bench/bench_model_logging.py)."""
+    import mlflow.spark
+    import numpy
+
+    return sorted({*mlflow.spark.get_default_pip_requirements(), f"numpy=={numpy.__version__}"})
 
 
 def _metrics_output(
