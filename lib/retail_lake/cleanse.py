@@ -18,6 +18,7 @@ from datetime import datetime
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 
 from retail_lake.config import Config
 from retail_lake.runner import Conservation, JobContext, JobResult, Output
@@ -131,6 +132,7 @@ def run(ctx: JobContext) -> JobResult:
     # A new pseudonymisation key changes silver's tokens: it is part of what shapes the rows.
     key_id = {"key": hashlib.sha256(b"retail-lake key id:" + key).hexdigest()[:16]}
     quarantined: list[DataFrame] = []
+    sources: list[str] = []
     for cleanser in cleansers():
         missing = [t for t in (cleanser.bronze, *cleanser.lookups) if not ctx.lake.exists(t)]
         if missing:
@@ -157,12 +159,33 @@ def run(ctx: JobContext) -> JobResult:
             )
         )
         log.info("cleanse %s: %d bronze -> %s", cleanser.source, n_bronze, counted)
+        # Silver is rebuilt from the whole bronze table: a row no longer produced (a rule
+        # tightened or loosened, a bronze row gone) is retired, not left behind.
         for table, df in {**cleansed.outputs, **cleansed.derived}.items():
-            result.outputs.append(Output(table, df, mode="merge", unit=unit))
-        quarantined.append(cleansed.quarantine)
+            result.outputs.append(Output(table, df, mode="merge", unit=unit, retire="true"))
+        quarantined.append(_own_source(cleansed.quarantine, cleanser.source))
+        sources.append(cleanser.source)
     if quarantined:
         union = quarantined[0]
         for q in quarantined[1:]:
             union = union.unionByName(q)
-        result.outputs.append(Output(QUARANTINE, union, mode="merge"))
+        # The cleanse-stage rows of the sources cleansed now are theirs (ingest's rows and
+        # the skipped sources' rows are untouched).
+        owned = "stage = 'cleanse' AND source IN (" + ", ".join(f"'{s}'" for s in sources) + ")"
+        result.outputs.append(Output(QUARANTINE, union, mode="merge", retire=owned))
     return result
+
+
+def _own_source(quarantine: DataFrame, source: str) -> DataFrame:
+    """`quarantine` with a check that each row names `source` at the cleanse stage: the
+    rows it retires are found by that name (failing the job, in the same pass, otherwise)."""
+    ok = (F.col("source") == source) & (F.col("stage") == "cleanse")
+    message = F.concat(
+        F.lit(f"cleanse {source}: a quarantine row names source "),
+        F.coalesce(F.col("source"), F.lit("null")),
+        F.lit(", stage "),
+        F.coalesce(F.col("stage"), F.lit("null")),
+    )
+    return quarantine.withColumn(
+        "source", F.when(ok, F.col("source")).otherwise(F.raise_error(message))
+    )

@@ -40,6 +40,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _full(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="rebuild every unit and compare stored rows by their content: repairs a table "
+        "changed by hand (" + ", ".join(FULL) + ")",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retail-lake", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="YYYY-MM-DD",
         help="logical run date / as-of snapshot for time-dependent jobs",
     )
+    _full(p)
     _common(p)
 
     p = sub.add_parser("pipeline", help="run the job DAG (pipeline.steps)")
@@ -62,14 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", help="comma-separated subset of steps, in order")
     p.add_argument("--run-date", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    _full(p)
     _common(p)
 
     p = sub.add_parser("tables", help="list tables: layer, Delta version, rows, last modified")
     _common(p)
 
-    p = sub.add_parser("sql", help="run a SQL query over the lake's tables and print it")
+    p = sub.add_parser(
+        "sql", help="run a SQL query over the lake's tables and print it (queries only)"
+    )
     p.add_argument("query")
     p.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    p.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="also run a statement that changes the lake (INSERT, UPDATE, DELETE, DROP, ...), "
+        "recorded as a run in ops.job_runs",
+    )
     _common(p)
 
     p = sub.add_parser("history", help="Delta history of a table")
@@ -113,7 +132,12 @@ def setup_logging(verbose: bool) -> None:
     logging.getLogger("SQLQueryContextLogger").disabled = not verbose
 
 
+FULL = ("runner.skip_unchanged=false", "runner.verify_content=true")
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
+    if getattr(args, "full", False):
+        args.overrides.extend(FULL)  # recorded with the run's parameters
     overrides = list(args.overrides)
     if args.root:
         overrides.append(f"paths.root={args.root}")
@@ -175,10 +199,11 @@ def cmd_tables(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_sql(args: argparse.Namespace, cfg: Config) -> int:
+    from retail_lake.analyst import run_sql
     from retail_lake.session import build_session
 
     spark = build_session(cfg)
-    df = spark.sql(args.query)
+    df = run_sql(spark, cfg, args.query, allow_writes=args.allow_writes)
     rows = df.limit(args.limit + 1).collect()
     print(format_table(df.columns, [tuple(r) for r in rows[: args.limit]]))
     if len(rows) > args.limit:

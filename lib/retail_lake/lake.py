@@ -3,7 +3,9 @@
 Every write stamps `_run_id` and, for tables with a content hash, `_content_hash`:
 - `merge`: upsert on the contract's keys; a matched row is updated only when its content
   hash changed, so a re-run with the same data changes no row, commits no new version and
-  emits nothing on the Change Data Feed.
+  emits nothing on the Change Data Feed. With `retire` (a predicate on the table's columns
+  naming the rows the writer owns in full), a row it owns and no longer produces is deleted
+  in the same commit (a tightened rule, a smaller scope); the feed shows the delete.
 - `replace_where`: replaces the rows matching a predicate (a partition) atomically.
 - `overwrite`: replaces the whole table.
 - `append`: adds rows (bronze files not seen before, ops records).
@@ -37,6 +39,10 @@ log = logging.getLogger(__name__)
 
 WRITE_MODES = ("merge", "replace_where", "overwrite", "append")
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+# The merge source's marker of a row to delete (see `retire` in `Lake.write`).
+RETIRE = "_retire"
+# A content hash computed anew (`verify` in `Lake.write`).
+VERIFIED = "_verified_hash"
 
 
 @dataclass(frozen=True)
@@ -262,11 +268,17 @@ class Lake:
         mode: str | None = None,
         replace_where: str | None = None,
         extra_columns: tuple[str, ...] = (),
+        retire: str | None = None,
+        verify: bool = False,
     ) -> WriteResult:
         """Writes `df` to the contract's table; see the module docstring for the modes.
 
         `extra_columns` (append only) are added to the table's schema (Delta mergeSchema):
-        a source that evolves on schema drift.
+        a source that evolves on schema drift. `retire` (merge only): a SQL predicate on the
+        table's columns; rows matching it whose keys `df` no longer holds are deleted.
+        `verify` (merge, overwrite, replace_where): the stored rows are compared by their
+        content, hashed anew, not by their stored content hash, so a row changed by hand is
+        rewritten.
         """
         mode = mode or contract.write_mode
         if mode not in WRITE_MODES:
@@ -277,6 +289,8 @@ class Lake:
             raise ContractError(f"{contract.name}: merge needs keys and a content hash")
         if extra_columns and mode != "append":
             raise ContractError(f"{contract.name}: extra columns can only be appended")
+        if retire is not None and mode != "merge":
+            raise ContractError(f"{contract.name}: only a merge retires rows (mode {mode})")
         # The contract check before creating anything.
         rows = with_metadata(df, contract, run_id, extra_columns)
         created = self.ensure(contract)
@@ -287,9 +301,11 @@ class Lake:
         # commit is found by it, never taken to be the latest one (another writer's, maybe).
         with self._tagged(run_id):
             if created and mode != "append":
-                result = self._first_load(rows, contract, mode, replace_where, run_id, before)
+                result = self._first_load(
+                    rows, contract, mode, replace_where, run_id, before, retire
+                )
             elif mode == "merge":
-                result = self._merge(rows, contract, run_id, before)
+                result = self._merge(rows, contract, run_id, before, retire, verify)
             elif mode == "append":
                 writer = rows.write.format("delta").mode("append")
                 if extra_columns:
@@ -297,7 +313,9 @@ class Lake:
                 writer.save(path)
                 result = self._result(contract, mode, run_id, before)
             else:
-                result = self._overwrite(rows, contract, mode, replace_where, run_id, before)
+                result = self._overwrite(
+                    rows, contract, mode, replace_where, run_id, before, verify
+                )
         log.info(
             "%s %s: +%d ~%d -%d%s (%.1fs)",
             contract.name,
@@ -318,6 +336,7 @@ class Lake:
         replace_where: str | None,
         run_id: str,
         before: int,
+        retire: str | None = None,
     ) -> WriteResult:
         """The first rows of a table this run just created (empty, version 0).
 
@@ -346,7 +365,7 @@ class Lake:
                 raise
             log.info("%s: another writer committed to it first; writing by %s", contract.name, mode)
             if mode == "merge":
-                return self._merge(rows, contract, run_id, before)
+                return self._merge(rows, contract, run_id, before, retire)
             return self._overwrite(rows, contract, mode, replace_where, run_id, before)
         return self._result(contract, mode, run_id, before)
 
@@ -363,47 +382,87 @@ class Lake:
         replace_where: str | None,
         run_id: str,
         before: int,
+        verify: bool = False,
     ) -> WriteResult:
         """`overwrite` / `replace_where`, skipped when the rows equal those already there."""
         current = self.read(contract.name)
         if replace_where:
             current = current.where(replace_where)
-        if self._same_rows(current, rows, contract):
+        if self._same_rows(current, rows, contract, verify):
             return WriteResult(contract.name, mode, None, skipped=True)
         self._overwriter(rows, replace_where).save(self.location(contract.name))
         return self._result(contract, mode, run_id, before)
 
     def _merge(
-        self, rows: DataFrame, contract: TableContract, run_id: str, before: int
+        self,
+        rows: DataFrame,
+        contract: TableContract,
+        run_id: str,
+        before: int,
+        retire: str | None = None,
+        verify: bool = False,
     ) -> WriteResult:
         # Only new or changed rows enter the MERGE: when there are none, nothing is committed
         # (Delta would otherwise rewrite every file holding a matched row, and bump the
         # version that downstream jobs record as their input).
-        current = self.read(contract.name).select(*contract.keys, CONTENT_HASH)
-        changed = rows.join(current, on=[*contract.keys, CONTENT_HASH], how="left_anti")
-        changed.persist()
-        try:
-            if changed.isEmpty():
-                return WriteResult(contract.name, "merge", None, skipped=True)
-            keys = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in contract.keys)
-            (
-                self.delta_table(contract.name)
-                .alias("t")
-                .merge(changed.alias("s"), keys)
-                .whenMatchedUpdateAll(condition=f"t.`{CONTENT_HASH}` <> s.`{CONTENT_HASH}`")
-                .whenNotMatchedInsertAll()
-                .execute()
+        target = self.read(contract.name)
+        if verify:  # both sides hashed anew from their (contract-typed) content
+            fresh = content_hash(contract.content_columns).alias(VERIFIED)
+            current = target.select(*contract.keys, fresh)
+            changed = (
+                rows.withColumn(VERIFIED, fresh)
+                .join(current, on=[*contract.keys, VERIFIED], how="left_anti")
+                .drop(VERIFIED)
             )
+        else:
+            current = target.select(*contract.keys, CONTENT_HASH)
+            changed = rows.join(current, on=[*contract.keys, CONTENT_HASH], how="left_anti")
+        keys = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in contract.keys)
+        if retire is None:
+            source = changed
+        else:
+            # Rows the writer owns (`retire`) whose keys it no longer produces, as delete
+            # markers beside the upserts: one MERGE, so one atomic commit.
+            produced = rows.select(*contract.keys).alias("s")
+            gone = (
+                target.where(retire)
+                .select(*contract.keys)
+                .alias("t")
+                .join(produced, F.expr(keys), how="left_anti")
+            )
+            source = changed.withColumn(RETIRE, F.lit(False)).unionByName(
+                gone.withColumn(RETIRE, F.lit(True)), allowMissingColumns=True
+            )
+        source.persist()
+        try:
+            if source.isEmpty():
+                return WriteResult(contract.name, "merge", None, skipped=True)
+            merge = self.delta_table(contract.name).alias("t").merge(source.alias("s"), keys)
+            # (Verifying, a tampered row may still carry the hash of what it should hold.)
+            update = "true" if verify else f"t.`{CONTENT_HASH}` <> s.`{CONTENT_HASH}`"
+            if retire is None:
+                merge = merge.whenMatchedUpdateAll(condition=update).whenNotMatchedInsertAll()
+            else:
+                values = {c: f"s.`{c}`" for c in rows.columns}
+                merge = (
+                    merge.whenMatchedDelete(condition=f"s.`{RETIRE}`")
+                    .whenMatchedUpdate(condition=f"NOT s.`{RETIRE}` AND {update}", set=values)
+                    .whenNotMatchedInsert(condition=f"NOT s.`{RETIRE}`", values=values)
+                )
+            merge.execute()
         finally:
-            changed.unpersist()
+            source.unpersist()
         return self._result(contract, "merge", run_id, before)
 
-    def _same_rows(self, current: DataFrame, rows: DataFrame, contract: TableContract) -> bool:
-        """True when both hold exactly the same rows (by content hash and keys)."""
+    def _same_rows(
+        self, current: DataFrame, rows: DataFrame, contract: TableContract, verify: bool = False
+    ) -> bool:
+        """True when both hold exactly the same rows (by content hash and keys; by the
+        content itself when verifying)."""
         cols = (
             [*contract.keys, CONTENT_HASH]
-            if contract.has_content_hash
-            else list(contract.content_columns)
+            if contract.has_content_hash and not verify
+            else [*contract.keys, *contract.content_columns]
         )
 
         def fingerprint(frame: DataFrame) -> tuple:

@@ -63,6 +63,9 @@ class Output:
     extra_columns: tuple[str, ...] = ()
     # The unit of work (`JobContext.unchanged`) this output belongs to, if any.
     unit: str | None = None
+    # Merge only: a SQL predicate naming the rows of the table this output owns in full;
+    # those whose keys it no longer holds are deleted in the same commit (`Lake.write`).
+    retire: str | None = None
 
 
 @dataclass(frozen=True)
@@ -409,7 +412,14 @@ def _publish(ctx: JobContext, result: JobResult) -> dict[str, WriteResult]:
     for out in result.outputs:
         contract = ctx.registry[out.table]
         writes[out.table] = ctx.lake.write(
-            out.df, contract, ctx.run_id, out.mode, out.replace_where, out.extra_columns
+            out.df,
+            contract,
+            ctx.run_id,
+            out.mode,
+            out.replace_where,
+            out.extra_columns,
+            retire=out.retire,
+            verify=bool(ctx.cfg.get("runner.verify_content")),
         )
     return writes
 

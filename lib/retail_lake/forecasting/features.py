@@ -119,6 +119,8 @@ def store_day_outputs(ctx: JobContext, cached: list | None = None) -> list[Outpu
     if cached is not None:
         cached.append(features)
     return [
-        Output(FEATURES, features, mode="merge", unit=unit),
+        # Rebuilt from all of silver: a store or day no longer produced (features.max_store
+        # lowered, a silver row gone) is retired.
+        Output(FEATURES, features, mode="merge", unit=unit, retire="true"),
         Output(WINDOWS, windows(features, spec), mode="overwrite", unit=unit),
     ]

@@ -1,0 +1,107 @@
+"""`retail-lake sql`: analysts read the lake; a write takes `--allow-writes` and is a run.
+
+A statement is classified by the session's own SQL parser (Delta's extensions included), so
+what runs is what was checked: a query, or a command that only reads (SHOW, DESCRIBE,
+EXPLAIN, Delta's DESCRIBE HISTORY / DETAIL), runs as it is. Anything else (INSERT, UPDATE,
+DELETE, MERGE, DROP, CREATE, ALTER, OPTIMIZE, VACUUM, SET, CACHE, ...) is refused with a
+message naming it, unless writes are allowed: then it runs as a job `sql` recorded in
+ops.job_runs with the statement, and its commits carry the run id like every job's.
+
+A hand-made change is not a job's: `retail-lake run cleanse --full` rebuilds silver from
+bronze and the rules whatever was done to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+# Spark's and Delta's logical plans of commands that only read the catalog or a table.
+READ_ONLY_COMMANDS = frozenset(
+    {
+        "DescribeColumn",
+        "DescribeDeltaDetail",
+        "DescribeDeltaDetailCommand",
+        "DescribeDeltaHistory",
+        "DescribeDeltaHistoryCommand",
+        "DescribeFunction",
+        "DescribeNamespace",
+        "DescribeRelation",
+        "ExplainCommand",
+        "ShowCatalogs",
+        "ShowColumns",
+        "ShowCreateTable",
+        "ShowFunctions",
+        "ShowNamespaces",
+        "ShowPartitions",
+        "ShowTableExtended",
+        "ShowTableProperties",
+        "ShowTables",
+        "ShowViews",
+    }
+)
+_COMMAND_TRAITS = (
+    "org.apache.spark.sql.catalyst.plans.logical.Command",
+    "org.apache.spark.sql.catalyst.plans.logical.ParsedStatement",
+)
+
+
+class WriteRefusedError(ValueError):
+    """A statement that would change the lake, given without --allow-writes."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    """What the parser made of one SQL text."""
+
+    kind: str  # the logical plan's class, e.g. Project, DeleteFromTable, ShowTables
+    writes: bool
+
+
+def classify(spark: SparkSession, query: str) -> Statement:
+    """Parses `query` with the session's parser (nothing runs) and says whether it writes.
+
+    >>> classify(spark, "DELETE FROM silver.stores").writes
+    True
+    """
+    plan = spark._jsparkSession.sessionState().sqlParser().parsePlan(query)
+    kind = str(plan.getClass().getSimpleName()).rstrip("$")
+    java_class = spark._jvm.java.lang.Class
+    command = any(java_class.forName(t).isInstance(plan) for t in _COMMAND_TRAITS)
+    return Statement(kind, command and kind not in READ_ONLY_COMMANDS)
+
+
+def run_sql(spark: SparkSession, cfg, query: str, allow_writes: bool = False) -> DataFrame:
+    """The statement's result; a write only with `allow_writes`, run as a recorded job."""
+    statement = classify(spark, query)
+    if not statement.writes:
+        return spark.sql(query)
+    if not allow_writes:
+        raise WriteRefusedError(
+            f"refused: the statement is a {statement.kind}, which changes the lake; "
+            "retail-lake sql runs queries only (SELECT, SHOW, DESCRIBE, EXPLAIN). Add "
+            "--allow-writes to run it as a recorded run in ops.job_runs"
+        )
+    from retail_lake.lake import USER_METADATA
+    from retail_lake.runner import JobResult, run_job
+
+    result: list[DataFrame] = []
+
+    def job(ctx) -> JobResult:
+        log.warning("[%s] sql: running a %s by hand", ctx.run_id, statement.kind)
+        conf = ctx.spark.conf
+        conf.set(USER_METADATA, ctx.run_id)
+        try:
+            # A command runs when the frame is made; its rows (metrics) are read here.
+            df = ctx.spark.sql(query)
+            result.append(ctx.spark.createDataFrame(df.collect(), df.schema))
+        finally:
+            conf.unset(USER_METADATA)
+        return JobResult()
+
+    run_job(spark, cfg, "sql", job, params={"statement": query, "kind": statement.kind})
+    return result[0]

@@ -1,0 +1,99 @@
+"""`retail-lake sql` is read-only unless --allow-writes is given; an allowed write is a
+recorded run whose commit carries its run id (issue 17)."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import functions as F
+
+from retail_lake import cli
+from retail_lake.analyst import WriteRefusedError, classify, run_sql
+from retail_lake.lake import Lake
+from retail_lake.runner import JobResult, Output, job_runs, run_job
+
+READS = {
+    "SELECT 1": "Project",
+    "WITH s AS (SELECT * FROM silver.stores) SELECT count(*) FROM s": "UnresolvedWith",
+    "SHOW TABLES IN silver": "ShowTables",
+    "DESCRIBE TABLE silver.stores": "DescribeRelation",
+    "DESCRIBE HISTORY silver.stores": None,
+    "DESCRIBE DETAIL silver.stores": None,
+    "EXPLAIN DELETE FROM silver.stores WHERE store = 1": "ExplainCommand",
+}
+WRITES = {
+    "DELETE FROM silver.stores WHERE store = 1": "DeleteFromTable",
+    "UPDATE silver.stores SET assortment = 'x'": "UpdateTable",
+    "INSERT INTO silver.stores SELECT * FROM silver.stores": "InsertIntoStatement",
+    "MERGE INTO silver.stores t USING silver.stores s ON t.store = s.store "
+    "WHEN MATCHED THEN DELETE": "MergeIntoTable",
+    "DROP TABLE silver.stores": "DropTable",
+    "CREATE TABLE x USING delta AS SELECT 1 AS a": "CreateTableAsSelect",
+    "ALTER TABLE silver.stores ADD COLUMNS (x int)": "AddColumns",
+    "TRUNCATE TABLE silver.stores": "TruncateTable",
+    "VACUUM silver.stores": None,
+    "OPTIMIZE silver.stores": None,
+    "SET spark.sql.shuffle.partitions = 1": None,
+}
+
+
+@pytest.mark.parametrize("query", list(READS))
+def test_queries_and_read_only_commands_are_reads(spark, query):
+    statement = classify(spark, query)
+    assert not statement.writes, statement
+    if READS[query]:
+        assert statement.kind == READS[query]
+
+
+@pytest.mark.parametrize("query", list(WRITES))
+def test_statements_that_change_the_lake_are_writes(spark, query):
+    statement = classify(spark, query)
+    assert statement.writes, statement
+    if WRITES[query]:
+        assert statement.kind == WRITES[query]
+
+
+STORES = (
+    "store int, store_type string, assortment string, competition_distance_m "
+    "double, competition_open_since date, promo2 boolean, promo2_since date, "
+    "promo2_months array<int>, _source_file string, _line_number bigint"
+)
+ROWS = [
+    (1, "a", "a", 100.0, None, False, None, [], "f", 2),
+    (2, "b", "c", None, None, True, None, [1, 4], "f", 3),
+]
+
+
+def test_a_write_is_refused_without_allow_writes_and_recorded_with_it(spark, cfg, capsys):
+    def load(ctx):
+        return JobResult(outputs=[Output("silver.stores", spark.createDataFrame(ROWS, STORES))])
+
+    run_job(spark, cfg, "load_stores", load)
+    lake = Lake(spark, cfg.root)
+    version = lake.version("silver.stores")
+    delete = "DELETE FROM silver.stores WHERE store = 1"
+
+    with pytest.raises(WriteRefusedError, match="DeleteFromTable.*--allow-writes"):
+        run_sql(spark, cfg, delete)
+    assert lake.version("silver.stores") == version
+    assert lake.read("silver.stores").count() == 2
+    # The command says so in one line and exits 1, writing nothing.
+    common = ["--profile", "test", "--root", cfg.root]
+    capsys.readouterr()
+    assert cli.main(["sql", delete, *common]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: refused: the statement is a DeleteFromTable") and "\n" not in (
+        err.strip()
+    )
+    assert lake.version("silver.stores") == version
+    # A query runs as before.
+    assert run_sql(spark, cfg, "SELECT count(*) AS n FROM silver.stores").first()["n"] == 2
+
+    result = run_sql(spark, cfg, delete, allow_writes=True)
+    assert result.first()["num_affected_rows"] == 1
+    assert [r["store"] for r in lake.read("silver.stores").collect()] == [2]
+    runs = job_runs(spark, cfg).where(F.col("job") == "sql").collect()
+    assert len(runs) == 1 and runs[0]["status"] == "succeeded"
+    assert runs[0]["parameters"] == {"statement": delete, "kind": "DeleteFromTable"}
+    commit = lake.history("silver.stores", 1).first()
+    assert commit["version"] == version + 1
+    assert (commit["operation"], commit["userMetadata"]) == ("DELETE", runs[0]["run_id"])
