@@ -159,3 +159,56 @@ def test_a_day_given_unquoted_is_text():
     # YAML reads 2011-12-09 as a date; a text key such as recommend.as_of keeps it as written.
     cfg = load_config("test", ["recommend.as_of=2011-12-09"])
     assert cfg.get("recommend.as_of") == "2011-12-09"
+
+
+def test_root_must_name_a_folder_and_tilde_is_the_home_folder(conf_dir, monkeypatch, tmp_path):
+    write_profile(conf_dir, "p", {})
+    for value in ("", "  "):
+        with pytest.raises(ConfigError, match="paths.root is empty"):
+            load_config("p", [f"paths.root={value}"], conf_dir=conf_dir, environ={})
+    with pytest.raises(ConfigError, match="paths.root is the filesystem's root"):
+        load_config("p", ["paths.root=/"], conf_dir=conf_dir, environ={})
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_config("p", ["paths.root=~"], conf_dir=conf_dir, environ={}).root == str(tmp_path)
+    lake = load_config("p", ["paths.root=~/lake"], conf_dir=conf_dir, environ={})
+    assert lake.root == str(tmp_path / "lake")
+
+
+def test_a_conf_dir_named_in_the_environment_must_hold_base_yaml(monkeypatch, tmp_path):
+    monkeypatch.setenv("RETAIL_LAKE_CONF_DIR", str(tmp_path / "nonexistent"))
+    with pytest.raises(ConfigError, match="RETAIL_LAKE_CONF_DIR=.*nonexistent: no base.yaml"):
+        load_config("local", environ={})
+    monkeypatch.setenv("RETAIL_LAKE_CONF_DIR", str(REPO_CONF))
+    assert load_config("test", environ={}).profile == "test"
+
+
+def test_the_documented_training_backends_are_accepted(conf_dir):
+    write_profile(conf_dir, "p", {})
+    for backend in ("horovod", "torch_distributor", "in_process"):
+        cfg = load_config("p", [f"training.backend={backend}"], conf_dir=conf_dir, environ={})
+        assert cfg.get("training.backend") == backend
+
+
+def test_secret_values_are_redacted_in_the_recorded_run_parameters():
+    from retail_lake.pipeline import REDACTED, _params
+
+    params = _params(
+        "ingest",
+        None,
+        [
+            "spark.conf.spark.hadoop.fs.s3a.secret.key=wJalrXUtnFEMI",
+            "spark.conf.spark.hadoop.fs.s3a.access.key=AKIAIOSFODNN7",
+            "spark.conf.spark.hadoop.fs.azure.sas.key=sv=2020&sig=abc",
+            "mlflow.tracking_uri=postgresql://analyst:hunter2@db:5432/mlflow",
+            "privacy.key_env=MY_KEY_VARIABLE",
+            "forecast.epochs=3",
+        ],
+    )
+    assert params == {
+        "set.spark.conf.spark.hadoop.fs.s3a.secret.key": REDACTED,
+        "set.spark.conf.spark.hadoop.fs.s3a.access.key": REDACTED,
+        "set.spark.conf.spark.hadoop.fs.azure.sas.key": REDACTED,
+        "set.mlflow.tracking_uri": f"postgresql://analyst:{REDACTED}@db:5432/mlflow",
+        "set.privacy.key_env": "MY_KEY_VARIABLE",  # the variable's name, not a secret
+        "set.forecast.epochs": "3",
+    }

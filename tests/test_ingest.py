@@ -119,6 +119,30 @@ def test_declared_latin1_encoding_is_decoded(spark, root, tmp_path):
     assert row["promo_interval"] == "Jan,Avré"
 
 
+def test_a_byte_order_mark_is_read_and_cr_only_line_endings_are_refused_plainly(
+    spark, root, tmp_path
+):
+    folder = tmp_path / "bom"
+    lines = ['1,"c","a",1270,9,2008,0,,,""', '2,"a","a",570,11,2007,1,13,2010,"Jan,Apr"']
+    # A spreadsheet export: UTF-8 with a byte order mark, CRLF line ends.
+    write(folder / "rossmann" / "store.csv", ("\ufeff" + STORE_HEADER.replace("\n", "\r\n")
+          + "\r\n".join(lines) + "\r\n").encode())  # fmt: skip
+    cfg = config(root, folder)
+    run_job(spark, cfg, "ingest", ingest)
+    rows = Lake(spark, cfg.root).read("bronze.rossmann_stores_raw").orderBy("_line_number")
+    assert [(r["store"], r["_line_number"]) for r in rows.collect()] == [("1", 2), ("2", 3)]
+
+    mac = tmp_path / "mac"
+    write(mac / "rossmann" / "store.csv", (STORE_HEADER.replace("\n", "\r")
+          + "\r".join(lines) + "\r").encode())  # fmt: skip
+    other = config(tmp_path / "other_lake", mac)
+    with pytest.raises(
+        UnreadableFileError,
+        match=r"rossmann/store.csv: .*end in a carriage return only .* convert them to LF",
+    ):
+        run_job(spark, other, "ingest", ingest)
+
+
 def test_header_drift_stops_with_the_column_named(spark, root, tmp_path):
     folder = tmp_path / "drift"
     write(

@@ -262,3 +262,28 @@ def test_a_summary_from_the_log_counts_what_a_scan_counts(spark, lake):
     DeltaTable.forPath(spark, lake.location(SALES.name)).delete("store = 9")
     assert summed() == scanned()
     assert summed()[1] == 38
+
+
+def test_a_name_that_is_not_a_table_gets_one_clear_error_and_odd_folders_are_skipped(
+    spark, lake, root, caplog, capsys
+):
+    import logging
+
+    from retail_lake import cli
+    from retail_lake.session import register_tables
+
+    for bad in ("silver", "silver.", "silver.../../other/lake/x", "temp.stores", "silver.a b"):
+        with pytest.raises(ContractError, match="is not a table name: expected <layer>.<table>"):
+            lake.history(bad)
+    # The command says it in one line (no Python unpacking error).
+    capsys.readouterr()
+    assert cli.main(["history", "silver", "--profile", "test", "--root", str(root)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: 'silver' is not a table name") and "\n" not in err
+    # A folder under a layer that cannot be a table's name is skipped with a warning naming
+    # it, instead of breaking every session's start.
+    (root / "silver" / "stores backup" / "_delta_log").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="retail_lake.session"):
+        names = register_tables(spark, str(root))
+    assert not any("backup" in n for n in names)
+    assert "'stores backup'" in caplog.text and "cannot be tables" in caplog.text

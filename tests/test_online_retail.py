@@ -16,7 +16,15 @@ from pyspark.testing import assertDataFrameEqual
 
 from retail_lake.config import ConfigError, load_config
 from retail_lake.lake import content_hash
-from retail_lake.privacy import KEY_FILE, hmac_column, load_key, pseudonymiser, token
+from retail_lake.privacy import (
+    KEY_FILE,
+    KEY_ID_FILE,
+    hmac_column,
+    key_id,
+    load_key,
+    pseudonymiser,
+    token,
+)
 from retail_lake.retail.cleanse import RAW, cleanse_lines, customers, products
 
 AT = datetime(2026, 1, 1)
@@ -279,9 +287,24 @@ def test_local_key_is_generated_once_with_mode_0600(tmp_path):
     assert load_key(cfg, environ={}) == first and len(first) == 64
     assert stat.S_IMODE(os.stat(tmp_path / KEY_FILE).st_mode) == 0o600
     var = cfg.get("privacy.key_env")
-    assert load_key(cfg, environ={var: "cluster-secret-value-1234"}) == b"cluster-secret-value-1234"
     with pytest.raises(ConfigError, match="at least 16 bytes"):
         load_key(cfg, environ={var: "short"})
+    # Another key on a root whose key is recorded: refused, naming both ids (never the key).
+    with pytest.raises(ConfigError, match="not the key this lake's tokens were made with") as e:
+        load_key(cfg, environ={var: "cluster-secret-value-1234"})
+    assert key_id(first) in str(e.value) and first.decode() not in str(e.value)
+    # A mistyped privacy.key_env falls back to the file: the same key, accepted.
+    typo = load_config("test", [f"paths.root={tmp_path}", "privacy.key_env=RETAIL_LAKE_TYPO"])
+    assert load_key(typo, environ={var: "cluster-secret-value-1234"}) == first
+    # A fresh root takes the environment's key and records it; the file is never made.
+    fresh = load_config("test", [f"paths.root={tmp_path / 'fresh'}"])
+    key = load_key(fresh, environ={var: "cluster-secret-value-1234"})
+    assert key == b"cluster-secret-value-1234"
+    assert (tmp_path / "fresh" / KEY_ID_FILE).read_text().strip() == key_id(key)
+    assert not (tmp_path / "fresh" / KEY_FILE).exists()
+    with pytest.raises(ConfigError, match="made with a key from the environment"):
+        load_key(fresh, environ={})  # the variable unset: a generated key would differ
+    assert not (tmp_path / "fresh" / KEY_FILE).exists()
     remote = load_config("test", ["paths.root=hdfs://nn:8020/lake"])
     with pytest.raises(ConfigError, match=f"set \\${var}"):
         load_key(remote, environ={})

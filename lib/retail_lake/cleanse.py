@@ -10,7 +10,6 @@ exact duplicates removed. Tables derived from those outputs (dimensions such as
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -119,6 +118,7 @@ def _count(df: DataFrame, cached: list[DataFrame]) -> int:
 
 def run(ctx: JobContext) -> JobResult:
     """The cleanse job: each landed source's bronze table into its silver tables."""
+    from retail_lake.privacy import key_id as privacy_key_id
     from retail_lake.privacy import load_key, pseudonymiser
 
     result = JobResult()
@@ -130,7 +130,7 @@ def run(ctx: JobContext) -> JobResult:
     key = load_key(ctx.cfg)
     env = CleanseEnv(datetime.utcnow(), ctx.cfg, pseudonymiser(key), persist)
     # A new pseudonymisation key changes silver's tokens: it is part of what shapes the rows.
-    key_id = {"key": hashlib.sha256(b"retail-lake key id:" + key).hexdigest()[:16]}
+    key_id = {"key": privacy_key_id(key)}
     quarantined: list[DataFrame] = []
     sources: list[str] = []
     for cleanser in cleansers():

@@ -52,7 +52,11 @@ def find_conf_dir() -> Traversable:
     checkout's conf beside lib/.
     """
     env = os.environ.get("RETAIL_LAKE_CONF_DIR")
-    candidates: list[Traversable] = [Path(env)] if env else []
+    if env:  # named explicitly: never fall back to another folder
+        if not (Path(env) / "base.yaml").is_file():
+            raise ConfigError(f"RETAIL_LAKE_CONF_DIR={env}: no base.yaml in that folder")
+        return Path(env)
+    candidates: list[Traversable] = []
     candidates += [
         Path.cwd() / "conf",
         resources.files("retail_lake") / "_conf",
@@ -183,6 +187,8 @@ def parse_set(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if value is None and raw.strip() == "~":  # YAML's null, but a user means the home folder
+        value = "~"
     return key, value
 
 
@@ -219,7 +225,14 @@ def _absolute(path: str) -> str:
 
 
 def _finish(data: dict[str, Any]) -> dict[str, Any]:
-    data["paths"]["root"] = _absolute(data["paths"]["root"])
+    root = data["paths"]["root"]
+    if not isinstance(root, str) or not root.strip():
+        raise ConfigError(
+            f"paths.root is empty ({root!r}): give the lake's folder or URI, e.g. --root /data/lake"
+        )
+    data["paths"]["root"] = _absolute(root)
+    if data["paths"]["root"] in ("/", "file:/", "file:///"):
+        raise ConfigError("paths.root is the filesystem's root: give a folder for the lake")
     if data["paths"]["landing"]:
         data["paths"]["landing"] = _absolute(data["paths"]["landing"])
     data["spark"]["ivy_dir"] = _absolute(data["spark"]["ivy_dir"])

@@ -51,6 +51,10 @@ KIND_ROW, KIND_BROKEN, KIND_SUMMARY, KIND_ERROR = "row", "broken", "summary", "e
 FORMATS = {"csv": "retail_lake.ingest:ingest_source", "idx": "retail_lake.images.idx:ingest_idx"}
 
 
+# A UTF-8 byte order mark, as the first character decoded (spreadsheet exports write one).
+BOM = "\ufeff"
+
+
 class SchemaDriftError(JobError):
     """A landing file's header does not match the source's declared columns."""
 
@@ -181,8 +185,18 @@ def file_records(uri: str, spec: SourceSpec, max_record_lines: int) -> int:
 
 
 def read_header(uri: str, spec: SourceSpec) -> list[str]:
+    """The header's fields (a UTF-8 byte order mark dropped); [] for an empty file.
+
+    Raises:
+        ValueError: the lines end in a carriage return only (read as one line).
+    """
     for raw in _open_text_lines(uri):
-        line = raw.decode(spec.encoding).rstrip("\r\n")
+        line = raw.decode(spec.encoding).rstrip("\r\n").removeprefix(BOM)
+        if "\r" in line:
+            raise ValueError(
+                "its lines end in a carriage return only (classic Mac OS line endings), which "
+                "ingest does not read: convert them to LF or CRLF (e.g. tr '\\r' '\\n')"
+            )
         return next(csv.reader([line], delimiter=spec.delimiter, quotechar=spec.quote))
     return []
 
@@ -291,6 +305,8 @@ def records_of(
             continue
         try:
             text = raw.decode(spec.encoding).rstrip("\r\n")
+            if line_no == 1:
+                text = text.removeprefix(BOM)
         except UnicodeDecodeError as exc:
             if pending:
                 replay.appendleft((line_no, raw))

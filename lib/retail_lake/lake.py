@@ -30,7 +30,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
 from retail_lake.contracts import CONTENT_HASH, RUN_ID, ContractError, TableContract
-from retail_lake.session import register_table
+from retail_lake.session import TableNameError, register_table, split_table_name
 
 if TYPE_CHECKING:
     from delta.tables import DeltaTable
@@ -141,7 +141,11 @@ class Lake:
 
     # ------------------------------------------------------------------ addressing
     def location(self, table: str) -> str:
-        layer, name = table.split(".", 1)
+        """The folder of `layer.name`; a ContractError for a name that is not a table's."""
+        try:
+            layer, name = split_table_name(table)
+        except TableNameError as exc:
+            raise ContractError(str(exc)) from None
         return f"{self.root}/{layer}/{name}"
 
     def exists(self, table: str) -> bool:

@@ -6,7 +6,10 @@ guess. The key comes from the environment variable named by `privacy.key_env` (a
 sets it from its secret store). Without it, and only when the lake root is a local folder,
 a random key is generated once into `<root>/_secrets/pseudonymisation.key` (mode 0600) and
 reused by every later run on that root. The key is never written to the repository or
-`conf/`.
+`conf/`. A local root also records the key's id (a hash of it, not the key) in
+`<root>/_secrets/key_id` on first use, and a later run with another key (a mistyped
+`privacy.key_env` that falls back to the file, another secret) is refused: its tokens would
+not match the ones already in the lake.
 
 The token is computed inside Spark from built-in functions (no Python UDF):
 HMAC(K, m) = SHA256((K' ^ opad) || SHA256((K' ^ ipad) || m)), as RFC 2104 defines it.
@@ -29,6 +32,7 @@ from pyspark.sql import functions as F
 from retail_lake.config import Config, ConfigError
 
 KEY_FILE = "_secrets/pseudonymisation.key"
+KEY_ID_FILE = "_secrets/key_id"
 MIN_KEY_BYTES = 16
 _BLOCK = 64  # SHA-256 block size in bytes
 _INTEGRAL = re.compile(r"^\s*(\d+)(?:\.0+)?\s*$")
@@ -50,18 +54,27 @@ def load_key(cfg: Config, environ: Mapping[str, str] | None = None) -> bytes:
     """
     env = os.environ if environ is None else environ
     var = cfg.get("privacy.key_env")
+    local = _local_path(cfg.root)
     if env.get(var):
         key = env[var].encode("utf-8")
         if len(key) < MIN_KEY_BYTES:
             raise ConfigError(f"${var}: the pseudonymisation key must be at least 16 bytes")
+        if local is not None:
+            _check_key_id(local, key, f"${var}", var)
         return key
-    local = _local_path(cfg.root)
     if local is None:
         raise ConfigError(
             f"no pseudonymisation key: set ${var} (the lake root {cfg.root} is not a local "
             "folder, so no key is generated there)"
         )
     path = local / KEY_FILE
+    recorded = local / KEY_ID_FILE
+    if not path.exists() and recorded.exists():
+        raise ConfigError(
+            f"${var} is not set, and this lake's tokens were made with a key from the "
+            f"environment (key id {recorded.read_text().strip()}, recorded in {recorded}): "
+            f"set ${var} (privacy.key_env names it) to that key"
+        )
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
@@ -76,7 +89,35 @@ def load_key(cfg: Config, environ: Mapping[str, str] | None = None) -> bytes:
     key = path.read_text().strip().encode("utf-8")
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(f"{path}: the pseudonymisation key is shorter than 16 bytes")
+    _check_key_id(local, key, f"{path} (${var} is not set)", var)
     return key
+
+
+def key_id(key: bytes) -> str:
+    """A short public id of `key` (a hash; the key cannot be recovered from it)."""
+    return hashlib.sha256(b"retail-lake key id:" + key).hexdigest()[:16]
+
+
+def _check_key_id(local: Path, key: bytes, origin: str, var: str) -> None:
+    """Records the key's id on a local root's first use; refuses another key afterwards."""
+    path = local / KEY_ID_FILE
+    mine = key_id(key)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(mine + "\n")
+    recorded = path.read_text().strip()
+    if recorded != mine:
+        raise ConfigError(
+            f"the pseudonymisation key from {origin} (key id {mine}) is not the key this "
+            f"lake's tokens were made with (key id {recorded}, recorded in {path}): every "
+            f"token would change. Set ${var} (privacy.key_env names it) to that key"
+        )
 
 
 def _pads(key: bytes) -> tuple[bytes, bytes]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LAYERS = ("bronze", "silver", "gold", "ops")
+# A table's name in its layer: a plain SQL identifier (also its folder under the layer).
+TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class TableNameError(ValueError):
+    """A name that cannot be a lake table: not `<layer>.<identifier>`."""
+
+
+def split_table_name(table: str) -> tuple[str, str]:
+    """(layer, name) of `layer.name`, or a TableNameError saying what a name must be.
+
+    >>> split_table_name("silver.stores")
+    ('silver', 'stores')
+    """
+    layer, dot, name = table.partition(".")
+    if not dot or layer not in LAYERS or not TABLE_NAME.fullmatch(name):
+        raise TableNameError(
+            f"{table!r} is not a table name: expected <layer>.<table> with the layer one of "
+            f"{', '.join(LAYERS)} and the table of letters, digits and _ (e.g. silver.stores)"
+        )
+    return layer, name
 
 
 def delta_package() -> str:
@@ -119,6 +141,15 @@ def register_tables(spark: SparkSession, root: str) -> list[str]:
     for layer in LAYERS:
         layer_uri = f"{root.rstrip('/')}/{layer}"
         names = [n for n in _list_dirs(spark, layer_uri) if not n.startswith(("_", "."))]
+        odd = [n for n in names if not TABLE_NAME.fullmatch(n)]
+        if odd:
+            log.warning(
+                "skipped folder(s) under %s that cannot be tables (a table's folder is named "
+                "with letters, digits and _): %s",
+                layer_uri,
+                ", ".join(repr(n) for n in odd),
+            )
+            names = [n for n in names if n not in odd]
         if not names:
             continue
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
