@@ -75,22 +75,28 @@ def load_key(cfg: Config, environ: Mapping[str, str] | None = None) -> bytes:
             f"environment (key id {recorded.read_text().strip()}, recorded in {recorded}): "
             f"set ${var} (privacy.key_env names it) to that key"
         )
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
-        try:
-            # O_EXCL: when two processes race, one creates the key and the other reads it.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
+    _write_once(path, secrets.token_hex(32))
     key = path.read_text().strip().encode("utf-8")
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(f"{path}: the pseudonymisation key is shorter than 16 bytes")
     _check_key_id(local, key, f"{path} (${var} is not set)", var)
     return key
+
+
+def _write_once(path: Path, text: str) -> None:
+    """Creates `path` (mode 0600, its folder 0700) holding `text`, unless it exists.
+
+    O_EXCL: when two processes race, one writes the file and the other reads it."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def key_id(key: bytes) -> str:
@@ -102,15 +108,7 @@ def _check_key_id(local: Path, key: bytes, origin: str, var: str) -> None:
     """Records the key's id on a local root's first use; refuses another key afterwards."""
     path = local / KEY_ID_FILE
     mine = key_id(key)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(mine + "\n")
+    _write_once(path, mine + "\n")
     recorded = path.read_text().strip()
     if recorded != mine:
         raise ConfigError(
