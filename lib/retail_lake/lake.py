@@ -463,14 +463,13 @@ class Lake:
     ) -> bool:
         """True when both hold exactly the same rows (by content hash and keys; by the
         content itself when verifying)."""
-        cols = (
-            [*contract.keys, CONTENT_HASH]
-            if contract.has_content_hash and not verify
-            else [*contract.keys, *contract.content_columns]
-        )
+        if contract.has_content_hash and not verify:
+            cols = [F.col(c) for c in (*contract.keys, CONTENT_HASH)]
+        else:  # the content hashed anew (JSON: map columns too, which xxhash64 refuses)
+            cols = [*[F.col(k) for k in contract.keys], content_hash(contract.content_columns)]
 
         def fingerprint(frame: DataFrame) -> tuple:
-            h = F.xxhash64(*[F.col(c) for c in cols])
+            h = F.xxhash64(*cols)
             row = frame.agg(
                 F.count(F.lit(1)).alias("n"),
                 F.sum(h.cast("decimal(38,0)")).alias("s"),
