@@ -18,23 +18,11 @@ import time
 
 from pyspark.sql import functions as F
 
+from bench_merge_rerun import CONTRACT  # the same 4-column table (run as a script)
 from retail_lake.config import load_config
-from retail_lake.contracts import Col, TableContract, meta_columns
 from retail_lake.lake import Lake
 from retail_lake.session import build_session
 
-CONTRACT = TableContract(
-    name="silver.bench_rows",
-    description="benchmark",
-    columns=(
-        Col("id", "bigint", "key", False),
-        Col("store", "int", "store"),
-        Col("sales", "double", "sales"),
-        Col("note", "string", "text"),
-        *meta_columns(),
-    ),
-    keys=("id",),
-)
 KINDS = {"plain": {}, "retire": {"retire": "true"}, "verify": {"retire": "true", "verify": True}}
 
 

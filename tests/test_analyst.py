@@ -11,6 +11,8 @@ from retail_lake.analyst import WriteRefusedError, classify, run_sql
 from retail_lake.lake import Lake
 from retail_lake.runner import JobResult, Output, job_runs, run_job
 
+from .test_runner import GOOD, stores
+
 READS = {
     "SELECT 1": "Project",
     "WITH s AS (SELECT * FROM silver.stores) SELECT count(*) FROM s": "UnresolvedWith",
@@ -52,20 +54,9 @@ def test_statements_that_change_the_lake_are_writes(spark, query):
         assert statement.kind == WRITES[query]
 
 
-STORES = (
-    "store int, store_type string, assortment string, competition_distance_m "
-    "double, competition_open_since date, promo2 boolean, promo2_since date, "
-    "promo2_months array<int>, _source_file string, _line_number bigint"
-)
-ROWS = [
-    (1, "a", "a", 100.0, None, False, None, [], "f", 2),
-    (2, "b", "c", None, None, True, None, [1, 4], "f", 3),
-]
-
-
 def test_a_write_is_refused_without_allow_writes_and_recorded_with_it(spark, cfg, capsys):
     def load(ctx):
-        return JobResult(outputs=[Output("silver.stores", spark.createDataFrame(ROWS, STORES))])
+        return JobResult(outputs=[Output("silver.stores", stores(spark, GOOD))])
 
     run_job(spark, cfg, "load_stores", load)
     lake = Lake(spark, cfg.root)
