@@ -7,7 +7,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from retail_lake import cli
-from retail_lake.analyst import WriteRefusedError, classify, run_sql
+from retail_lake.analyst import Statement, WriteRefusedError, classify, run_sql
 from retail_lake.lake import Lake
 from retail_lake.runner import JobResult, Output, job_runs, run_job
 
@@ -18,8 +18,8 @@ READS = {
     "WITH s AS (SELECT * FROM silver.stores) SELECT count(*) FROM s": "UnresolvedWith",
     "SHOW TABLES IN silver": "ShowTables",
     "DESCRIBE TABLE silver.stores": "DescribeRelation",
-    "DESCRIBE HISTORY silver.stores": None,
-    "DESCRIBE DETAIL silver.stores": None,
+    "DESCRIBE HISTORY silver.stores": "DescribeDeltaHistory",
+    "DESCRIBE DETAIL silver.stores": "DescribeDeltaDetailCommand",
     "EXPLAIN DELETE FROM silver.stores WHERE store = 1": "ExplainCommand",
 }
 WRITES = {
@@ -32,26 +32,29 @@ WRITES = {
     "CREATE TABLE x USING delta AS SELECT 1 AS a": "CreateTableAsSelect",
     "ALTER TABLE silver.stores ADD COLUMNS (x int)": "AddColumns",
     "TRUNCATE TABLE silver.stores": "TruncateTable",
-    "VACUUM silver.stores": None,
-    "OPTIMIZE silver.stores": None,
-    "SET spark.sql.shuffle.partitions = 1": None,
+    "VACUUM silver.stores": "VacuumTableCommand",
+    "OPTIMIZE silver.stores": "OptimizeTableCommand",
+    "SET spark.sql.shuffle.partitions = 1": "SetCommand",
+    # Writes under a wrapper that is not a command itself: the whole plan is looked at.
+    "WITH s AS (SELECT 1 AS store) DELETE FROM silver.stores WHERE store IN (SELECT store "
+    "FROM s)": "DeleteFromTable",
+    "WITH s AS (SELECT * FROM silver.stores) INSERT INTO silver.stores SELECT * FROM s": (
+        "InsertIntoStatement"
+    ),
+    "FROM silver.stores INSERT INTO silver.stores SELECT * INSERT INTO ops.x SELECT *": (
+        "InsertIntoStatement"
+    ),
 }
 
 
 @pytest.mark.parametrize("query", list(READS))
 def test_queries_and_read_only_commands_are_reads(spark, query):
-    statement = classify(spark, query)
-    assert not statement.writes, statement
-    if READS[query]:
-        assert statement.kind == READS[query]
+    assert classify(spark, query) == Statement(READS[query], writes=False)
 
 
 @pytest.mark.parametrize("query", list(WRITES))
 def test_statements_that_change_the_lake_are_writes(spark, query):
-    statement = classify(spark, query)
-    assert statement.writes, statement
-    if WRITES[query]:
-        assert statement.kind == WRITES[query]
+    assert classify(spark, query) == Statement(WRITES[query], writes=True)
 
 
 def test_a_write_is_refused_without_allow_writes_and_recorded_with_it(spark, cfg, capsys):
@@ -88,3 +91,15 @@ def test_a_write_is_refused_without_allow_writes_and_recorded_with_it(spark, cfg
     commit = lake.history("silver.stores", 1).first()
     assert commit["version"] == version + 1
     assert (commit["operation"], commit["userMetadata"]) == ("DELETE", runs[0]["run_id"])
+
+    # A statement is recorded without the secret it carries.
+    conf = "spark.hadoop.fs.s3a.secret.key"
+    try:
+        run_sql(spark, cfg, f"SET {conf}=wJalrXUtnFEMI", allow_writes=True)
+    finally:
+        spark.conf.unset(conf)
+    recorded = job_runs(spark, cfg).where(F.col("job") == "sql").orderBy("started_at").collect()
+    assert recorded[-1]["parameters"] == {
+        "statement": f"SET {conf}=<redacted>",
+        "kind": "SetCommand",
+    }

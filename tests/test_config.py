@@ -190,25 +190,41 @@ def test_the_documented_training_backends_are_accepted(conf_dir):
 
 
 def test_secret_values_are_redacted_in_the_recorded_run_parameters():
-    from retail_lake.pipeline import REDACTED, _params
+    from retail_lake.pipeline import _params
+    from retail_lake.redaction import REDACTED, redact
 
-    params = _params(
-        "ingest",
-        None,
-        [
-            "spark.conf.spark.hadoop.fs.s3a.secret.key=wJalrXUtnFEMI",
-            "spark.conf.spark.hadoop.fs.s3a.access.key=AKIAIOSFODNN7",
-            "spark.conf.spark.hadoop.fs.azure.sas.key=sv=2020&sig=abc",
-            "mlflow.tracking_uri=postgresql://analyst:hunter2@db:5432/mlflow",
-            "privacy.key_env=MY_KEY_VARIABLE",
-            "forecast.epochs=3",
-        ],
+    params = redact(
+        {
+            **_params(
+                "ingest",
+                None,
+                [
+                    "spark.conf.spark.hadoop.fs.s3a.secret.key=wJalrXUtnFEMI",
+                    "spark.conf.spark.hadoop.fs.s3a.access.key=AKIAIOSFODNN7",
+                    "spark.conf.spark.hadoop.fs.azure.sas.key=sv=2020&sig=abc",
+                    "spark.conf.fs.azure.account.key.acct.dfs.core.windows.net=c2VjcmV0",
+                    "spark.conf.spark.hadoop.fs.s3a.encryption.key=a2V5",
+                    "mlflow.tracking_uri=postgresql://analyst:hunter2@db:5432/mlflow",
+                    "privacy.key_env=MY_KEY_VARIABLE",
+                    "forecast.epochs=3",
+                ],
+            ),
+            # A statement `retail-lake sql --allow-writes` records.
+            "statement": "SET spark.hadoop.fs.s3a.secret.key = wJalrXUtnFEMI",
+            "options": "CREATE TABLE t USING jdbc OPTIONS (user 'a', password 'hunter2')",
+            "query": "SELECT customer_token, store FROM silver.transactions",
+        }
     )
     assert params == {
         "set.spark.conf.spark.hadoop.fs.s3a.secret.key": REDACTED,
         "set.spark.conf.spark.hadoop.fs.s3a.access.key": REDACTED,
         "set.spark.conf.spark.hadoop.fs.azure.sas.key": REDACTED,
+        "set.spark.conf.fs.azure.account.key.acct.dfs.core.windows.net": REDACTED,
+        "set.spark.conf.spark.hadoop.fs.s3a.encryption.key": REDACTED,
         "set.mlflow.tracking_uri": f"postgresql://analyst:{REDACTED}@db:5432/mlflow",
         "set.privacy.key_env": "MY_KEY_VARIABLE",  # the variable's name, not a secret
         "set.forecast.epochs": "3",
+        "statement": f"SET spark.hadoop.fs.s3a.secret.key = {REDACTED}",
+        "options": f"CREATE TABLE t USING jdbc OPTIONS (user 'a', password {REDACTED})",
+        "query": "SELECT customer_token, store FROM silver.transactions",  # names only
     }

@@ -61,7 +61,7 @@ def test_a_first_load_keeps_rows_another_writer_committed_after_the_table_was_cr
     # Another writer's load commits between the creation and this writer's first load.
     lake.write(rows(spark, [(1, day, 99, 2015)]), SALES, "run-other")
     mine = with_metadata(rows(spark, [(1, day, 10, 2015), (2, day, 20, 2015)]), SALES, "run-mine")
-    with lake._tagged("run-mine"):
+    with lake.tagged("run-mine"):
         result = lake._first_load(mine, SALES, "merge", None, "run-mine", 0)
     assert (result.inserted, result.updated) == (1, 0)
     assertDataFrameEqual(

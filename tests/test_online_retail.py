@@ -305,6 +305,16 @@ def test_local_key_is_generated_once_with_mode_0600(tmp_path):
     with pytest.raises(ConfigError, match="made with a key from the environment"):
         load_key(fresh, environ={})  # the variable unset: a generated key would differ
     assert not (tmp_path / "fresh" / KEY_FILE).exists()
+    # A lake made before key ids were recorded: its key file's id is recorded first, so
+    # another key is refused there too.
+    (tmp_path / KEY_ID_FILE).unlink()
+    with pytest.raises(ConfigError, match="not the key this lake's tokens were made with"):
+        load_key(cfg, environ={var: "cluster-secret-value-1234"})
+    assert (tmp_path / KEY_ID_FILE).read_text().strip() == key_id(first)
+    assert sorted(p.name for p in (tmp_path / KEY_FILE).parent.iterdir()) == [
+        "key_id",
+        "pseudonymisation.key",
+    ]  # no temporary file left behind
     remote = load_config("test", ["paths.root=hdfs://nn:8020/lake"])
     with pytest.raises(ConfigError, match=f"set \\${var}"):
         load_key(remote, environ={})

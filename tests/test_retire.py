@@ -47,16 +47,13 @@ def sales_lines(stores: int, days: int) -> list[str]:
     return lines
 
 
-def land(tmp_path, stores: int, days: int, extra: str = "", store_file: bool = True):
+def land(tmp_path, stores: int, days: int, extra: str = ""):
     landing = tmp_path / "landing"
     (landing / "rossmann").mkdir(parents=True)
     (landing / "rossmann" / "train_a.csv").write_text(
         SALES_HEADER + "".join(sales_lines(stores, days)) + extra
     )
-    if store_file:
-        (landing / "rossmann" / "store_a.csv").write_text(
-            STORE_HEADER + "".join(STORE_LINES[:stores])
-        )
+    (landing / "rossmann" / "store_a.csv").write_text(STORE_HEADER + "".join(STORE_LINES[:stores]))
     return landing
 
 
@@ -74,9 +71,10 @@ def test_a_tightened_rule_moves_exactly_its_rows_and_a_loosened_one_brings_them_
 ):
     # 2 stores x 8 days (4 closed Christmas lines), a line with an unknown holiday code
     # (quarantined at cleanse whatever the rules) and one with a field missing (at ingest).
-    landing = land(
-        tmp_path, 2, 8, '2,1,2014-12-29,10,1,1,0,"d","0"\n2,2,2014-12-30,10,1\n', store_file=False
-    )
+    landing = land(tmp_path, 2, 8, '2,1,2014-12-29,10,1,1,0,"d","0"\n2,2,2014-12-30,10,1\n')
+    # The stores file of another source (its own unit) with a line cleanse quarantines.
+    with open(landing / "rossmann" / "store_a.csv", "a") as fh:
+        fh.write('9,"","a",100,,,0,,,""\n')
     base = [f"paths.root={root}", f"paths.landing={landing}"]
     cfg = load_config("test", base)
     lake = Lake(spark, str(root))
@@ -101,7 +99,11 @@ def test_a_tightened_rule_moves_exactly_its_rows_and_a_loosened_one_brings_them_
         (r["stage"], r["_line_number"], r["rule"])
         for r in quarantine.select("stage", "_line_number", "rule").collect()
     )
-    assert before == [("cleanse", 18, "invalid_state_holiday"), ("ingest", 19, "column_count")]
+    assert before == [
+        ("cleanse", 4, "missing_store_type"),
+        ("cleanse", 18, "invalid_state_holiday"),
+        ("ingest", 19, "column_count"),
+    ]
     versions = data_versions(lake)
 
     # Tightened: state holiday c is no longer allowed.
@@ -138,6 +140,30 @@ def test_a_tightened_rule_moves_exactly_its_rows_and_a_loosened_one_brings_them_
     settled = data_versions(lake)
     cleanse_run()
     assert data_versions(lake) == settled
+
+    # A day of sales lands: only the sales unit is rebuilt, and the quarantine rows of the
+    # stores' unit, skipped and so not produced by this run, are not retired.
+    (landing / "rossmann" / "train_b.csv").write_text(
+        SALES_HEADER + '1,3,2014-12-31,1500,150,1,0,"0","0"\n'
+    )
+    run_job(spark, cfg, "ingest", ingest.run)
+    ctx, _ = run_job(spark, cfg, "cleanse", cleanse.run)  # skip_unchanged: the default
+    states = lake.read("ops.unit_states").where(F.col("run_id") == ctx.run_id).collect()
+    assert sorted((s["unit"], s["status"]) for s in states) == [
+        ("cleanse rossmann_sales", "built"),
+        ("cleanse rossmann_stores", "unchanged"),
+    ]
+    silver = lake.read("silver.store_daily_sales")
+    assert silver.count() == len(kept) + 1
+    assert [
+        r["date"].isoformat()
+        for r in silver.where(F.col("_source_file").endswith("train_b.csv")).collect()
+    ] == ["2014-12-31"]
+    latest = sorted(
+        (r["stage"], r["_line_number"], r["rule"])
+        for r in lake.read("silver.quarantine").select("stage", "_line_number", "rule").collect()
+    )
+    assert latest == before
 
 
 def test_a_lowered_max_store_retires_exactly_the_features_of_the_stores_left_out(

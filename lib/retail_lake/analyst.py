@@ -14,6 +14,7 @@ bronze and the rules whatever was done to it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -65,14 +66,35 @@ class Statement:
 def classify(spark: SparkSession, query: str) -> Statement:
     """Parses `query` with the session's parser (nothing runs) and says whether it writes.
 
+    Every node of the parsed plan is looked at, not only its root: a write can hide under a
+    wrapper that is not a command itself (`WITH ... DELETE`, a multi-insert's union).
+    `kind` names the first writing node found, else the plan's root.
+
     >>> classify(spark, "DELETE FROM silver.stores").writes
     True
     """
     plan = spark._jsparkSession.sessionState().sqlParser().parsePlan(query)
-    kind = str(plan.getClass().getSimpleName()).rstrip("$")
     java_class = spark._jvm.java.lang.Class
-    command = any(java_class.forName(t).isInstance(plan) for t in _COMMAND_TRAITS)
-    return Statement(kind, command and kind not in READ_ONLY_COMMANDS)
+    traits = [java_class.forName(t) for t in _COMMAND_TRAITS]
+    for node in _nodes(plan):
+        kind = _kind(node)
+        if kind not in READ_ONLY_COMMANDS and any(t.isInstance(node) for t in traits):
+            return Statement(kind, True)
+    return Statement(_kind(plan), False)
+
+
+def _kind(node) -> str:
+    return str(node.getClass().getSimpleName()).rstrip("$")
+
+
+def _nodes(plan) -> Iterator:
+    """The plan and every plan below it: its children and inner children (a WITH's CTEs)."""
+    stack = [plan]
+    while stack:
+        node = stack.pop()
+        yield node
+        for seq in (node.children(), node.innerChildren()):
+            stack.extend(seq.apply(i) for i in range(seq.size()))
 
 
 def run_sql(spark: SparkSession, cfg, query: str, allow_writes: bool = False) -> DataFrame:
@@ -86,21 +108,16 @@ def run_sql(spark: SparkSession, cfg, query: str, allow_writes: bool = False) ->
             "retail-lake sql runs queries only (SELECT, SHOW, DESCRIBE, EXPLAIN). Add "
             "--allow-writes to run it as a recorded run in ops.job_runs"
         )
-    from retail_lake.lake import USER_METADATA
     from retail_lake.runner import JobResult, run_job
 
     result: list[DataFrame] = []
 
     def job(ctx) -> JobResult:
         log.warning("[%s] sql: running a %s by hand", ctx.run_id, statement.kind)
-        conf = ctx.spark.conf
-        conf.set(USER_METADATA, ctx.run_id)
-        try:
+        with ctx.lake.tagged(ctx.run_id):
             # A command runs when the frame is made; its rows (metrics) are read here.
             df = ctx.spark.sql(query)
             result.append(ctx.spark.createDataFrame(df.collect(), df.schema))
-        finally:
-            conf.unset(USER_METADATA)
         return JobResult()
 
     run_job(spark, cfg, "sql", job, params={"statement": query, "kind": statement.kind})

@@ -20,6 +20,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from retail_lake.config import Config
+from retail_lake.contracts import sql_string
 from retail_lake.runner import Conservation, JobContext, JobResult, Output
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def run(ctx: JobContext) -> JobResult:
             union = union.unionByName(q)
         # The cleanse-stage rows of the sources cleansed now are theirs (ingest's rows and
         # the skipped sources' rows are untouched).
-        owned = "stage = 'cleanse' AND source IN (" + ", ".join(f"'{s}'" for s in sources) + ")"
+        owned = "stage = 'cleanse' AND source IN (" + ", ".join(map(sql_string, sources)) + ")"
         result.outputs.append(Output(QUARANTINE, union, mode="merge", retire=owned))
     return result
 
@@ -181,7 +182,13 @@ def _own_source(quarantine: DataFrame, source: str) -> DataFrame:
     rows it retires are found by that name (failing the job, in the same pass, otherwise)."""
     ok = (F.col("source") == source) & (F.col("stage") == "cleanse")
     message = F.concat(
-        F.lit(f"cleanse {source}: a quarantine row names source "),
+        F.lit(f"cleanse {source}: the quarantine row of "),
+        F.coalesce(F.col("_source_file"), F.lit("null")),
+        F.lit(" line "),
+        F.coalesce(F.col("_line_number").cast("string"), F.lit("null")),
+        F.lit(" (rule "),
+        F.coalesce(F.col("rule"), F.lit("null")),
+        F.lit(") names source "),
         F.coalesce(F.col("source"), F.lit("null")),
         F.lit(", stage "),
         F.coalesce(F.col("stage"), F.lit("null")),

@@ -151,10 +151,18 @@ class TableContract:
         """`name type [NOT NULL] COMMENT '...'` list for CREATE TABLE."""
         parts = []
         for c in self.columns:
-            comment = c.comment.replace("\\", "\\\\").replace("'", "\\'")
             null = "" if c.nullable else " NOT NULL"
-            parts.append(f"`{c.name}` {c.type}{null} COMMENT '{comment}'")
+            parts.append(f"`{c.name}` {c.type}{null} COMMENT {sql_string(c.comment)}")
         return ",\n  ".join(parts)
+
+
+def sql_string(text: str) -> str:
+    """`text` as a Spark SQL string literal.
+
+    >>> sql_string("it's")
+    "'it\\\\'s'"
+    """
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class Registry:

@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
-from retail_lake.contracts import CONTENT_HASH, RUN_ID, ContractError, TableContract
+from retail_lake.contracts import CONTENT_HASH, RUN_ID, ContractError, TableContract, sql_string
 from retail_lake.session import TableNameError, register_table, split_table_name
 
 if TYPE_CHECKING:
@@ -245,14 +245,13 @@ class Lake:
                 if contract.partition_by
                 else ""
             )
-            comment = contract.description.replace("'", "\\'")
             self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {contract.layer}")
             # A name registered earlier in this session may point at a table that is gone.
             self.spark.sql(f"DROP TABLE IF EXISTS {contract.name}")
             try:
                 self.spark.sql(
                     f"CREATE TABLE IF NOT EXISTS {contract.name} (\n  {contract.ddl_columns()}\n)"
-                    f" USING DELTA {partition} COMMENT '{comment}' "
+                    f" USING DELTA {partition} COMMENT {sql_string(contract.description)} "
                     f"TBLPROPERTIES ({props}) LOCATION '{location}'"
                 )
                 created = True
@@ -303,7 +302,7 @@ class Lake:
         before = 0 if created else self.version(contract.name)
         # Every commit carries the run id (DESCRIBE HISTORY's userMetadata): the write's own
         # commit is found by it, never taken to be the latest one (another writer's, maybe).
-        with self._tagged(run_id):
+        with self.tagged(run_id):
             if created and mode != "append":
                 result = self._first_load(
                     rows, contract, mode, replace_where, run_id, before, retire
@@ -480,7 +479,7 @@ class Lake:
         return fingerprint(current) == fingerprint(rows)
 
     @contextmanager
-    def _tagged(self, run_id: str) -> Iterator[None]:
+    def tagged(self, run_id: str) -> Iterator[None]:
         """Commits made inside carry `run_id` as their userMetadata."""
         conf = self.spark.conf
         previous = conf.get(USER_METADATA, None)

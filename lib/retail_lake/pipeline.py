@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from datetime import date
 
@@ -23,29 +22,14 @@ from retail_lake.session import build_session
 log = logging.getLogger(__name__)
 
 
-# A --set key naming one of these holds a secret: ops.job_runs records it as REDACTED.
-SECRET_KEY = re.compile(
-    r"secret|passw|token|credential|access[._-]?key|private[._-]?key|api[._-]?key|sas[._-]?key",
-    re.IGNORECASE,
-)
-REDACTED = "<redacted>"
-# The password of a URI's user (scheme://user:password@host).
-URI_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^@/\s]+@")
-
-
 def _params(job: str, run_date: date | None, overrides: Sequence[str]) -> dict[str, str]:
-    """The run's parameters for ops.job_runs: every --set item (a secret's value redacted)
-    and the run date of a time-dependent job.
+    """The run's parameters for ops.job_runs: every --set item and the run date of a
+    time-dependent job (`run_job` redacts secrets before recording them).
 
-    >>> _params("ingest", None, ["spark.conf.spark.hadoop.fs.s3a.secret.key=abc"])
-    {'set.spark.conf.spark.hadoop.fs.s3a.secret.key': '<redacted>'}
+    >>> _params("ingest", None, ["forecast.epochs=3"])
+    {'set.forecast.epochs': '3'}
     """
-    params = {
-        f"set.{k.strip()}": REDACTED
-        if SECRET_KEY.search(k)
-        else URI_PASSWORD.sub(r"\1" + REDACTED + "@", v)
-        for k, v in (o.split("=", 1) for o in overrides if "=" in o)
-    }
+    params = {f"set.{k.strip()}": v for k, v in (o.split("=", 1) for o in overrides if "=" in o)}
     if run_date and job in TIME_DEPENDENT:
         params["run_date"] = run_date.isoformat()
     return params

@@ -18,11 +18,13 @@ HMAC(K, m) = SHA256((K' ^ opad) || SHA256((K' ^ ipad) || m)), as RFC 2104 define
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -86,17 +88,22 @@ def load_key(cfg: Config, environ: Mapping[str, str] | None = None) -> bytes:
 def _write_once(path: Path, text: str) -> None:
     """Creates `path` (mode 0600, its folder 0700) holding `text`, unless it exists.
 
-    O_EXCL: when two processes race, one writes the file and the other reads it."""
+    The text goes to a file of its own first, which is then linked to `path` (atomic, and
+    refused when `path` exists): a process racing another never reads a half-written file.
+    """
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o600)
+        with contextlib.suppress(FileExistsError):  # the other process's file stays
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
 
 
 def key_id(key: bytes) -> str:
@@ -108,6 +115,10 @@ def _check_key_id(local: Path, key: bytes, origin: str, var: str) -> None:
     """Records the key's id on a local root's first use; refuses another key afterwards."""
     path = local / KEY_ID_FILE
     mine = key_id(key)
+    made = local / KEY_FILE
+    if made.exists() and not path.exists():
+        # A lake from before key ids were recorded: its tokens were made with its key file.
+        _write_once(path, key_id(made.read_text().strip().encode("utf-8")) + "\n")
     _write_once(path, mine + "\n")
     recorded = path.read_text().strip()
     if recorded != mine:

@@ -32,6 +32,7 @@ from retail_lake.contracts import Registry
 from retail_lake.data_docs import DataDocs
 from retail_lake.lake import Lake, WriteResult, local_frame, with_metadata
 from retail_lake.quality import ExpectationResult, gate, load_suite, utc_now, validate
+from retail_lake.redaction import redact, redact_text
 from retail_lake.tables import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -296,10 +297,13 @@ def run_job(
     """
     lake = Lake(spark, cfg.root)
     ctx = JobContext(spark, cfg, lake, job, new_run_id(job), run_date, parent_run_id)
-    params = {k: str(v) for k, v in (params or {}).items()}
+    # Recorded as given, less secrets (a --set Spark credential, a URI's password).
+    params = redact({k: str(v) for k, v in (params or {}).items()})
     started = utc_now()
     clock = time.monotonic()
-    log.info("[%s] %s started (profile %s, root %s)", ctx.run_id, job, cfg.profile, cfg.root)
+    log.info(
+        "[%s] %s started (profile %s, root %s)", ctx.run_id, job, cfg.profile, redact_text(cfg.root)
+    )
     # A new run id: appending the 'running' row is enough (and cheaper than a MERGE).
     _ops_write(lake, JOB_RUNS, [_run_row(ctx, "running", started, params)], ctx.run_id)
     quality: list[ExpectationResult] = []
@@ -330,7 +334,7 @@ def run_job(
                     rows_read=(result.rows_read if result else None) or None,
                     versions_read=ctx.versions_read or None,
                     conservation=_conservation_json(result),
-                    error=f"{type(exc).__name__}: {exc}"[:4000],
+                    error=redact_text(f"{type(exc).__name__}: {exc}")[:4000],
                 )
             ],
             ctx.run_id,
