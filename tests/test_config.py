@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retail_lake.config import ConfigError, load_config
+from retail_lake.config import ConfigError, load_config, parse_set
 
 REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -172,6 +172,9 @@ def test_root_must_name_a_folder_and_tilde_is_the_home_folder(conf_dir, monkeypa
     assert load_config("p", ["paths.root=~"], conf_dir=conf_dir, environ={}).root == str(tmp_path)
     lake = load_config("p", ["paths.root=~/lake"], conf_dir=conf_dir, environ={})
     assert lake.root == str(tmp_path / "lake")
+    # Only a path reads ~ as the home folder; elsewhere it is YAML's null.
+    assert parse_set("paths.landing=~") == ("paths.landing", "~")
+    assert parse_set("recommend.as_of=~") == ("recommend.as_of", None)
 
 
 def test_a_conf_dir_named_in_the_environment_must_hold_base_yaml(monkeypatch, tmp_path):

@@ -187,8 +187,8 @@ def parse_set(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    if value is None and raw.strip() == "~":  # YAML's null, but a user means the home folder
-        value = "~"
+    if value is None and raw.strip() == "~" and key.startswith("paths."):
+        value = "~"  # YAML's null, but a user giving a path means the home folder
     return key, value
 
 

@@ -305,7 +305,7 @@ class Lake:
         with self.tagged(run_id):
             if created and mode != "append":
                 result = self._first_load(
-                    rows, contract, mode, replace_where, run_id, before, retire
+                    rows, contract, mode, replace_where, run_id, before, retire, verify
                 )
             elif mode == "merge":
                 result = self._merge(rows, contract, run_id, before, retire, verify)
@@ -340,6 +340,7 @@ class Lake:
         run_id: str,
         before: int,
         retire: str | None = None,
+        verify: bool = False,
     ) -> WriteResult:
         """The first rows of a table this run just created (empty, version 0).
 
@@ -368,8 +369,8 @@ class Lake:
                 raise
             log.info("%s: another writer committed to it first; writing by %s", contract.name, mode)
             if mode == "merge":
-                return self._merge(rows, contract, run_id, before, retire)
-            return self._overwrite(rows, contract, mode, replace_where, run_id, before)
+                return self._merge(rows, contract, run_id, before, retire, verify)
+            return self._overwrite(rows, contract, mode, replace_where, run_id, before, verify)
         return self._result(contract, mode, run_id, before)
 
     @staticmethod
