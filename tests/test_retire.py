@@ -61,6 +61,12 @@ def lines_of(df) -> set[int]:
     return {r["_line_number"] for r in df.select("_line_number").collect()}
 
 
+def quarantined(lake: Lake) -> list[tuple[str, int, str]]:
+    """(stage, line, rule) of every quarantine row, sorted."""
+    rows = lake.read("silver.quarantine").select("stage", "_line_number", "rule").collect()
+    return sorted((r["stage"], r["_line_number"], r["rule"]) for r in rows)
+
+
 def data_versions(lake: Lake) -> dict[str, int]:
     tables = ("silver.store_daily_sales", "silver.quarantine")
     return {t: lake.version(t) for t in tables}
@@ -91,14 +97,11 @@ def test_a_tightened_rule_moves_exactly_its_rows_and_a_loosened_one_brings_them_
         return job_runs(spark, cfg).where(F.col("run_id") == ctx.run_id).first()
 
     cleanse_run()
-    silver, quarantine = lake.read("silver.store_daily_sales"), lake.read("silver.quarantine")
+    silver = lake.read("silver.store_daily_sales")
     christmas = lines_of(silver.where(F.col("state_holiday") == "c"))
     kept = lines_of(silver)
     assert len(kept) == 16 and len(christmas) == 4
-    before = sorted(
-        (r["stage"], r["_line_number"], r["rule"])
-        for r in quarantine.select("stage", "_line_number", "rule").collect()
-    )
+    before = quarantined(lake)
     assert before == [
         ("cleanse", 4, "missing_store_type"),
         ("cleanse", 18, "invalid_state_holiday"),
@@ -126,11 +129,7 @@ def test_a_tightened_rule_moves_exactly_its_rows_and_a_loosened_one_brings_them_
     monkeypatch.undo()
     cleanse_run()
     assert lines_of(lake.read("silver.store_daily_sales")) == kept
-    after = sorted(
-        (r["stage"], r["_line_number"], r["rule"])
-        for r in lake.read("silver.quarantine").select("stage", "_line_number", "rule").collect()
-    )
-    assert after == before
+    assert quarantined(lake) == before
     feed = lake.changes("silver.quarantine", tightened["silver.quarantine"] + 1)
     assert {(r["_change_type"], r["_line_number"]) for r in feed.collect()} == {
         ("delete", n) for n in christmas
@@ -156,11 +155,7 @@ def test_a_tightened_rule_moves_exactly_its_rows_and_a_loosened_one_brings_them_
         for r in feed.collect()
     ] == [("insert", "train_b.csv", "2014-12-31")]
     assert lake.version("silver.quarantine") == settled["silver.quarantine"]
-    latest = sorted(
-        (r["stage"], r["_line_number"], r["rule"])
-        for r in lake.read("silver.quarantine").select("stage", "_line_number", "rule").collect()
-    )
-    assert latest == before
+    assert quarantined(lake) == before
 
 
 def test_a_lowered_max_store_retires_exactly_the_features_of_the_stores_left_out(

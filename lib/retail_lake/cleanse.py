@@ -20,7 +20,6 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from retail_lake.config import Config
-from retail_lake.contracts import sql_string
 from retail_lake.runner import Conservation, JobContext, JobResult, Output
 
 log = logging.getLogger(__name__)
@@ -172,7 +171,7 @@ def run(ctx: JobContext) -> JobResult:
             union = union.unionByName(q)
         # The cleanse-stage rows of the sources cleansed now are theirs (ingest's rows and
         # the skipped sources' rows are untouched).
-        owned = "stage = 'cleanse' AND source IN (" + ", ".join(map(sql_string, sources)) + ")"
+        owned = (F.col("stage") == "cleanse") & F.col("source").isin(sources)
         result.outputs.append(Output(QUARANTINE, union, mode="merge", retire=owned))
     return result
 

@@ -271,14 +271,15 @@ class Lake:
         mode: str | None = None,
         replace_where: str | None = None,
         extra_columns: tuple[str, ...] = (),
-        retire: str | None = None,
+        retire: str | Column | None = None,
         verify: bool = False,
     ) -> WriteResult:
         """Writes `df` to the contract's table; see the module docstring for the modes.
 
         `extra_columns` (append only) are added to the table's schema (Delta mergeSchema):
-        a source that evolves on schema drift. `retire` (merge only): a SQL predicate on the
-        table's columns; rows matching it whose keys `df` no longer holds are deleted.
+        a source that evolves on schema drift. `retire` (merge only): a predicate (SQL text or
+        a Column) on the table's columns; rows matching it whose keys `df` no longer holds are
+        deleted.
         `verify` (merge, overwrite, replace_where): the stored rows are compared by their
         content, hashed anew, not by their stored content hash, so a row changed by hand is
         rewritten.
@@ -339,7 +340,7 @@ class Lake:
         replace_where: str | None,
         run_id: str,
         before: int,
-        retire: str | None = None,
+        retire: str | Column | None = None,
         verify: bool = False,
     ) -> WriteResult:
         """The first rows of a table this run just created (empty, version 0).
@@ -403,7 +404,7 @@ class Lake:
         contract: TableContract,
         run_id: str,
         before: int,
-        retire: str | None = None,
+        retire: str | Column | None = None,
         verify: bool = False,
     ) -> WriteResult:
         # Only new or changed rows enter the MERGE: when there are none, nothing is committed

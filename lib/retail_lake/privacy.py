@@ -78,11 +78,16 @@ def load_key(cfg: Config, environ: Mapping[str, str] | None = None) -> bytes:
             f"set ${var} (privacy.key_env names it) to that key"
         )
     _write_once(path, secrets.token_hex(32))
-    key = path.read_text().strip().encode("utf-8")
+    key = _file_key(path)
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(f"{path}: the pseudonymisation key is shorter than 16 bytes")
     _check_key_id(local, key, f"{path} (${var} is not set)", var)
     return key
+
+
+def _file_key(path: Path) -> bytes:
+    """The key a local root's key file holds."""
+    return path.read_text().strip().encode("utf-8")
 
 
 def _write_once(path: Path, text: str) -> None:
@@ -118,7 +123,7 @@ def _check_key_id(local: Path, key: bytes, origin: str, var: str) -> None:
     made = local / KEY_FILE
     if made.exists() and not path.exists():
         # A lake from before key ids were recorded: its tokens were made with its key file.
-        _write_once(path, key_id(made.read_text().strip().encode("utf-8")) + "\n")
+        _write_once(path, key_id(_file_key(made)) + "\n")
     _write_once(path, mine + "\n")
     recorded = path.read_text().strip()
     if recorded != mine:

@@ -24,7 +24,7 @@ from importlib import resources
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from retail_lake.config import Config
@@ -64,9 +64,9 @@ class Output:
     extra_columns: tuple[str, ...] = ()
     # The unit of work (`JobContext.unchanged`) this output belongs to, if any.
     unit: str | None = None
-    # Merge only: a SQL predicate naming the rows of the table this output owns in full;
-    # those whose keys it no longer holds are deleted in the same commit (`Lake.write`).
-    retire: str | None = None
+    # Merge only: a predicate (SQL text or Column) naming the rows of the table this output
+    # owns in full; those whose keys it no longer holds are deleted in the same commit.
+    retire: str | Column | None = None
 
 
 @dataclass(frozen=True)
