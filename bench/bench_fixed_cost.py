@@ -1,6 +1,6 @@
 """The fixed cost of one step: a job that publishes one 10-row table through the whole runner.
 
-    python bench/bench_fixed_cost.py --repeats 3
+    python bench/bench_fixed_cost.py --repeats 3 [--set key=value ...]
 
 Each repeat makes a fresh lake and runs, through `runner.run_job` (contract, conservation,
 the table's suite, the write, the ops rows), a job that publishes 10 rows of silver.stores:
@@ -57,9 +57,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", default="test")
+    parser.add_argument("--set", action="append", default=[], help="a config override")
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="bench-fixed-")
-    cfg = load_config(args.profile, [f"paths.root={base}/warm", "spark.log_level=ERROR"])
+    cfg = load_config(args.profile, [f"paths.root={base}/warm", "spark.log_level=ERROR", *args.set])
     spark = build_session(cfg, "bench fixed cost")
     # Warm-up on a lake of its own: JIT, imports, the suite's first load.
     run_job(
@@ -68,7 +69,7 @@ def main() -> None:
     print("repeat  bare_s  first_s  changed_s  same_s  | jobs: bare first changed same | ratios")
     for i in range(1, args.repeats + 1):
         lake_cfg = load_config(
-            args.profile, [f"paths.root={base}/lake{i}", "spark.log_level=ERROR"]
+            args.profile, [f"paths.root={base}/lake{i}", "spark.log_level=ERROR", *args.set]
         )
 
         def run(changed: bool, c=lake_cfg) -> None:

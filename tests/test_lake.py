@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -160,6 +161,33 @@ def test_created_table_carries_contract_properties_and_comments(spark, lake):
     assert fields["store"] == "store"
     assert fields["_content_hash"].startswith("SHA-256")
     assert spark.table(SALES.name).count() == 1  # registered by name
+
+
+def test_files_record_statistics_of_keys_and_dates_only_and_their_row_counts(spark, lake):
+    import json
+
+    data = [(1, date(2015, 1, 1), 10, 2015), (2, date(2015, 1, 3), 20, 2015)]
+    written = lake.write(rows(spark, data), SALES, "run-1")
+    folder = Path(lake.location(SALES.name)) / "_delta_log"
+    actions = [
+        json.loads(line)
+        for version in range(written.version + 1)
+        for line in (folder / f"{version:020d}.json").read_text().splitlines()
+    ]
+    (schema,) = [json.loads(a["metaData"]["schemaString"]) for a in actions if "metaData" in a]
+    # Column mapping: the statistics name columns by their physical names.
+    logical = {
+        f["metadata"]["delta.columnMapping.physicalName"]: f["name"] for f in schema["fields"]
+    }
+    (stats,) = [json.loads(a["add"]["stats"]) for a in actions if "add" in a]
+    for kind in ("minValues", "maxValues", "nullCount"):
+        stats[kind] = {logical[c]: v for c, v in stats[kind].items()}
+    assert stats["numRecords"] == 2  # what `tables` sums
+    # The keys (store, day; day is also the only date): min/max for data skipping; sales and
+    # the run id and content hash carry none, the partition column (year) needs none.
+    assert stats["minValues"] == {"store": 1, "day": "2015-01-01"}
+    assert stats["maxValues"] == {"store": 2, "day": "2015-01-03"}
+    assert set(stats["nullCount"]) == {"store", "day"}
 
 
 def test_a_name_follows_the_lake_opened_last_in_the_session(spark, tmp_path):

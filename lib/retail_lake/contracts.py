@@ -21,6 +21,21 @@ if TYPE_CHECKING:
 RUN_ID = "_run_id"
 CONTENT_HASH = "_content_hash"
 
+# Column types Delta keeps min/max statistics for.
+STATS_TYPES = frozenset(
+    {
+        "string",
+        "int",
+        "bigint",
+        "smallint",
+        "tinyint",
+        "date",
+        "timestamp",
+        "decimal",
+        "double",
+        "float",
+    }
+)
 LAYER_PROPERTIES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
         # Column mapping lets columns be renamed or added (schema drift) without a rewrite.
@@ -127,8 +142,30 @@ class TableContract:
         props = dict(LAYER_PROPERTIES.get(self.layer, {}))
         props["delta.logRetentionDuration"] = f"interval {max(self.retention_days, 7)} days"
         props["delta.deletedFileRetentionDuration"] = f"interval {self.retention_days} days"
+        stats = self.stats_columns
+        if stats:
+            props["delta.dataSkippingStatsColumns"] = ",".join(stats)
+        else:  # the row counts only (numRecords), still kept in the log
+            props["delta.dataSkippingNumIndexedCols"] = "0"
         props.update(self.properties)
         return props
+
+    @property
+    def stats_columns(self) -> tuple[str, ...]:
+        """The columns whose min/max/null counts each file records in the log: the keys
+        (merges and run lookups) and the dates and times (what queries filter by).
+
+        Delta's default is every one of the first 32 columns, and collecting them is a
+        projection per written row whose cost grows with the square of their number
+        (bench/RESULTS.md, "where the test JVM's CPU goes"); partition columns never need it.
+        """
+        return tuple(
+            c.name
+            for c in self.columns
+            if c.name not in self.partition_by
+            and (c.name in self.keys or c.type in ("date", "timestamp"))
+            and c.type.split("(")[0] in STATS_TYPES
+        )
 
     @property
     def has_content_hash(self) -> bool:

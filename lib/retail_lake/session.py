@@ -88,6 +88,10 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.python.worker.reuse", "true")
+        # PySpark 4 records the Python call site of every Column it builds (five JVM round
+        # trips each, a third of the time cleanse spends building its plans) only to quote it
+        # in an error; `spark.conf` can turn it back on (bench/RESULTS.md, "building plans").
+        .config("spark.python.sql.dataFrameDebugging.enabled", "false")
     )
     if not _under_spark_submit():
         builder = builder.master(spark_cfg["master"])
