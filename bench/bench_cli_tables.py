@@ -1,19 +1,28 @@
 """What `retail-lake tables` pays per table: the old scans against the transaction log.
 
     python bench/bench_cli_tables.py --root /tmp/demo_lake --repeats 3
+    python bench/bench_cli_tables.py --root /tmp/demo_lake --repeats 3 --cli
 
 On an existing lake, in one session, alternating: `scan` reads each table's version from
 `history(1)`, its files and last change from `DESCRIBE DETAIL` and its rows with `count()`
 (what the command did until stop 23); `log` reads all of them from the table's snapshot
 (`Lake.summary`: the files' numRecords statistics). Prints seconds per pass over every table
 and the ratio, and checks both give the same numbers.
+
+`--cli`: the command end to end, as a user runs it, each run a process of its own,
+alternating: `log` is `retail-lake tables` (a local lake's logs read with delta-rs, no JVM),
+`spark` is `retail-lake tables --spark` (a session, every table registered, each log read by
+Delta: the command until stop 26, and a remote root's path). Checks both print the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from retail_lake.config import load_config
 from retail_lake.lake import Lake
@@ -31,12 +40,41 @@ def from_log(lake: Lake, name: str) -> tuple[int, int, int]:
     return info.version, info.rows, info.files
 
 
+def report(times: dict[str, list[float]], slow: str, fast: str, what: str) -> None:
+    for label, values in times.items():
+        print(f"{label}: {', '.join(f'{v:.2f}' for v in values)} s per {what}")
+    ratio = statistics.median(times[slow]) / statistics.median(times[fast])
+    print(f"{fast} is {ratio:.1f}x faster than {slow} (medians)")
+
+
+def end_to_end(args: argparse.Namespace) -> int:
+    cli = str(Path(sys.executable).parent / "retail-lake")
+    command = [cli, "tables", "--profile", args.profile, "--root", args.root]
+    times: dict[str, list[float]] = {"spark": [], "log": []}
+    printed: dict[str, str] = {}
+    for _ in range(args.repeats):
+        for label in times:
+            began = time.perf_counter()
+            extra = ["--spark"] if label == "spark" else []
+            done = subprocess.run(command + extra, capture_output=True, text=True, check=True)
+            times[label].append(time.perf_counter() - began)
+            printed[label] = done.stdout
+    if printed["log"] != printed["spark"]:
+        raise SystemExit(f"the two readings differ:\n{printed['log']}\n{printed['spark']}")
+    print(f"{len(printed['log'].splitlines()) - 2} tables, the same output both ways")
+    report(times, "spark", "log", "command")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="an existing lake")
     parser.add_argument("--profile", default="test")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cli", action="store_true", help="the command end to end")
     args = parser.parse_args(argv)
+    if args.cli:
+        return end_to_end(args)
     cfg = load_config(args.profile, [f"paths.root={args.root}"])
     spark = build_session(cfg)
     lake = Lake(spark, cfg.root)
@@ -56,10 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             elif got != expected:
                 diff = {n: (expected[n], got[n]) for n in names if got[n] != expected[n]}
                 raise SystemExit(f"the log and the scans disagree: {diff}")
-    for label, values in times.items():
-        print(f"{label}: {', '.join(f'{v:.2f}' for v in values)} s per pass")
-    ratio = statistics.median(times["scan"]) / statistics.median(times["log"])
-    print(f"{len(names)} tables: the log is {ratio:.1f}x faster than the scans (medians)")
+    print(f"{len(names)} tables")
+    report(times, "scan", "log", "pass")
     return 0
 
 

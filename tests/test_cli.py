@@ -5,6 +5,7 @@ a user runs it, in a process of its own, for its exit codes."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,21 @@ from retail_lake import cli
 
 CLI = str(Path(sys.executable).parent / "retail-lake")
 REPO = Path(__file__).resolve().parents[1]
+STORES_SCHEMA = (
+    "store int, store_type string, assortment string, competition_distance_m double, "
+    "competition_open_since date, promo2 boolean, promo2_since date, "
+    "promo2_months array<int>, _source_file string, _line_number bigint"
+)
+
+
+def stores_lake(spark, root: Path, stores: int):
+    from retail_lake.lake import Lake
+    from retail_lake.tables import REGISTRY
+
+    lake = Lake(spark, str(root))
+    rows = [(i, "a", "a", 100.0, None, False, None, [], "store.csv", i + 1) for i in range(stores)]
+    lake.write(spark.createDataFrame(rows, STORES_SCHEMA), REGISTRY["silver.stores"], "run-a")
+    return lake
 
 
 @pytest.fixture
@@ -47,6 +63,10 @@ def test_tables_and_history_describe_the_lake(demo_lake, run_cli):
         "ops.model_metrics",
         "silver.quarantine",
     } <= set(lines)
+    # Read without Spark (delta-rs), the same as Spark's own reading of every log.
+    code, by_spark, err = run_cli("tables", "--spark", *common)
+    assert code == 0, err[-2000:]
+    assert out == by_spark
     code, out, err = run_cli("history", "silver.store_daily_sales", *common)
     assert code == 0, err[-2000:]
     rows = [line.split()[:4] for line in out.splitlines()[2:]]
@@ -60,14 +80,9 @@ def test_history_names_the_run_of_each_commit(spark, tmp_path, run_cli):
     from retail_lake.tables import REGISTRY
 
     lake = Lake(spark, str(tmp_path))
-    schema = (
-        "store int, store_type string, assortment string, competition_distance_m double, "
-        "competition_open_since date, promo2 boolean, promo2_since date, "
-        "promo2_months array<int>, _source_file string, _line_number bigint"
-    )
     for run_id, store_type in (("run-a", "a"), ("run-b", "b")):
         row = (1, store_type, "a", 100.0, None, False, None, [], "store.csv", 2)
-        lake.write(spark.createDataFrame([row], schema), REGISTRY["silver.stores"], run_id)
+        lake.write(spark.createDataFrame([row], STORES_SCHEMA), REGISTRY["silver.stores"], run_id)
     code, out, err = run_cli(
         "history", "silver.stores", "--profile", "test", "--root", str(tmp_path)
     )
@@ -83,6 +98,24 @@ def test_history_names_the_run_of_each_commit(spark, tmp_path, run_cli):
     ]
 
 
+def test_tables_counts_by_a_scan_only_what_file_statistics_cannot(spark, tmp_path, run_cli):
+    from retail_lake.delta_log import read_lake
+
+    lake = stores_lake(spark, tmp_path, 3)
+    path = lake.location("silver.stores")
+    assert read_lake(str(tmp_path))["silver.stores"].rows == 3
+    # A delete marked in a deletion vector leaves the file's numRecords at 3: Spark counts.
+    spark.sql(
+        f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = true)"
+    )
+    spark.sql(f"DELETE FROM delta.`{path}` WHERE store = 1")
+    assert read_lake(str(tmp_path)) == {"silver.stores": None}
+    code, out, err = run_cli("tables", "--profile", "test", "--root", str(tmp_path))
+    assert code == 0, err[-2000:]
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert lines["silver.stores"][1:4] == ["silver", str(lake.version("silver.stores")), "2"]
+
+
 def test_a_failing_query_is_one_line_with_exit_status_1(tmp_path, run_cli):
     code, _, err = run_cli(
         "sql", "SELECT * FROM silver.nope", "--profile", "test", "--root", str(tmp_path)
@@ -93,12 +126,26 @@ def test_a_failing_query_is_one_line_with_exit_status_1(tmp_path, run_cli):
 
 
 @pytest.mark.slow
-def test_the_console_script_exits_with_one_line_errors(tmp_path):
+def test_the_console_script_exits_with_one_line_errors(spark, tmp_path):
     """The installed `retail-lake` script in a process of its own: exit 2 for a config
-    error, 1 for a failed command, one line each (neither starts a JVM)."""
+    error, 1 for a failed command, one line each (neither starts a JVM); `tables` on a local
+    lake runs where no Java can be found."""
 
-    def cli_process(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([CLI, *args], cwd=REPO, text=True, capture_output=True, timeout=300)
+    def cli_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [CLI, *args], cwd=REPO, text=True, capture_output=True, timeout=300, env=env
+        )
+
+    root = tmp_path / "lake"
+    stores_lake(spark, root, 4)
+    no_java = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    no_java["PATH"] = str(Path(sys.executable).parent)  # the venv's scripts, no java
+    listed = cli_process("tables", "--profile", "test", "--root", str(root), env=no_java)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert listed.stdout.splitlines()[2].split()[:4] == ["silver.stores", "silver", "1", "4"]
+    # The same command through Spark cannot start here: the environment really lacks Java.
+    by_spark = cli_process("tables", "--spark", "--root", str(root), env=no_java)
+    assert by_spark.returncode == 1
 
     bad_key = cli_process("run", "ingest", "--profile", "test", "--set", "spark.mastr=x")
     assert bad_key.returncode == 2

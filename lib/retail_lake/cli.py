@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("tables", help="list tables: layer, Delta version, rows, last modified")
+    p.add_argument(
+        "--spark",
+        action="store_true",
+        help="read the transaction logs through Spark (what a remote root always does; a "
+        "local lake is read without starting Spark)",
+    )
     _common(p)
 
     p = sub.add_parser(
@@ -173,29 +179,48 @@ def cmd_pipeline(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_tables(args: argparse.Namespace, cfg: Config) -> int:
-    from retail_lake.lake import Lake
-    from retail_lake.session import build_session, register_tables
+    from retail_lake.delta_log import read_lake
+    from retail_lake.session import LAYERS
 
-    spark = build_session(cfg)
-    lake = Lake(spark, cfg.root)
-    rows = []
-    for name in register_tables(spark, cfg.root):
-        info = lake.summary(name)
-        rows.append(
-            (
-                name,
-                name.split(".")[0],
-                info.version,
-                info.rows,
-                f"{info.last_modified:%Y-%m-%d %H:%M:%S}",
-                info.files,
-            )
+    # A local lake is read from its logs without Spark (delta-rs); Spark starts only for a
+    # remote root or a table whose file statistics cannot count its rows.
+    found = None if args.spark else read_lake(cfg.root)
+    if found is None:
+        summaries = _summaries_by_spark(cfg, None)
+    else:
+        left = [name for name, info in found.items() if info is None]
+        if left:
+            log.info("reading %s through Spark (rows not counted in the log)", ", ".join(left))
+            found.update({s.table: s for s in _summaries_by_spark(cfg, left)})
+        summaries = [info for info in found.values() if info is not None]
+    summaries.sort(key=lambda info: (LAYERS.index(info.table.split(".")[0]), info.table))
+    rows = [
+        (
+            info.table,
+            info.table.split(".")[0],
+            info.version,
+            info.rows,
+            f"{info.last_modified:%Y-%m-%d %H:%M:%S}",
+            info.files,
         )
+        for info in summaries
+    ]
     if not rows:
         print(f"no tables under {cfg.root} yet (run: retail-lake pipeline)")
         return 0
     print(format_table(["table", "layer", "version", "rows", "last_modified_utc", "files"], rows))
     return 0
+
+
+def _summaries_by_spark(cfg: Config, tables: list[str] | None) -> list:
+    """`Lake.summary` of `tables` (default: every table under the root) through Spark."""
+    from retail_lake.lake import Lake
+    from retail_lake.session import build_session, register_tables
+
+    spark = build_session(cfg)
+    lake = Lake(spark, cfg.root)
+    names = register_tables(spark, cfg.root) if tables is None else tables
+    return [lake.summary(name) for name in names]
 
 
 def cmd_sql(args: argparse.Namespace, cfg: Config) -> int:
