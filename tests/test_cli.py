@@ -143,7 +143,8 @@ def test_the_console_script_exits_with_one_line_errors(spark, tmp_path):
     listed = cli_process("tables", "--profile", "test", "--root", str(root), env=no_java)
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert listed.stdout.splitlines()[2].split()[:4] == ["silver.stores", "silver", "1", "4"]
-    # The same command through Spark cannot start here: the environment really lacks Java.
+    # The same command through Spark cannot start here (no java, no shell on the PATH): the
+    # listing above really started no JVM.
     by_spark = cli_process("tables", "--spark", "--root", str(root), env=no_java)
     assert by_spark.returncode == 1
 
