@@ -12,6 +12,7 @@ deletion vectors), or whose log delta-rs cannot read, is left to Spark.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,9 +56,7 @@ def read_lake(root: str) -> dict[str, TableSummary | None] | None:
     folder = local_folder(root)
     if folder is None:
         return None
-    try:
-        from deltalake import DeltaTable  # noqa: F401 (installed?)
-    except ImportError:  # an install without it: Spark reads the logs
+    if importlib.util.find_spec("deltalake") is None:  # an install without it
         log.debug("deltalake is not installed; reading the logs through Spark")
         return None
     found: dict[str, TableSummary | None] = {}
