@@ -231,3 +231,17 @@ def test_secret_values_are_redacted_in_the_recorded_run_parameters():
         "options": f"CREATE TABLE t USING jdbc OPTIONS (user 'a', password {REDACTED})",
         "query": "SELECT customer_token, store FROM silver.transactions",  # names only
     }
+
+
+def test_jvm_options_of_a_profile_reach_the_driver_beside_the_utc_time_zone(spark):
+    """The test profile's JIT options are added to the session's own `-Duser.timezone=UTC`,
+    and the running driver JVM has both (its input arguments, read from the JVM itself)."""
+    from retail_lake.config import load_config
+
+    wanted = load_config("test")["spark"]["conf"]["spark.driver.extraJavaOptions"].split()
+    assert wanted and all(o.startswith("-XX:") for o in wanted)
+    jvm = spark.sparkContext._jvm
+    args = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    assert "-Duser.timezone=UTC" in args
+    assert set(wanted) <= set(args)
+    assert jvm.java.util.TimeZone.getDefault().getID() == "UTC"

@@ -56,6 +56,11 @@ def delta_package() -> str:
     return f"io.delta:delta-spark_2.13:{version('delta-spark')}"
 
 
+# Every JVM of a job runs in UTC; JVM options in `spark.conf` are added to this one.
+UTC_JVM = "-Duser.timezone=UTC"
+JVM_OPTION_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
+
+
 def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
     """Returns the session for `cfg`, creating it with Delta on first use.
 
@@ -82,8 +87,8 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
         .config("spark.ui.enabled", str(spark_cfg["ui_enabled"]).lower())
         .config("spark.ui.showConsoleProgress", str(spark_cfg["console_progress"]).lower())
         .config("spark.jars.ivy", spark_cfg["ivy_dir"])
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
-        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.driver.extraJavaOptions", UTC_JVM)
+        .config("spark.executor.extraJavaOptions", UTC_JVM)
         # Delta: allow MERGE schema checks to see comments; keep CDF readable.
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
@@ -104,6 +109,8 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
     else:
         builder = builder.config("spark.sql.catalogImplementation", "in-memory")
     for key, value in spark_cfg["conf"].items():
+        if key in JVM_OPTION_KEYS:  # a profile's JVM options come after the time zone
+            value = f"{UTC_JVM} {value}"
         builder = builder.config(key, str(value))
     if spark_cfg["delta_jars"]:
         builder = builder.config("spark.jars", ",".join(spark_cfg["delta_jars"]))
