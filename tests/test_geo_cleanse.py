@@ -858,12 +858,14 @@ def test_real_geography_files_end_to_end(spark, root, tmp_path):
         is None
     )
 
-    # Location scoring on the real geography, on a European scope to fit the CI budget
+    # Location scoring on the real geography, on a scope of four neighbouring countries to fit
+    # the CI budget (98 s on nine; the whole 73-country run and its numbers are in
+    # bench/RESULTS.md).
     # (the whole 73-country run and its numbers are in bench/RESULTS.md).
     check_real_location_scoring(spark, root, landing)
 
 
-EUROPE = ["GB", "IE", "FR", "DE", "ES", "NL", "BE", "CH", "AT"]
+SCOPE = ["GB", "IE", "NL", "BE"]
 
 
 def check_real_location_scoring(spark, root, landing) -> None:
@@ -881,7 +883,7 @@ def check_real_location_scoring(spark, root, landing) -> None:
         [
             f"paths.root={root}",
             f"paths.landing={landing}",
-            f"locations.countries=[{', '.join(EUROPE)}]",
+            f"locations.countries=[{', '.join(SCOPE)}]",
         ],
     )
     lake = Lake(spark, cfg.root)
@@ -892,13 +894,13 @@ def check_real_location_scoring(spark, root, landing) -> None:
     # with numpy from the silver tables.
     places = (
         lake.read("silver.places")
-        .where(F.col("country_code").isin(EUROPE))
+        .where(F.col("country_code").isin(SCOPE))
         .select("geonameid", "latitude", "longitude")
         .toPandas()
     )
     stores = (
         lake.read("silver.store_locations")
-        .where(F.col("country_code").isin(EUROPE))
+        .where(F.col("country_code").isin(SCOPE))
         .select("latitude", "longitude")
         .toPandas()
     )
@@ -919,7 +921,7 @@ def check_real_location_scoring(spark, root, landing) -> None:
     candidates = lake.read("gold.location_candidates")
     ids = [r[0] for r in candidates.select("candidate_id").collect()]
     assert len(ids) == len(set(ids)) and set(ids) == expected
-    assert 10000 < len(expected) < len(places)
+    assert len(places) // 2 < len(expected) < len(places)
 
     # Every candidate scored exactly once, ranked 1..n by net gain.
     scores = lake.read("gold.location_scores")
@@ -937,8 +939,9 @@ def check_real_location_scoring(spark, root, landing) -> None:
         .where((F.col("run_id") == ctx.run_id) & (F.col("split") == "holdout_seed_2017"))
         .collect()
     }
-    print(f"held-out check (Europe): {json.dumps(metrics, sort_keys=True)}")
-    assert 100 < metrics["holdout_sites"] < 250
+    print(f"held-out check ({', '.join(SCOPE)}): {json.dumps(metrics, sort_keys=True)}")
+    # A tenth of the scope's store sites (stores closer than about 1 km share a site).
+    assert 0.05 * len(stores) < metrics["holdout_sites"] < 0.15 * len(stores)
     assert metrics["auc_net_gain"] > 0.75 and metrics["auc_captured_demand"] > 0.75
 
     # A re-run with the same inputs is skipped: nothing read, written or recorded twice.
