@@ -861,7 +861,6 @@ def test_real_geography_files_end_to_end(spark, root, tmp_path):
     # Location scoring on the real geography, on a scope of four neighbouring countries to fit
     # the CI budget (98 s on nine; the whole 73-country run and its numbers are in
     # bench/RESULTS.md).
-    # (the whole 73-country run and its numbers are in bench/RESULTS.md).
     check_real_location_scoring(spark, root, landing)
 
 
