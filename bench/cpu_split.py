@@ -1,10 +1,11 @@
 """pytest plugin (`-p cpu_split`, bench/ on PYTHONPATH): at the end of the run, where the test
 JVM's CPU went, read from /proc, written as JSON to $CPU_SPLIT_OUT.
 
-Threads are grouped by name: `jit_c2`/`jit_c1` (the JIT's compiler threads), `gc`, `driver`
-(py4j's and the main thread: planning, Delta's log, the commits), `tasks` (executor task
-threads, with every thread that has already ended: idle task threads end after a minute, and
-their CPU stays in the process's total) and `other`. `compiled`: methods the JIT compiled
+Threads are grouped by name: `jit_c2`/`jit_c1` (the JIT's compiler threads), `gc` (the
+collector's threads and the VM thread that runs its pauses), `driver` (py4j's and the main
+thread: planning, Delta's log, the commits), `tasks` (executor task threads, with every thread
+that has already ended: idle task threads end after a minute, and their CPU stays in the
+process's total) and `other`. `compiled`: methods the JIT compiled
 (`jstat -compiler`). Used by bench/bench_jvm_options.py.
 """
 
