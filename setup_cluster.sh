@@ -19,6 +19,7 @@
 #   RETAIL_LAKE_HOME      cache root                     (~/.cache/retail-lake)
 #   RETAIL_LAKE_VENV      virtual environment            ($RETAIL_LAKE_HOME/venv)
 #   RETAIL_LAKE_IVY_DIR   Ivy cache with the Delta jars  ($RETAIL_LAKE_HOME/ivy)
+#   RETAIL_LAKE_CLASS_ARCHIVE  the driver JVM's class archive ($RETAIL_LAKE_HOME/jvm/classes.jsa)
 #   RETAIL_LAKE_CLUSTER_DIR  cluster pid files, logs, work dirs ($RETAIL_LAKE_HOME/cluster)
 #   RETAIL_LAKE_START_TIMEOUT  seconds `start` waits for the master and workers (90)
 #   PYTHON                interpreter for the venv       (python3.11, else python3)
@@ -40,6 +41,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RL_HOME="${RETAIL_LAKE_HOME:-$HOME/.cache/retail-lake}"
 VENV="${RETAIL_LAKE_VENV:-$RL_HOME/venv}"
 IVY_DIR="${RETAIL_LAKE_IVY_DIR:-$RL_HOME/ivy}"
+CLASS_ARCHIVE="${RETAIL_LAKE_CLASS_ARCHIVE:-$RL_HOME/jvm/classes.jsa}"
 WHEEL_DIR="$RL_HOME/wheels"
 CLUSTER_DIR="${RETAIL_LAKE_CLUSTER_DIR:-$RL_HOME/cluster}"
 HOROVOD_VERSION="0.28.1"
@@ -154,6 +156,7 @@ install_stack() {
   install_horovod
   install_native_blas
   resolve_delta_jars
+  make_class_archive
   demo_history
   "$VENV/bin/horovodrun" --check-build | tee "$RL_HOME/horovod-check-build.txt"
   grep -q '\[X\] PyTorch' "$RL_HOME/horovod-check-build.txt" || die "horovod was built without PyTorch"
@@ -253,6 +256,15 @@ resolve_delta_jars() {
   log "resolving the Delta jars into $IVY_DIR"
   RETAIL_LAKE_IVY_DIR="$IVY_DIR" "$VENV/bin/python" -m retail_lake.session --resolve-jars \
     || die "could not resolve the Delta jars from Maven Central (see the error above)"
+}
+
+# The driver JVM's class archive (AppCDS): sessions start seconds sooner from it. Remade
+# only for another JDK, pyspark or delta-spark (retail_lake.class_archive); optional.
+make_class_archive() {
+  log "the driver's class archive: $CLASS_ARCHIVE"
+  RETAIL_LAKE_IVY_DIR="$IVY_DIR" RETAIL_LAKE_CLASS_ARCHIVE="$CLASS_ARCHIVE" \
+    "$VENV/bin/python" -m retail_lake.class_archive >&2 \
+    || log "warning: no class archive (see above): sessions start a few seconds slower"
 }
 
 # ---------------------------------------------------------------------------- cluster

@@ -141,6 +141,26 @@ def lake(spark, root):
     return Lake(spark, str(root))
 
 
+@pytest.fixture
+def run_cli(spark, capsys):
+    """Calls cli.main in this process; returns (exit code, stdout, stderr)."""
+    import logging
+
+    from retail_lake import cli
+
+    kept = logging.getLogger("retail_lake").level
+
+    def call(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield call
+    logging.getLogger("retail_lake").setLevel(kept)
+    logging.getLogger("SQLQueryContextLogger").disabled = False
+
+
 def copy_lake(source: str | Path, target: Path) -> Path:
     """A private copy of a shared lake to write to (Delta logs hold relative paths, so the
     copy is a lake of its own). MLflow's store is left out: it names the source's artifact

@@ -7,7 +7,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from retail_lake import cli
-from retail_lake.analyst import Statement, WriteRefusedError, classify, run_sql
+from retail_lake.analyst import Statement, WriteRefusedError, classify, run_sql, tables_named
 from retail_lake.lake import Lake
 from retail_lake.runner import JobResult, Output, job_runs, run_job
 
@@ -45,6 +45,87 @@ WRITES = {
         "InsertIntoStatement"
     ),
 }
+
+
+NAMED = {
+    "SELECT 1": set(),
+    "SELECT * FROM silver.stores s JOIN gold.store_features f USING (store)": {
+        "silver.stores",
+        "gold.store_features",
+    },
+    "WITH s AS (SELECT * FROM silver.stores) SELECT count(*) FROM s": {"silver.stores"},
+    "SELECT * FROM silver.transactions WHERE customer_token IN "
+    "(SELECT customer_token FROM gold.customer_index)": {
+        "silver.transactions",
+        "gold.customer_index",
+    },
+    "SELECT (SELECT max(version) FROM ops.job_runs) AS v": {"ops.job_runs"},
+    "SHOW TABLES IN ops": {"ops"},
+    "DESCRIBE TABLE silver.stores": {"silver.stores"},
+    "DESCRIBE HISTORY silver.stores": {"silver.stores"},
+    "DESCRIBE DETAIL `silver`.`stores`": {"silver.stores"},
+    "SELECT * FROM spark_catalog.gold.recommendations": {"gold.recommendations"},
+    "DELETE FROM silver.stores WHERE store IN (SELECT store FROM bronze.rossmann_stores_raw)": {
+        "silver.stores",
+        "bronze.rossmann_stores_raw",
+    },
+    # Not the lake's: a path, another database.
+    "SELECT * FROM delta.`/tmp/elsewhere`": set(),
+    "SELECT * FROM default.t": set(),
+}
+
+
+@pytest.mark.parametrize("query", list(NAMED))
+def test_the_tables_a_statement_names_are_read_from_its_plan(spark, query):
+    assert tables_named(spark, query) == NAMED[query]
+
+
+def test_sql_registers_only_the_tables_its_statement_names(spark, cfg, run_cli):
+    from retail_lake.session import LAYERS
+
+    def load(ctx):
+        return JobResult(outputs=[Output("silver.stores", stores(spark, GOOD))])
+
+    run_job(spark, cfg, "load_stores", load)
+    lake = Lake(spark, cfg.root)
+    # The catalog forgets this lake's tables (external: the data stays), as a new session.
+    mine = [t for t in _registered(spark, LAYERS) if _points_into(spark, t, cfg.root)]
+    assert {"silver.stores", "ops.job_runs"} <= set(mine)
+    for table in mine:
+        spark.sql(f"DROP TABLE {table}")
+    assert lake.read("silver.stores").count() == 2
+
+    common = ("--profile", "test", "--root", cfg.root)
+    code, out, err = run_cli("sql", "SELECT count(*) AS n FROM silver.stores", *common)
+    assert code == 0, err[-2000:]
+    assert out.splitlines()[2].strip() == "2"
+    now = [t for t in _registered(spark, LAYERS) if _points_into(spark, t, cfg.root)]
+    assert now == ["silver.stores"]
+    # A whole layer when the statement lists it; every layer's database either way.
+    code, out, err = run_cli("sql", "SHOW TABLES IN ops", *common)
+    assert code == 0, err[-2000:]
+    assert {"job_runs", "quality_results"} <= {line.split()[1] for line in out.splitlines()[2:]}
+    assert {r[0] for r in spark.sql("SHOW DATABASES").collect()} >= {"silver", "ops"}
+    # A table the lake does not have is named as not found.
+    code, out, err = run_cli("sql", "SELECT * FROM gold.recommendations", *common)
+    assert code == 1 and "`gold`.`recommendations` cannot be found" in err
+
+
+def _registered(spark, layers) -> list[str]:
+    names = []
+    for layer in layers:
+        if spark.catalog.databaseExists(layer):
+            tables = spark.sql(f"SHOW TABLES IN {layer}").collect()
+            names += [f"{layer}.{t['tableName']}" for t in tables if not t["isTemporary"]]
+    return sorted(names)
+
+
+def _points_into(spark, table: str, root: str) -> bool:
+    from retail_lake.session import _catalog_location
+
+    layer, name = table.split(".")
+    location = _catalog_location(spark, layer, name) or ""
+    return location.removeprefix("file:").startswith(str(root))
 
 
 @pytest.mark.parametrize("query", list(READS))

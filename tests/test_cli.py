@@ -4,15 +4,12 @@ a user runs it, in a process of its own, for its exit codes."""
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from retail_lake import cli
 
 CLI = str(Path(sys.executable).parent / "retail-lake")
 REPO = Path(__file__).resolve().parents[1]
@@ -31,22 +28,6 @@ def stores_lake(spark, root: Path, stores: int):
     rows = [(i, "a", "a", 100.0, None, False, None, [], "store.csv", i + 1) for i in range(stores)]
     lake.write(spark.createDataFrame(rows, STORES_SCHEMA), REGISTRY["silver.stores"], "run-a")
     return lake
-
-
-@pytest.fixture
-def run_cli(spark, capsys):
-    """Calls cli.main in this process; returns (exit code, stdout, stderr)."""
-    kept = logging.getLogger("retail_lake").level
-
-    def call(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = cli.main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield call
-    logging.getLogger("retail_lake").setLevel(kept)
-    logging.getLogger("SQLQueryContextLogger").disabled = False
 
 
 def test_tables_and_history_describe_the_lake(demo_lake, run_cli):

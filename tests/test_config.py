@@ -245,3 +245,24 @@ def test_jvm_options_of_a_profile_reach_the_driver_beside_the_utc_time_zone(spar
     assert "-Duser.timezone=UTC" in args
     assert set(wanted) <= set(args)
     assert jvm.java.util.TimeZone.getDefault().getID() == "UTC"
+
+
+def test_the_driver_starts_from_the_class_archive_install_made(spark):
+    """With the class archive `./setup_cluster.sh install` writes (`spark.class_archive`), the
+    test session's JVM maps it (its memory map names the file); without the file, no option."""
+    import os
+
+    from retail_lake.class_archive import is_current, jvm_options
+    from retail_lake.config import load_config
+
+    assert jvm_options("") == "" and jvm_options("/nonexistent/classes.jsa") == ""
+    path = load_config("test")["spark"]["class_archive"]
+    if not is_current(path):
+        pytest.skip(f"no current class archive at {path}: ./setup_cluster.sh install makes it")
+    jvm = spark.sparkContext._jvm
+    args = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    assert f"-XX:SharedArchiveFile={path}" in args
+    pid = jvm.java.lang.ProcessHandle.current().pid()
+    with open(f"/proc/{pid}/maps", encoding="utf-8") as fh:
+        mapped = {line.split(maxsplit=5)[-1].strip() for line in fh if "/" in line}
+    assert os.path.realpath(path) in mapped

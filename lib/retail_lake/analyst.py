@@ -97,17 +97,62 @@ def _nodes(plan) -> Iterator:
             stack.extend(seq.apply(i) for i in range(seq.size()))
 
 
+def tables_named(spark: SparkSession, query: str) -> set[str]:
+    """The lake's tables (`layer.table`) and whole layers (`SHOW TABLES IN silver`) that
+    `query` names, read from its parsed plan (nothing runs).
+
+    >>> sorted(tables_named(spark, "SELECT * FROM silver.stores JOIN gold.x USING (store)"))
+    ['gold.x', 'silver.stores']
+    """
+    from retail_lake.session import LAYERS
+
+    plan = spark._jsparkSession.sessionState().sqlParser().parsePlan(query)
+    named: set[str] = set()
+    for node in _nodes(plan):
+        kind = _kind(node)
+        if not kind.startswith("Unresolved"):
+            continue
+        parts = _name_parts(node)
+        if len(parts) == 3 and parts[0] == "spark_catalog":
+            parts = parts[1:]
+        if len(parts) == 2 and parts[0] in LAYERS:
+            named.add(".".join(parts))
+        elif len(parts) == 1 and parts[0] in LAYERS and kind == "UnresolvedNamespace":
+            named.add(parts[0])
+    return named
+
+
+def _name_parts(node) -> list[str]:
+    """The identifier of an unresolved relation, table, view, namespace or name, else []."""
+    from py4j.protocol import Py4JError
+
+    for method in ("multipartIdentifier", "nameParts"):
+        try:
+            seq = getattr(node, method)()
+        except Py4JError:
+            continue
+        return [str(seq.apply(i)) for i in range(seq.size())]
+    return []
+
+
 def run_sql(spark: SparkSession, cfg, query: str, allow_writes: bool = False) -> DataFrame:
-    """The statement's result; a write only with `allow_writes`, run as a recorded job."""
+    """The statement's result; a write only with `allow_writes`, run as a recorded job.
+
+    Only the tables the statement names are registered (each registration reads a log), so a
+    session started with `build_session(cfg, register=False)` answers at once on a big lake.
+    """
+    from retail_lake.session import register_tables
+
     statement = classify(spark, query)
-    if not statement.writes:
-        return spark.sql(query)
-    if not allow_writes:
+    if statement.writes and not allow_writes:
         raise WriteRefusedError(
             f"refused: the statement is a {statement.kind}, which changes the lake; "
             "retail-lake sql runs queries only (SELECT, SHOW, DESCRIBE, EXPLAIN). Add "
             "--allow-writes to run it as a recorded run in ops.job_runs"
         )
+    register_tables(spark, cfg.root, tables_named(spark, query))
+    if not statement.writes:
+        return spark.sql(query)
     from retail_lake.runner import JobResult, run_job
 
     result: list[DataFrame] = []

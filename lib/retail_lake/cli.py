@@ -227,7 +227,8 @@ def cmd_sql(args: argparse.Namespace, cfg: Config) -> int:
     from retail_lake.analyst import run_sql
     from retail_lake.session import build_session
 
-    spark = build_session(cfg)
+    # The statement's own tables are registered by run_sql, not every table of the lake.
+    spark = build_session(cfg, register=False)
     df = run_sql(spark, cfg, args.query, allow_writes=args.allow_writes)
     rows = df.limit(args.limit + 1).collect()
     print(format_table(df.columns, [tuple(r) for r in rows[: args.limit]]))
@@ -240,7 +241,7 @@ def cmd_history(args: argparse.Namespace, cfg: Config) -> int:
     from retail_lake.lake import Lake
     from retail_lake.session import build_session
 
-    spark = build_session(cfg)
+    spark = build_session(cfg, register=False)  # the table is read by its path
     hist = (
         Lake(spark, cfg.root)
         .history(args.table, args.limit)

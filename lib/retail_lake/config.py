@@ -9,6 +9,7 @@ Environment variables (read at load time):
     RETAIL_LAKE_CONF_DIR   the conf folder (default: ./conf, else the one beside the package)
     RETAIL_LAKE_ROOT       overrides paths.root
     RETAIL_LAKE_IVY_DIR    overrides spark.ivy_dir
+    RETAIL_LAKE_CLASS_ARCHIVE  overrides spark.class_archive
 Secrets are never stored in config: keys name the environment variable that holds them.
 """
 
@@ -29,6 +30,7 @@ import yaml
 ENV_OVERRIDES = {
     "RETAIL_LAKE_ROOT": "paths.root",
     "RETAIL_LAKE_IVY_DIR": "spark.ivy_dir",
+    "RETAIL_LAKE_CLASS_ARCHIVE": "spark.class_archive",
 }
 
 
@@ -236,6 +238,8 @@ def _finish(data: dict[str, Any]) -> dict[str, Any]:
     if data["paths"]["landing"]:
         data["paths"]["landing"] = _absolute(data["paths"]["landing"])
     data["spark"]["ivy_dir"] = _absolute(data["spark"]["ivy_dir"])
+    if data["spark"]["class_archive"]:
+        data["spark"]["class_archive"] = _absolute(data["spark"]["class_archive"])
     if data["training"]["num_proc"] < 1:
         raise ConfigError("training.num_proc must be at least 1")
     if data["training"]["backend"] not in TRAINING_BACKENDS:

@@ -45,7 +45,9 @@ def run_single(
 ) -> JobContext:
     """Runs one job; returns its context (run id, versions read)."""
     fn = resolve(job)
-    spark = spark or build_session(cfg, f"retail-lake {job}")
+    # Jobs read and write by path (a write registers its table): no table is registered at
+    # the start, which would read every table's log.
+    spark = spark or build_session(cfg, f"retail-lake {job}", register=False)
     ctx, _ = run_job(
         spark, cfg, job, fn, run_date, _params(job, run_date, overrides), parent_run_id
     )
@@ -93,7 +95,7 @@ def run_pipeline(
     for s in steps:
         if s not in JOBS:
             raise UnknownJobError(s)
-    spark = build_session(cfg, "retail-lake pipeline")
+    spark = build_session(cfg, "retail-lake pipeline", register=False)
     skip = steps_to_skip(spark, cfg, steps) if resume else set()
     ran: list[str] = []
 

@@ -2,7 +2,9 @@
 
 Local sessions (no metastore URI) keep an in-memory catalog and register every Delta table
 found under the root at start, one database per layer, so any number of processes can use
-table names at once (Delta's log arbitrates writers). A cluster profile sets
+table names at once (Delta's log arbitrates writers). Jobs address tables by path and skip
+that (`register=False`: each registration reads the table's log); `retail-lake sql`
+registers only the tables its statement names. A cluster profile sets
 `spark.metastore_uri` and uses a Hive metastore instead.
 
 `python -m retail_lake.session --resolve-jars` starts a session once so that Ivy downloads
@@ -16,8 +18,10 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+from retail_lake.class_archive import jvm_options
 from retail_lake.config import Config, load_config
 
 if TYPE_CHECKING:
@@ -61,8 +65,11 @@ UTC_JVM = "-Duser.timezone=UTC"
 JVM_OPTION_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
 
 
-def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
+def build_session(cfg: Config, app_name: str | None = None, register: bool = True) -> SparkSession:
     """Returns the session for `cfg`, creating it with Delta on first use.
+
+    `register`: give every table under the root its `<layer>.<name>` (notebooks, analysts);
+    False for a caller that reads by path or registers what it needs (`register_tables`).
 
     Under spark-submit the session (and its master and packages) already exists; the
     settings that can still change at run time are applied to it.
@@ -74,6 +81,8 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
     # Python workers run the driver's interpreter (the venv), not whatever python3 is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark_cfg = cfg["spark"]
+    # The driver starts from the class archive install made, if there is one.
+    driver_jvm = " ".join(filter(None, [UTC_JVM, jvm_options(spark_cfg["class_archive"])]))
     builder = (
         SparkSession.builder.appName(app_name or spark_cfg["app_name"])
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
@@ -87,7 +96,7 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
         .config("spark.ui.enabled", str(spark_cfg["ui_enabled"]).lower())
         .config("spark.ui.showConsoleProgress", str(spark_cfg["console_progress"]).lower())
         .config("spark.jars.ivy", spark_cfg["ivy_dir"])
-        .config("spark.driver.extraJavaOptions", UTC_JVM)
+        .config("spark.driver.extraJavaOptions", driver_jvm)
         .config("spark.executor.extraJavaOptions", UTC_JVM)
         # Delta: allow MERGE schema checks to see comments; keep CDF readable.
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
@@ -109,8 +118,9 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
     else:
         builder = builder.config("spark.sql.catalogImplementation", "in-memory")
     for key, value in spark_cfg["conf"].items():
-        if key in JVM_OPTION_KEYS:  # a profile's JVM options come after the time zone
-            value = f"{UTC_JVM} {value}"
+        if key in JVM_OPTION_KEYS:  # a profile's JVM options come after the session's
+            ours = driver_jvm if key == "spark.driver.extraJavaOptions" else UTC_JVM
+            value = f"{ours} {value}"
         builder = builder.config(key, str(value))
     if spark_cfg["delta_jars"]:
         builder = builder.config("spark.jars", ",".join(spark_cfg["delta_jars"]))
@@ -125,7 +135,7 @@ def build_session(cfg: Config, app_name: str | None = None) -> SparkSession:
     spark.conf.set(
         "spark.databricks.delta.snapshotPartitions", str(spark_cfg["snapshot_partitions"])
     )
-    if not spark_cfg["metastore_uri"]:
+    if register and not spark_cfg["metastore_uri"]:
         register_tables(spark, cfg.root)
     return spark
 
@@ -146,12 +156,24 @@ def _list_dirs(spark: SparkSession, uri: str) -> list[str]:
     return [st.getPath().getName() for st in fs.listStatus(path) if st.isDirectory()]
 
 
-def register_tables(spark: SparkSession, root: str) -> list[str]:
-    """Registers every Delta table under `root` as `<layer>.<name>`; returns the names."""
+def register_tables(
+    spark: SparkSession, root: str, only: Collection[str] | None = None
+) -> list[str]:
+    """Registers the Delta tables under `root` as `<layer>.<name>`; returns the names.
+
+    `only`: just these, each a `layer.table` or a whole `layer` (default: every table).
+    A named table that does not exist is left out (the query then says it is not found).
+    """
     registered = []
     for layer in LAYERS:
         layer_uri = f"{root.rstrip('/')}/{layer}"
         names = [n for n in _list_dirs(spark, layer_uri) if not n.startswith(("_", "."))]
+        if not names:
+            continue
+        # Every layer's database exists (SHOW DATABASES), whichever of its tables are named.
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
+        if only is not None and layer not in only:
+            names = [n for n in names if f"{layer}.{n}" in only]
         odd = [n for n in names if not TABLE_NAME.fullmatch(n)]
         if odd:
             log.warning(
@@ -161,9 +183,6 @@ def register_tables(spark: SparkSession, root: str) -> list[str]:
                 ", ".join(repr(n) for n in odd),
             )
             names = [n for n in names if n not in odd]
-        if not names:
-            continue
-        spark.sql(f"CREATE DATABASE IF NOT EXISTS {layer}")
         for name in names:
             location = f"{layer_uri}/{name}"
             if "_delta_log" not in _list_dirs(spark, location):
