@@ -489,10 +489,15 @@ cluster_status() {
 }
 
 cluster_submit_line() {
-  local delta; delta="$(delta_version)"
+  local delta archive=""; delta="$(delta_version)"
   # PYSPARK_PYTHON: spark-submit finds SPARK_HOME with it, and the driver and the executors'
   # Python workers run it. The Delta jars come from the Ivy cache `install` filled; the two
-  # Delta SQL settings are static, so they must be set before the session exists.
+  # Delta SQL settings are static, so they must be set before the session exists. The driver
+  # starts from the class archive `install` made, when there is one (retail_lake.class_archive).
+  if [ -f "$CLASS_ARCHIVE" ]; then
+    archive="    --driver-java-options \"-XX:SharedArchiveFile=$CLASS_ARCHIVE -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off\" \\
+"
+  fi
   cat <<EOF
 Submit jobs to this cluster from the checkout ($HERE); the library travels as an archive
 (--py-files), never imported from the checkout. Paths must be readable by every worker
@@ -502,7 +507,7 @@ Submit jobs to this cluster from the checkout ($HERE); the library travels as an
   PYSPARK_PYTHON=$VENV/bin/python $VENV/bin/spark-submit --master $(master_url) \\
     --py-files dist/retail_lake.zip \\
     --packages io.delta:delta-spark_2.13:$delta --conf spark.jars.ivy=$IVY_DIR \\
-    --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \\
+${archive}    --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \\
     --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \\
     jobs/pipeline.py --profile cluster --set spark.master=$(master_url) \\
     --set paths.root=$HERE/lake --set paths.landing=$HERE/lib/retail_lake/demo_data

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = Path.home() / ".cache" / "retail-lake"
 VENV = Path(os.environ.get("RETAIL_LAKE_VENV", CACHE / "venv"))
 IVY_DIR = Path(os.environ.get("RETAIL_LAKE_IVY_DIR", CACHE / "ivy"))
+CLASS_ARCHIVE = Path(os.environ.get("RETAIL_LAKE_CLASS_ARCHIVE", CACHE / "jvm" / "classes.jsa"))
 DEMO_DATA = REPO / "lib" / "retail_lake" / "demo_data"
 SALES_FILE = DEMO_DATA / "rossmann" / "train.csv.gz"
 
@@ -52,7 +53,10 @@ spark = SparkSession.builder.appName("retail-lake probe").config("spark.ui.enabl
     .getOrCreate()
 executors = spark.sparkContext.parallelize([0, 1], 2).map(
     lambda _: __import__("retail_lake").__file__).collect()
-print("PROBE " + json.dumps({"driver": retail_lake.__file__, "executors": executors}))
+pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+mapped = [line.split()[-1] for line in open(f"/proc/{pid}/maps") if line.rstrip().endswith(".jsa")]
+print("PROBE " + json.dumps(
+    {"driver": retail_lake.__file__, "executors": executors, "archives": sorted(set(mapped))}))
 spark.stop()
 """
 
@@ -78,6 +82,7 @@ def _cluster_env(home: Path) -> dict[str, str]:
             "RETAIL_LAKE_HOME": str(home),  # pid files and logs: this test's own
             "RETAIL_LAKE_VENV": str(VENV),  # the installed stack and its Ivy cache: the real ones
             "RETAIL_LAKE_IVY_DIR": str(IVY_DIR),
+            "RETAIL_LAKE_CLASS_ARCHIVE": str(CLASS_ARCHIVE),
             "SPARK_MASTER_HOST": HOST,
             "SPARK_MASTER_PORT": str(PORT),
             "SPARK_MASTER_WEBUI_PORT": str(MASTER_UI),
@@ -253,6 +258,11 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(spark, cluster
         assert not path.startswith(str(REPO)), path
     assert found["driver"] == f"{archive}/retail_lake/__init__.py"
     assert len(found["executors"]) == 2
+    # The printed command starts the driver from install's class archive, when there is one.
+    if CLASS_ARCHIVE.is_file():
+        assert str(CLASS_ARCHIVE.resolve()) in found["archives"]
+    else:
+        assert "--driver-java-options" not in submit
 
     # The ingest job, submitted as printed, with the job file outside the checkout too
     # (on the Rossmann demo files: the other sources add time, not evidence).
