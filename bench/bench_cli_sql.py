@@ -22,9 +22,9 @@ import argparse
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from bench_cli_tables import alternate  # bench/ is on the path of a bench run
 from retail_lake.class_archive import is_current
 from retail_lake.config import load_config
 
@@ -94,16 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "named": [cli, "sql", *common, *no_archive],
         "named_archive": [cli, "sql", *common],
     }
-    times: dict[str, list[float]] = {label: [] for label in variants}
-    printed: dict[str, str] = {}
-    for _ in range(args.repeats):
-        for label, command in variants.items():
-            began = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            times[label].append(time.perf_counter() - began)
-            if done.returncode != 0:
-                raise SystemExit(f"{label} failed:\n{done.stderr[-3000:]}")
-            printed[label] = done.stdout
+    times, printed = alternate(variants, args.repeats)
     if len(set(printed.values())) != 1:
         raise SystemExit(f"the variants print different rows: {printed}")
     print(f"query: {args.query}\n{printed['named_archive']}")

@@ -47,18 +47,28 @@ def report(times: dict[str, list[float]], slow: str, fast: str, what: str) -> No
     print(f"{fast} is {ratio:.1f}x faster than {slow} (medians)")
 
 
+def alternate(
+    commands: dict[str, list[str]], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Runs each command `repeats` times, in turn, each a process of its own: the seconds of
+    every run and the last output of each (a failing command stops the bench)."""
+    times: dict[str, list[float]] = {label: [] for label in commands}
+    printed: dict[str, str] = {}
+    for _ in range(repeats):
+        for label, command in commands.items():
+            began = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            times[label].append(time.perf_counter() - began)
+            if done.returncode != 0:
+                raise SystemExit(f"{label} failed:\n{done.stderr[-3000:]}")
+            printed[label] = done.stdout
+    return times, printed
+
+
 def end_to_end(args: argparse.Namespace) -> int:
     cli = str(Path(sys.executable).parent / "retail-lake")
     command = [cli, "tables", "--profile", args.profile, "--root", args.root]
-    times: dict[str, list[float]] = {"spark": [], "log": []}
-    printed: dict[str, str] = {}
-    for _ in range(args.repeats):
-        for label in times:
-            began = time.perf_counter()
-            extra = ["--spark"] if label == "spark" else []
-            done = subprocess.run(command + extra, capture_output=True, text=True, check=True)
-            times[label].append(time.perf_counter() - began)
-            printed[label] = done.stdout
+    times, printed = alternate({"spark": [*command, "--spark"], "log": command}, args.repeats)
     if printed["log"] != printed["spark"]:
         raise SystemExit(f"the two readings differ:\n{printed['log']}\n{printed['spark']}")
     print(f"{len(printed['log'].splitlines()) - 2} tables, the same output both ways")
