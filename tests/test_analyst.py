@@ -80,7 +80,7 @@ def test_the_tables_a_statement_names_are_read_from_its_plan(spark, query):
     assert tables_named(spark, query) == NAMED[query]
 
 
-def test_sql_registers_only_the_tables_its_statement_names(spark, cfg, run_cli):
+def test_sql_registers_only_the_tables_its_statement_names(spark, cfg, run_cli, tmp_path):
     from retail_lake.session import LAYERS
 
     def load(ctx):
@@ -106,9 +106,15 @@ def test_sql_registers_only_the_tables_its_statement_names(spark, cfg, run_cli):
     assert code == 0, err[-2000:]
     assert {"job_runs", "quality_results"} <= {line.split()[1] for line in out.splitlines()[2:]}
     assert {r[0] for r in spark.sql("SHOW DATABASES").collect()} >= {"silver", "ops"}
-    # A table the lake does not have is named as not found.
+    # A table the lake does not have is named as not found, even where the session's catalog
+    # still has that name for another lake's table.
+    other = str(tmp_path / "other_lake" / "gold" / "recommendations")
+    spark.range(3).write.format("delta").save(other)
+    spark.sql("CREATE DATABASE IF NOT EXISTS gold")
+    spark.sql(f"CREATE TABLE gold.recommendations USING DELTA LOCATION '{other}'")
     code, out, err = run_cli("sql", "SELECT * FROM gold.recommendations", *common)
     assert code == 1 and "`gold`.`recommendations` cannot be found" in err
+    assert not spark.catalog.tableExists("gold.recommendations")
 
 
 def _registered(spark, layers) -> list[str]:

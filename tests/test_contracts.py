@@ -35,7 +35,10 @@ def test_every_suite_file_belongs_to_a_table_and_loads():
 def test_layers_carry_their_delta_properties():
     for contract in REGISTRY:
         props = contract.delta_properties
-        assert props["delta.columnMapping.mode"] == "name"
+        # Column mapping where columns may be renamed or added; the run journal (ops) goes
+        # without it, so the driver appends its rows with delta-rs.
+        mapped = props.get("delta.columnMapping.mode") == "name"
+        assert mapped == (contract.layer != "ops"), contract.name
         assert (props.get("delta.enableChangeDataFeed") == "true") == (
             contract.layer in ("silver", "gold")
         ), contract.name

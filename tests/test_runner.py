@@ -63,6 +63,64 @@ def test_successful_run_is_recorded_with_versions_and_rows(spark, cfg):
     assert results.where(~F.col("success")).count() == 0
 
 
+def _commits(folder) -> list[dict]:
+    """The commitInfo of every commit in a table's log, oldest first."""
+    infos = []
+    for path in sorted((folder / "_delta_log").glob("*.json")):
+        for line in path.read_text().splitlines():
+            action = json.loads(line)
+            if "commitInfo" in action:
+                infos.append(action["commitInfo"])
+    return infos
+
+
+@pytest.mark.parametrize("journal", ["new", "column_mapped"])
+def test_the_run_journal_is_committed_by_the_driver_or_by_spark(spark, cfg, root, journal):
+    """A new lake's ops tables are plain Delta tables whose rows the driver commits with
+    delta-rs; a journal an older release created with column mapping is written by Spark.
+    Either way each commit carries the run id and the rows are the same."""
+    from retail_lake.session import register_table
+    from retail_lake.tables import REGISTRY
+
+    if journal == "column_mapped":
+        contract = REGISTRY["ops.job_runs"]
+        location = f"{root}/ops/job_runs"
+        spark.sql(
+            f"CREATE TABLE delta.`{location}` ({contract.ddl_columns()}) USING DELTA "
+            "TBLPROPERTIES ('delta.columnMapping.mode' = 'name', "
+            "'delta.minReaderVersion' = '2', 'delta.minWriterVersion' = '5')"
+        )
+        register_table(spark, "ops.job_runs", location)
+
+    def job(ctx):
+        return JobResult(outputs=[Output("silver.stores", stores(spark, GOOD))])
+
+    first, _ = run_job(spark, cfg, "load_stores", job)
+    with pytest.raises(RuntimeError):
+        run_job(spark, cfg, "load_stores", lambda ctx: (_ for _ in ()).throw(RuntimeError("x")))
+    runs = job_runs(spark, cfg).collect()
+    assert [(r["job"], r["status"]) for r in runs] == [
+        ("load_stores", "succeeded"),
+        ("load_stores", "failed"),
+    ]
+    assert runs[0]["run_id"] == first.run_id and runs[1]["error"] == "RuntimeError: x"
+    # 'running' then the outcome, per run: four commits after the table's creation.
+    commits = _commits(root / "ops" / "job_runs")[1:]
+    assert [c.get("userMetadata") for c in commits] == [
+        runs[0]["run_id"],
+        runs[0]["run_id"],
+        runs[1]["run_id"],
+        runs[1]["run_id"],
+    ]
+    engines = {
+        c.get("engineInfo", c.get("clientVersion", "")).split("/")[0].split(":")[0] for c in commits
+    }
+    assert engines == ({"Apache-Spark"} if journal == "column_mapped" else {"delta-rs"})
+    # Spark reads the journal in the same session right after each commit.
+    history = Lake(spark, cfg.root).history("ops.job_runs").collect()
+    assert len(history) == 5
+
+
 def test_failing_critical_expectation_writes_nothing_and_fails_the_run(spark, cfg):
     lake = Lake(spark, cfg.root)
     run_job(

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pyspark.sql.types import StructType
+    from pyspark.sql.types import DataType, StructType
 
 RUN_ID = "_run_id"
 CONTENT_HASH = "_content_hash"
@@ -57,10 +58,11 @@ LAYER_PROPERTIES: Mapping[str, Mapping[str, str]] = MappingProxyType(
             "delta.minWriterVersion": "5",
             "delta.enableChangeDataFeed": "true",
         },
+        # The run journal: no column mapping, so the driver appends its rows with delta-rs
+        # (no Spark job) and any Delta reader reads it as it is.
         "ops": {
-            "delta.columnMapping.mode": "name",
-            "delta.minReaderVersion": "2",
-            "delta.minWriterVersion": "5",
+            "delta.minReaderVersion": "1",
+            "delta.minWriterVersion": "2",
         },
     }
 )
@@ -173,13 +175,11 @@ class TableContract:
 
     def spark_schema(self) -> StructType:
         """The contract as a StructType, with comments in the field metadata."""
-        from pyspark.sql.types import StructField, StructType, _parse_datatype_string
+        from pyspark.sql.types import StructField, StructType
 
         return StructType(
             [
-                StructField(
-                    c.name, _parse_datatype_string(c.type), c.nullable, {"comment": c.comment}
-                )
+                StructField(c.name, _data_type(c.type), c.nullable, {"comment": c.comment})
                 for c in self.columns
             ]
         )
@@ -191,6 +191,14 @@ class TableContract:
             null = "" if c.nullable else " NOT NULL"
             parts.append(f"`{c.name}` {c.type}{null} COMMENT {sql_string(c.comment)}")
         return ",\n  ".join(parts)
+
+
+@cache
+def _data_type(text: str) -> DataType:
+    """A column type's DDL text parsed by Spark (a round trip to the JVM), once per text."""
+    from pyspark.sql.types import _parse_datatype_string
+
+    return _parse_datatype_string(text)
 
 
 def sql_string(text: str) -> str:

@@ -107,6 +107,23 @@ def with_metadata(
     )
 
 
+def arrow_rows(rows: Sequence[Mapping[str, Any] | Sequence[Any]], schema: StructType) -> pa.Table:
+    """A few driver-side rows (dicts by column name, or tuples in schema order) as an Arrow
+    table of `schema`'s Arrow types. Naive datetimes are taken as UTC."""
+    arrow = to_arrow_schema(schema)
+    names = schema.fieldNames()
+    columns: dict[str, list[Any]] = {n: [] for n in names}
+    for row in rows:
+        values = [row.get(n) for n in names] if isinstance(row, Mapping) else list(row)
+        if len(values) != len(names):
+            raise ValueError(f"row {row!r} has {len(values)} values for columns {names}")
+        for n, v in zip(names, values, strict=True):
+            columns[n].append(v)
+    return pa.Table.from_arrays(
+        [pa.array(columns[n], type=arrow.field(n).type) for n in names], schema=arrow
+    )
+
+
 def local_frame(
     spark: SparkSession, rows: Sequence[Mapping[str, Any] | Sequence[Any]], schema: StructType
 ) -> DataFrame:
@@ -119,17 +136,7 @@ def local_frame(
     >>> local_frame(spark, [{"run_id": "r1", "n": 1}], StructType.fromDDL("run_id string, n int"))
     DataFrame[run_id: string, n: int]
     """
-    arrow = to_arrow_schema(schema)
-    names = schema.fieldNames()
-    columns: dict[str, list[Any]] = {n: [] for n in names}
-    for row in rows:
-        values = [row.get(n) for n in names] if isinstance(row, Mapping) else list(row)
-        if len(values) != len(names):
-            raise ValueError(f"row {row!r} has {len(values)} values for columns {names}")
-        for n, v in zip(names, values, strict=True):
-            columns[n].append(v)
-    table = pa.table({n: pa.array(columns[n], type=arrow.field(n).type) for n in names})
-    return spark.createDataFrame(table, schema)
+    return spark.createDataFrame(arrow_rows(rows, schema), schema)
 
 
 class Lake:

@@ -162,7 +162,9 @@ def register_tables(
     """Registers the Delta tables under `root` as `<layer>.<name>`; returns the names.
 
     `only`: just these, each a `layer.table` or a whole `layer` (default: every table).
-    A named table that does not exist is left out (the query then says it is not found).
+    A named table that does not exist is left out (the query then says it is not found),
+    and a catalog entry of that name pointing into another lake is dropped (only the entry:
+    the table is external), so a name never answers from another lake.
     """
     registered = []
     for layer in LAYERS:
@@ -189,6 +191,13 @@ def register_tables(
                 continue
             register_table(spark, f"{layer}.{name}", location)
             registered.append(f"{layer}.{name}")
+    for name in sorted(n for n in only or () if "." in n and n not in registered):
+        layer, table = name.split(".", 1)
+        if spark.catalog.databaseExists(layer):
+            elsewhere = _catalog_location(spark, layer, table)
+            if elsewhere is not None:
+                log.info("%s is not under %s; forgetting its entry for %s", name, root, elsewhere)
+                spark.sql(f"DROP TABLE IF EXISTS {name}")
     log.debug("registered %d tables under %s", len(registered), root)
     return registered
 
