@@ -116,9 +116,15 @@ def test_the_run_journal_is_committed_by_the_driver_or_by_spark(spark, cfg, root
         c.get("engineInfo", c.get("clientVersion", "")).split("/")[0].split(":")[0] for c in commits
     }
     assert engines == ({"Apache-Spark"} if journal == "column_mapped" else {"delta-rs"})
-    # Spark reads the journal in the same session right after each commit.
-    history = Lake(spark, cfg.root).history("ops.job_runs").collect()
-    assert len(history) == 5
+    # Spark reads the journal in the same session right after each commit, with the
+    # contract's columns, nullability and comments whoever created it.
+    lake = Lake(spark, cfg.root)
+    assert len(lake.history("ops.job_runs").collect()) == 5
+    assert lake.read("ops.job_runs").schema == REGISTRY["ops.job_runs"].spark_schema()
+    # A journal table this release creates is created by the driver too.
+    created = _commits(root / "ops" / "quality_results")[0]
+    assert created["operation"] == "CREATE TABLE"
+    assert created.get("clientVersion", "").startswith("delta-rs")
 
 
 def test_failing_critical_expectation_writes_nothing_and_fails_the_run(spark, cfg):

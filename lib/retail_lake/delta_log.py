@@ -1,5 +1,4 @@
-"""Delta tables read and written in the driver without Spark (delta-rs): what `retail-lake
-tables` shows, and the runner's own small commits to the ops tables.
+"""What `retail-lake tables` shows, read from the tables' transaction logs without Spark.
 
 A lake on a local file system is summarised with delta-rs (`deltalake`): each table's
 version, its files and bytes and the rows their statistics count, and the time of its latest
@@ -17,23 +16,12 @@ import importlib.util
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
 
-import pyarrow as pa
-
+from retail_lake.driver_writes import local_folder
 from retail_lake.lake import TableSummary
 from retail_lake.session import LAYERS, TABLE_NAME
 
 log = logging.getLogger(__name__)
-
-
-def local_folder(root: str) -> Path | None:
-    """The lake root as a local folder, or None for a remote one (s3a://, abfss://, hdfs://)."""
-    parsed = urlparse(root)
-    if parsed.scheme in ("", "file"):
-        return Path(parsed.path if parsed.scheme else root)
-    return None
 
 
 def table_folders(root: Path) -> dict[str, Path]:
@@ -100,56 +88,3 @@ def summarise(name: str, path: Path) -> TableSummary | None:
         int(sum(files["size_bytes"].to_pylist())),
         datetime.fromtimestamp(commit.stat().st_mtime, tz=UTC),
     )
-
-
-# ----------------------------------------------------------------------------- writing
-# What delta-rs 1.6 writes: plain tables (no column mapping, no deletion vectors). The ops
-# tables are created so; a lake whose ops tables an older release created with column
-# mapping keeps them written by Spark.
-_WRITABLE_WRITER_VERSION = 2
-
-
-def driver_table(location: str) -> Any | None:
-    """The delta-rs handle of a local table that the driver can append to without Spark, or
-    None (a remote root, no `deltalake`, or a table feature delta-rs does not write)."""
-    folder = local_folder(location)
-    if folder is None or importlib.util.find_spec("deltalake") is None:
-        return None
-    from deltalake import DeltaTable
-
-    try:
-        table = DeltaTable(str(folder))
-    except Exception as exc:  # not a table yet, or a log delta-rs cannot read
-        log.debug("%s: not written by delta-rs (%s)", location, exc)
-        return None
-    protocol = table.protocol()
-    config = table.metadata().configuration
-    if (
-        protocol.min_writer_version > _WRITABLE_WRITER_VERSION
-        or config.get("delta.columnMapping.mode", "none") != "none"
-    ):
-        return None
-    return table
-
-
-def append_rows(table: Any, rows: pa.Table, run_id: str, replace_run: bool = False) -> None:
-    """Commits `rows` to a table from `driver_table` in one delta-rs commit tagged with
-    `run_id` (Spark's `userMetadata`), without a Spark job: a one-row commit costs about
-    15 ms here against 0.4 s for Spark's append and 1-2 s for its run-scoped overwrite
-    (bench/RESULTS.md, "the fixed cost of one step").
-
-    `replace_run`: the rows replace the table's rows whose `run_id` is `run_id`.
-    """
-    from deltalake import CommitProperties, write_deltalake
-
-    properties = CommitProperties(custom_metadata={"userMetadata": run_id})
-    if replace_run:
-        write_deltalake(
-            table,
-            rows,
-            mode="overwrite",
-            predicate=f"run_id = '{run_id}'",
-            commit_properties=properties,
-        )
-    else:
-        write_deltalake(table, rows, mode="append", commit_properties=properties)

@@ -30,6 +30,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
 from retail_lake.contracts import CONTENT_HASH, RUN_ID, ContractError, TableContract, sql_string
+from retail_lake.driver_writes import create_table
 from retail_lake.session import TableNameError, register_table, split_table_name
 
 if TYPE_CHECKING:
@@ -256,12 +257,21 @@ class Lake:
             # A name registered earlier in this session may point at a table that is gone.
             self.spark.sql(f"DROP TABLE IF EXISTS {contract.name}")
             try:
-                self.spark.sql(
-                    f"CREATE TABLE IF NOT EXISTS {contract.name} (\n  {contract.ddl_columns()}\n)"
-                    f" USING DELTA {partition} COMMENT {sql_string(contract.description)} "
-                    f"TBLPROPERTIES ({props}) LOCATION '{location}'"
+                # Plain tables (the run journal) by delta-rs where it can, else by Spark.
+                created = not contract.partition_by and create_table(
+                    location,
+                    contract.spark_schema().json(),
+                    contract.delta_properties,
+                    contract.description,
                 )
-                created = True
+                if not created:
+                    self.spark.sql(
+                        f"CREATE TABLE IF NOT EXISTS {contract.name} (\n  "
+                        f"{contract.ddl_columns()}\n) USING DELTA {partition} "
+                        f"COMMENT {sql_string(contract.description)} "
+                        f"TBLPROPERTIES ({props}) LOCATION '{location}'"
+                    )
+                    created = True
             except Exception as exc:  # another process created it first: fine
                 if not self.exists(contract.name):
                     raise

@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from retail_lake.config import Config
 from retail_lake.contracts import Registry
 from retail_lake.data_docs import DataDocs
-from retail_lake.delta_log import append_rows, driver_table
+from retail_lake.driver_writes import append_rows, driver_table
 from retail_lake.lake import Lake, WriteResult, arrow_rows, local_frame, with_metadata
 from retail_lake.quality import ExpectationResult, gate, load_suite, utc_now, validate
 from retail_lake.redaction import redact, redact_text
