@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -37,11 +38,23 @@ def local_folder(root: str) -> Path | None:
     return None
 
 
+def _writable_folder(location: str) -> Path | None:
+    """The local folder of `location` when delta-rs is installed to write it, else None."""
+    folder = local_folder(location)
+    if folder is None or importlib.util.find_spec("deltalake") is None:
+        return None
+    return folder
+
+
+def _column_mapped(properties: Mapping[str, str]) -> bool:
+    return properties.get("delta.columnMapping.mode", "none") != "none"
+
+
 def driver_table(location: str) -> Any | None:
     """The delta-rs handle of a local table that the driver can append to without Spark, or
     None (a remote root, no `deltalake`, or a table feature delta-rs does not write)."""
-    folder = local_folder(location)
-    if folder is None or importlib.util.find_spec("deltalake") is None:
+    folder = _writable_folder(location)
+    if folder is None:
         return None
     from deltalake import DeltaTable
 
@@ -52,10 +65,7 @@ def driver_table(location: str) -> Any | None:
         return None
     protocol = table.protocol()
     config = table.metadata().configuration
-    if (
-        protocol.min_writer_version > _WRITABLE_WRITER_VERSION
-        or config.get("delta.columnMapping.mode", "none") != "none"
-    ):
+    if protocol.min_writer_version > _WRITABLE_WRITER_VERSION or _column_mapped(config):
         return None
     return table
 
@@ -68,12 +78,8 @@ def create_table(location: str, schema_json: str, properties: dict[str, str], ab
     `schema_json`: Spark's schema JSON (Delta's schema string, column comments included).
     An error if the table exists: the caller tells a concurrent creation from a failure.
     """
-    folder = local_folder(location)
-    if (
-        folder is None
-        or importlib.util.find_spec("deltalake") is None
-        or properties.get("delta.columnMapping.mode", "none") != "none"
-    ):
+    folder = _writable_folder(location)
+    if folder is None or _column_mapped(properties):
         return False
     from deltalake import DeltaTable, Schema
 
