@@ -20,7 +20,8 @@ import time
 from pyspark.sql import DataFrame, SparkSession
 
 from retail_lake.config import load_config
-from retail_lake.runner import JobResult, Output, run_job
+from retail_lake.registry import run_job
+from retail_lake.runner import JobResult, Output
 from retail_lake.session import build_session
 
 SCHEMA = (

@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 
 from retail_lake.config import load_config
 from retail_lake.lake import Lake
-from retail_lake.runner import run_job
+from retail_lake.registry import run_job
 from retail_lake.session import build_session
 
 REPO = Path(__file__).resolve().parents[1]

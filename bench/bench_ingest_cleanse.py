@@ -209,7 +209,7 @@ def trying(names: Sequence[str], cached: list) -> Iterator[None]:
     from pyspark import StorageLevel
 
     from retail_lake import lake
-    from retail_lake.retail import cleanse as retail
+    from retail_lake.sources.online_retail import cleanse as retail
 
     def keep(df):
         df.persist(StorageLevel.MEMORY_AND_DISK)
@@ -266,7 +266,7 @@ def retail_lake(spark, landing: Path, root: Path, probe: Probe) -> Stages:
     from retail_lake.cleanse import run as cleanse
     from retail_lake.config import load_config
     from retail_lake.ingest import run as ingest
-    from retail_lake.runner import run_job
+    from retail_lake.registry import run_job
 
     cfg = load_config("local", [f"paths.root={root}", f"paths.landing={landing}"])
 

@@ -32,9 +32,9 @@ from retail_lake.recommend.als import RecommendConfig
 from retail_lake.recommend.interactions import new_indices
 from retail_lake.recommend.job import interaction_outputs
 from retail_lake.recommend.model_tables import INTERACTIONS
+from retail_lake.registry import REGISTRY
 from retail_lake.runner import JobContext
 from retail_lake.session import build_session
-from retail_lake.tables import REGISTRY
 
 SALES, RETURNS = "silver.transactions", "silver.returns"
 COLUMNS = [

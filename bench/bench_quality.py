@@ -24,8 +24,8 @@ from pyspark.sql import functions as F
 from retail_lake.config import load_config
 from retail_lake.lake import with_metadata
 from retail_lake.quality import ExpectationResult, load_suite, validate
+from retail_lake.registry import REGISTRY
 from retail_lake.session import build_session
-from retail_lake.tables import REGISTRY
 
 TABLE = "silver.transactions"
 NON_PRODUCT = ("postage", "carriage", "manual", "discount", "samples", "bank_charges")

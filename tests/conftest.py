@@ -246,7 +246,7 @@ def real_fashion_lake(spark, tmp_path_factory) -> RealLake:
     from retail_lake.cleanse import run as cleanse
     from retail_lake.config import load_config
     from retail_lake.ingest import run as ingest
-    from retail_lake.runner import run_job
+    from retail_lake.registry import run_job
 
     source = shared_data("fashion_mnist")
     base = tmp_path_factory.mktemp("real_fashion")

@@ -9,7 +9,8 @@ from pyspark.sql import functions as F
 from retail_lake import cli
 from retail_lake.analyst import Statement, WriteRefusedError, classify, run_sql, tables_named
 from retail_lake.lake import Lake
-from retail_lake.runner import JobResult, Output, job_runs, run_job
+from retail_lake.registry import run_job
+from retail_lake.runner import JobResult, Output, job_runs
 
 from .test_runner import GOOD, stores
 

@@ -22,7 +22,7 @@ STORES_SCHEMA = (
 
 def stores_lake(spark, root: Path, stores: int):
     from retail_lake.lake import Lake
-    from retail_lake.tables import REGISTRY
+    from retail_lake.registry import REGISTRY
 
     lake = Lake(spark, str(root))
     rows = [(i, "a", "a", 100.0, None, False, None, [], "store.csv", i + 1) for i in range(stores)]
@@ -58,7 +58,7 @@ def test_tables_and_history_describe_the_lake(demo_lake, run_cli):
 
 def test_history_names_the_run_of_each_commit(spark, tmp_path, run_cli):
     from retail_lake.lake import Lake
-    from retail_lake.tables import REGISTRY
+    from retail_lake.registry import REGISTRY
 
     lake = Lake(spark, str(tmp_path))
     for run_id, store_type in (("run-a", "a"), ("run-b", "b")):

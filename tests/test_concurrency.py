@@ -17,7 +17,7 @@ from retail_lake.config import load_config
 from retail_lake.ingest import landing_dir
 from retail_lake.ingest import run as ingest
 from retail_lake.lake import Lake
-from retail_lake.runner import run_job
+from retail_lake.registry import run_job
 
 CLI = str(Path(sys.executable).parent / "retail-lake")
 REPO = Path(__file__).resolve().parents[1]

@@ -252,7 +252,8 @@ def test_the_driver_starts_from_the_class_archive_install_made(spark):
     test session's JVM maps it (its memory map names the file); without the file, no option."""
     import os
 
-    from retail_lake.class_archive import is_current, jvm_options
+    from retail_lake.class_archive import is_current
+    from retail_lake.session import jvm_options
     from retail_lake.config import load_config
 
     assert jvm_options("") == "" and jvm_options("/nonexistent/classes.jsa") == ""

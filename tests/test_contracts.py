@@ -11,7 +11,7 @@ from retail_lake.config import ConfigError
 from retail_lake.contracts import Col, ContractError, TableContract
 from retail_lake.demo import HISTORY, generate, online_retail_history
 from retail_lake.quality import load_suite
-from retail_lake.tables import REGISTRY
+from retail_lake.registry import REGISTRY
 
 from .conftest import shared_data
 

@@ -13,7 +13,8 @@ import pytest
 from retail_lake.config import load_config
 from retail_lake.data_docs import DataDocs
 from retail_lake.quality import QualityGateError
-from retail_lake.runner import JobResult, Output, job_runs, run_job
+from retail_lake.registry import run_job
+from retail_lake.runner import JobResult, Output, job_runs
 
 STORES_SCHEMA = (
     "store int, store_type string, assortment string, competition_distance_m "
@@ -165,7 +166,7 @@ def test_writers_at_once_all_land_on_one_index(tmp_path):
     import pandas as pd
 
     from retail_lake.quality import _gx_context
-    from retail_lake.tables import REGISTRY
+    from retail_lake.registry import REGISTRY
 
     contract = REGISTRY["silver.stores"]
     context = _gx_context()

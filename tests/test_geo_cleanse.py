@@ -10,14 +10,14 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from retail_lake.geo.cleanse import (
+from retail_lake.lake import with_metadata
+from retail_lake.registry import REGISTRY
+from retail_lake.sources.geography.cleanse import (
     CLEANSERS,
     cleanse_countries,
     cleanse_places,
     cleanse_stores,
 )
-from retail_lake.lake import with_metadata
-from retail_lake.tables import REGISTRY
 
 from .conftest import shared_data
 
@@ -756,7 +756,8 @@ def test_real_geography_files_end_to_end(spark, root, tmp_path):
     from retail_lake import cleanse, ingest
     from retail_lake.config import load_config
     from retail_lake.lake import Lake
-    from retail_lake.runner import job_runs, run_job
+    from retail_lake.registry import run_job
+    from retail_lake.runner import job_runs
 
     landing = tmp_path / "landing"
     landing.mkdir()
@@ -875,7 +876,7 @@ def check_real_location_scoring(spark, root, landing) -> None:
     from retail_lake.lake import Lake
     from retail_lake.locations import score
     from retail_lake.locations.geometry import EARTH_RADIUS_KM
-    from retail_lake.runner import run_job
+    from retail_lake.registry import run_job
 
     cfg = load_config(
         "test",

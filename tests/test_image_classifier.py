@@ -211,7 +211,7 @@ def test_real_images_train_beat_baselines_and_classify_once(spark, fashion_lake)
     from retail_lake.images.train import capped, in_validation
     from retail_lake.images.train import run as train
     from retail_lake.lake import Lake
-    from retail_lake.runner import run_job
+    from retail_lake.registry import run_job
 
     cfg = fashion_lake()
     lake = Lake(spark, cfg.root)
@@ -314,7 +314,8 @@ def test_real_images_train_beat_baselines_and_classify_once(spark, fashion_lake)
 
 def test_a_model_losing_to_a_baseline_is_recorded_not_published(spark, fashion_lake):
     from retail_lake.images.train import run as train
-    from retail_lake.runner import JobError, job_runs, run_job
+    from retail_lake.registry import run_job
+    from retail_lake.runner import JobError, job_runs
 
     # A learning rate of 0 leaves the network at its random start: about chance accuracy,
     # far below the nearest centroid.

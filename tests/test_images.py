@@ -16,11 +16,12 @@ from pyspark.testing import assertDataFrameEqual
 
 from retail_lake.cleanse import run as cleanse
 from retail_lake.config import load_config
-from retail_lake.images.cleanse import cleanse_images
-from retail_lake.images.idx import IdxFormatError, Pair, pair_files
 from retail_lake.ingest import run as ingest
 from retail_lake.lake import Lake
-from retail_lake.runner import job_runs, run_job
+from retail_lake.registry import run_job
+from retail_lake.runner import job_runs
+from retail_lake.sources.fashion_mnist.cleanse import cleanse_images
+from retail_lake.sources.fashion_mnist.idx import IdxFormatError, Pair, pair_files
 
 AT = datetime(2026, 1, 1)
 BRONZE = "bronze.fashion_mnist_raw"

@@ -14,7 +14,8 @@ from retail_lake.ingest import SchemaDriftError, UnreadableFileError
 from retail_lake.ingest import run as ingest
 from retail_lake.lake import Lake
 from retail_lake.record_count import count_csv_records
-from retail_lake.runner import ConservationError, job_runs, run_job
+from retail_lake.registry import run_job
+from retail_lake.runner import ConservationError, job_runs
 
 SALES_HEADER = (
     '"Store","DayOfWeek","Date","Sales","Customers","Open","Promo","StateHoliday","SchoolHoliday"\n'

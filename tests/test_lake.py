@@ -229,7 +229,7 @@ def test_local_frames_hold_the_rows_spark_would_build_from_them(spark):
     from datetime import UTC, datetime
 
     from retail_lake.lake import local_frame
-    from retail_lake.tables import REGISTRY
+    from retail_lake.registry import REGISTRY
 
     schema = REGISTRY["ops.job_runs"].spark_schema()
     started = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)

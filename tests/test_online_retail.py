@@ -25,7 +25,7 @@ from retail_lake.privacy import (
     pseudonymiser,
     token,
 )
-from retail_lake.retail.cleanse import RAW, cleanse_lines, customers, products
+from retail_lake.sources.online_retail.cleanse import RAW, cleanse_lines, customers, products
 
 AT = datetime(2026, 1, 1)
 KEY = b"test-key-0123456789abcdef"

@@ -21,7 +21,8 @@ from retail_lake.config import load_config
 from retail_lake.ingest import run as ingest
 from retail_lake.lake import Lake
 from retail_lake.privacy import load_key, token
-from retail_lake.runner import job_runs, run_job
+from retail_lake.registry import run_job
+from retail_lake.runner import job_runs
 
 from .conftest import shared_data
 

@@ -10,9 +10,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from retail_lake.config import load_config
-from retail_lake.jobs import JOBS
 from retail_lake.lake import Lake
 from retail_lake.pipeline import run_pipeline
+from retail_lake.registry import JOBS
 from retail_lake.runner import JobResult, job_runs
 
 from .conftest import shared_data

@@ -21,8 +21,8 @@ from retail_lake.recommend.als import (
 from retail_lake.recommend.interactions import interactions, new_indices, preference_py
 from retail_lake.recommend.job import interaction_outputs
 from retail_lake.recommend.model_tables import INTERACTIONS
+from retail_lake.registry import REGISTRY
 from retail_lake.runner import JobContext
-from retail_lake.tables import REGISTRY
 
 UK = "United Kingdom"
 

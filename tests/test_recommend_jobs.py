@@ -159,7 +159,8 @@ def test_a_model_that_loses_to_a_baseline_is_not_published(spark, demo_lake, tmp
     model version, registers nothing and leaves gold.recommendations as it was."""
     from retail_lake.config import load_config
     from retail_lake.recommend.job import run as recommend
-    from retail_lake.runner import JobError, run_job
+    from retail_lake.registry import run_job
+    from retail_lake.runner import JobError
 
     cfg = load_config(
         "test",

@@ -10,9 +10,10 @@ from pyspark.sql import functions as F
 
 from retail_lake import cleanse, features, ingest
 from retail_lake.config import load_config
-from retail_lake.forecasting import cleanse as rossmann
 from retail_lake.lake import Lake
-from retail_lake.runner import job_runs, run_job
+from retail_lake.registry import run_job
+from retail_lake.runner import job_runs
+from retail_lake.sources.rossmann import cleanse as rossmann
 
 # Four to five job runs on a lake each (about a minute per test here): outside the inner loop.
 pytestmark = pytest.mark.slow

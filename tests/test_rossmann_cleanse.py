@@ -7,7 +7,7 @@ from datetime import date, datetime
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from retail_lake.forecasting.cleanse import (
+from retail_lake.sources.rossmann.cleanse import (
     cleanse_plans,
     cleanse_sales,
     cleanse_stores,

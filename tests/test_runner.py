@@ -10,14 +10,8 @@ from pyspark.sql import functions as F
 
 from retail_lake.lake import Lake
 from retail_lake.quality import QualityGateError
-from retail_lake.runner import (
-    Conservation,
-    ConservationError,
-    JobResult,
-    Output,
-    job_runs,
-    run_job,
-)
+from retail_lake.registry import run_job
+from retail_lake.runner import Conservation, ConservationError, JobResult, Output, job_runs
 
 STORES_SCHEMA = (
     "store int, store_type string, assortment string, competition_distance_m "
@@ -79,8 +73,8 @@ def test_the_run_journal_is_committed_by_the_driver_or_by_spark(spark, cfg, root
     """A new lake's ops tables are plain Delta tables whose rows the driver commits with
     delta-rs; a journal an older release created with column mapping is written by Spark.
     Either way each commit carries the run id and the rows are the same."""
+    from retail_lake.registry import REGISTRY
     from retail_lake.session import register_table
-    from retail_lake.tables import REGISTRY
 
     if journal == "column_mapped":
         contract = REGISTRY["ops.job_runs"]

@@ -153,7 +153,8 @@ def run_sql(spark: SparkSession, cfg, query: str, allow_writes: bool = False) ->
     register_tables(spark, cfg.root, tables_named(spark, query))
     if not statement.writes:
         return spark.sql(query)
-    from retail_lake.runner import JobResult, run_job
+    from retail_lake.registry import run_job
+    from retail_lake.runner import JobResult
 
     result: list[DataFrame] = []
 

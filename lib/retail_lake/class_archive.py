@@ -28,19 +28,11 @@ import tempfile
 from importlib.metadata import version
 
 from retail_lake.config import Config, load_config
+from retail_lake.registry import run_job
+from retail_lake.runner import JobResult, Output
+from retail_lake.session import build_session
 
 log = logging.getLogger(__name__)
-
-
-def jvm_options(path: str) -> str:
-    """The driver's JVM options that map the archive at `path`, or "" when there is none.
-
-    `-Xshare:auto`: an archive made by another JDK or for other jars is skipped, not an
-    error; its warnings are off (nothing a user could act on: `install` remakes it).
-    """
-    if not path or not os.path.isfile(path):
-        return ""
-    return f"-XX:SharedArchiveFile={path} -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off"
 
 
 def stamp() -> str:
@@ -102,9 +94,6 @@ def _workload(work: str, partial: str, profile: str) -> None:
     merge, the suite and the ops rows (through the runner), a query and a window."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
-
-    from retail_lake.runner import JobResult, Output, run_job
-    from retail_lake.session import build_session
 
     cfg = load_config(
         profile,

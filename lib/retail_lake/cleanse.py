@@ -11,103 +11,17 @@ exact duplicates removed. Tables derived from those outputs (dimensions such as
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from retail_lake.config import Config
+from retail_lake.cleansing import CleanseEnv
+from retail_lake.quarantine import QUARANTINE
 from retail_lake.runner import Conservation, JobContext, JobResult, Output
 
 log = logging.getLogger(__name__)
-
-QUARANTINE = "silver.quarantine"
-
-
-@dataclass(frozen=True)
-class CleanseEnv:
-    """What a cleanse function may use besides its bronze frames."""
-
-    at: datetime
-    cfg: Config
-    # Column -> Column: the keyed pseudonym (HMAC-SHA256) of a personal identifier.
-    pseudonymise: Callable[[Column], Column]
-    # Caches an intermediate frame several outputs share; released when the run ends.
-    persist: Callable[[DataFrame], DataFrame] = lambda df: df
-
-
-@dataclass(frozen=True)
-class Cleansed:
-    """The result of cleansing one source."""
-
-    outputs: Mapping[str, DataFrame]  # silver table -> rows; every bronze row lands in one
-    quarantine: DataFrame
-    duplicates: DataFrame
-    derived: Mapping[str, DataFrame] = field(default_factory=dict)  # not counted
-
-
-@dataclass(frozen=True)
-class Cleanser:
-    """How one source is cleansed: `fn(frames, env)`; `frames` holds bronze and lookups."""
-
-    source: str
-    bronze: str
-    fn: Callable[[Mapping[str, DataFrame], CleanseEnv], Cleansed]
-    lookups: tuple[str, ...] = ()
-
-
-def _single(silver: str, fn: Callable) -> Callable[[Mapping[str, DataFrame], CleanseEnv], Cleansed]:
-    """Adapts `fn(bronze, at) -> (silver rows, quarantine, duplicates)` of one bronze table."""
-
-    def run(frames: Mapping[str, DataFrame], env: CleanseEnv) -> Cleansed:
-        (bronze,) = frames.values()
-        rows, quarantine, duplicates = fn(bronze, env.at)
-        return Cleansed({silver: rows}, quarantine, duplicates)
-
-    return run
-
-
-def cleansers() -> list[Cleanser]:
-    """Every source's cleanser, in the order the job runs them."""
-    from retail_lake.forecasting import cleanse as rossmann
-    from retail_lake.retail import cleanse as online_retail
-
-    return [
-        Cleanser(
-            rossmann.SALES_SOURCE,
-            "bronze.rossmann_sales_raw",
-            _single("silver.store_daily_sales", rossmann.cleanse_sales),
-        ),
-        Cleanser(
-            rossmann.STORES_SOURCE,
-            "bronze.rossmann_stores_raw",
-            _single("silver.stores", rossmann.cleanse_stores),
-        ),
-        Cleanser(
-            rossmann.PLANS_SOURCE,
-            "bronze.rossmann_plans_raw",
-            _single("silver.store_day_plans", rossmann.cleanse_plans),
-        ),
-        Cleanser(online_retail.SOURCE, online_retail.BRONZE, online_retail.cleanse),
-        *_optional_cleansers(),
-    ]
-
-
-def _optional_cleansers() -> list[Cleanser]:
-    """Cleansers of the domains that provide a `CLEANSERS` list (geo, images)."""
-    import importlib
-
-    found: list[Cleanser] = []
-    for module in ("retail_lake.geo.cleanse", "retail_lake.images.cleanse"):
-        try:
-            found.extend(importlib.import_module(module).CLEANSERS)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-    return found
 
 
 def _count(df: DataFrame, cached: list[DataFrame]) -> int:
@@ -133,7 +47,7 @@ def run(ctx: JobContext) -> JobResult:
     key_id = {"key": privacy_key_id(key)}
     quarantined: list[DataFrame] = []
     sources: list[str] = []
-    for cleanser in cleansers():
+    for cleanser in ctx.components.cleansers:
         missing = [t for t in (cleanser.bronze, *cleanser.lookups) if not ctx.lake.exists(t)]
         if missing:
             log.warning(

@@ -7,16 +7,62 @@ into a rejected row naming the column and the reason.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from retail_lake.config import Config
 from retail_lake.lake import content_hash
 
 ERRORS = "_errors"
+
+
+@dataclass(frozen=True)
+class CleanseEnv:
+    """What a cleanse function may use besides its bronze frames."""
+
+    at: datetime
+    cfg: Config
+    # Column -> Column: the keyed pseudonym (HMAC-SHA256) of a personal identifier.
+    pseudonymise: Callable[[Column], Column]
+    # Caches an intermediate frame several outputs share; released when the run ends.
+    persist: Callable[[DataFrame], DataFrame] = lambda df: df
+
+
+@dataclass(frozen=True)
+class Cleansed:
+    """The result of cleansing one source."""
+
+    outputs: Mapping[str, DataFrame]  # silver table -> rows; every bronze row lands in one
+    quarantine: DataFrame
+    duplicates: DataFrame
+    derived: Mapping[str, DataFrame] = field(default_factory=dict)  # not counted
+
+
+@dataclass(frozen=True)
+class Cleanser:
+    """How one source is cleansed: `fn(frames, env)`; `frames` holds bronze and lookups."""
+
+    source: str
+    bronze: str
+    fn: Callable[[Mapping[str, DataFrame], CleanseEnv], Cleansed]
+    lookups: tuple[str, ...] = ()
+
+
+def single_table(
+    silver: str, fn: Callable
+) -> Callable[[Mapping[str, DataFrame], CleanseEnv], Cleansed]:
+    """Adapts `fn(bronze, at) -> (silver rows, quarantine, duplicates)` of one bronze table."""
+
+    def run(frames: Mapping[str, DataFrame], env: CleanseEnv) -> Cleansed:
+        (bronze,) = frames.values()
+        rows, quarantine, duplicates = fn(bronze, env.at)
+        return Cleansed({silver: rows}, quarantine, duplicates)
+
+    return run
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,12 @@ from the parser, so a parser that skips or merges a line fails the run naming th
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 import json
 import logging
 import re
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,16 +38,13 @@ from retail_lake.contracts import ContractError, TableContract
 from retail_lake.demo import HISTORY
 from retail_lake.lake import Lake
 from retail_lake.privacy import load_key, token
+from retail_lake.quarantine import QUARANTINE
 from retail_lake.record_count import CHUNK_BYTES, count_csv_records, dialect_bytes
 from retail_lake.runner import Conservation, JobContext, JobError, JobResult, Output
 
 log = logging.getLogger(__name__)
 
-QUARANTINE = "silver.quarantine"
 KIND_ROW, KIND_BROKEN, KIND_SUMMARY, KIND_ERROR = "row", "broken", "summary", "error"
-# Formats the ingest job reads; each maps to `module:function` with the signature of
-# `ingest_source` (imported when a source of that format runs).
-FORMATS = {"csv": "retail_lake.ingest:ingest_source", "idx": "retail_lake.images.idx:ingest_idx"}
 
 
 # A UTF-8 byte order mark, as the first character decoded (spreadsheet exports write one).
@@ -84,10 +80,11 @@ class SourceSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, name: str, raw: dict) -> SourceSpec:
-        if raw["format"] not in FORMATS:
+    def from_config(cls, name: str, raw: dict, formats: Iterable[str] = ("csv",)) -> SourceSpec:
+        """The spec of `sources.<name>`; `formats`: the formats the ingest job can read."""
+        if raw["format"] not in formats:
             raise JobError(
-                f"source {name}: format {raw['format']!r} is not supported ({', '.join(FORMATS)})"
+                f"source {name}: format {raw['format']!r} is not supported ({', '.join(formats)})"
             )
         if raw.get("on_drift", "stop") not in ("stop", "evolve"):
             raise JobError(
@@ -655,9 +652,9 @@ def run(ctx: JobContext) -> JobResult:
     result = JobResult()
     quarantined = []
     for name in ctx.cfg.sources:
-        spec = SourceSpec.from_config(name, ctx.cfg.get(f"sources.{name}"))
-        module, func = FORMATS[spec.format].split(":")
-        reader = getattr(importlib.import_module(module), func)
+        formats = ctx.components.formats
+        spec = SourceSpec.from_config(name, ctx.cfg.get(f"sources.{name}"), formats)
+        reader = formats[spec.format]
         bronze, quarantine, check = reader(ctx, spec, landing, ingested_at, result.cached)
         if bronze is None:
             continue

@@ -14,9 +14,10 @@ from datetime import date
 from pyspark.sql import functions as F
 
 from retail_lake.config import Config
-from retail_lake.jobs import JOBS, TIME_DEPENDENT, UnknownJobError, resolve
 from retail_lake.lake import Lake
-from retail_lake.runner import JOB_RUNS, JobContext, JobResult, run_job
+from retail_lake.ops import JOB_RUNS
+from retail_lake.registry import JOBS, TIME_DEPENDENT, UnknownJobError, resolve, run_job
+from retail_lake.runner import JobContext, JobResult
 from retail_lake.session import build_session
 
 log = logging.getLogger(__name__)

@@ -32,15 +32,13 @@ from retail_lake.contracts import Registry
 from retail_lake.data_docs import DataDocs
 from retail_lake.driver_writes import append_rows, driver_table
 from retail_lake.lake import Lake, WriteResult, arrow_rows, local_frame, with_metadata
+from retail_lake.ops import JOB_RUNS, OPS, QUALITY_RESULTS, UNIT_STATES
 from retail_lake.quality import ExpectationResult, gate, load_suite, utc_now, validate
 from retail_lake.redaction import redact, redact_text
-from retail_lake.tables import REGISTRY
 
 log = logging.getLogger(__name__)
 
-JOB_RUNS = "ops.job_runs"
-QUALITY_RESULTS = "ops.quality_results"
-UNIT_STATES = "ops.unit_states"
+OPS_CONTRACTS = Registry(OPS)
 # Config sections that do not shape any table's rows (how Spark runs, Data Docs, the DAG).
 NOT_SHAPING = ("paths", "spark", "quality", "pipeline", "runner", "mlflow")
 
@@ -104,6 +102,21 @@ class JobResult:
     cached: list[DataFrame] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Components:
+    """What jobs look up by name: table contracts, landing formats, cleansers.
+
+    `retail_lake.registry.COMPONENTS` lists them all; the runner imports none of them (it
+    knows only its own ops contracts), so nothing below the registry imports a job.
+    """
+
+    contracts: Registry
+    # format name -> reader `(ctx, spec, landing, ingested_at, cached)` (see `ingest.run`)
+    formats: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    # `retail_lake.cleansing.Cleanser`s, in the order `cleanse` runs them
+    cleansers: tuple[Any, ...] = ()
+
+
 @dataclass
 class JobContext:
     """What a running job may use."""
@@ -115,11 +128,16 @@ class JobContext:
     run_id: str
     run_date: date | None
     parent_run_id: str | None = None
-    registry: Registry = REGISTRY
+    components: Components = field(default_factory=lambda: Components(OPS_CONTRACTS))
     versions_read: dict[str, int] = field(default_factory=dict)
     # unit -> (status, fingerprint, output versions of an unchanged unit): see `unchanged`.
     units: dict[str, tuple[str, str, dict[str, int]]] = field(default_factory=dict)
     _last_units: dict[str, Any] | None = None
+
+    @property
+    def registry(self) -> Registry:
+        """The table contracts (`components.contracts`)."""
+        return self.components.contracts
 
     def read(self, table: str, version: int | None = None) -> DataFrame:
         """Reads `table` at `version` (default: latest) and records the version read."""
@@ -240,7 +258,7 @@ def _ops_write(
         return
     if replace_run and not re.fullmatch(r"[\w.:-]+", run_id):
         raise JobError(f"unexpected characters in run id {run_id!r}")
-    contract = REGISTRY[table]
+    contract = OPS_CONTRACTS[table]
     lake.ensure(contract)
     location = lake.location(table)
     schema = contract.spark_schema()
@@ -275,7 +293,7 @@ def _ops_write(
 def _run_row(
     ctx: JobContext, status: str, started: datetime, params: dict[str, str], **extra: Any
 ) -> dict[str, Any]:
-    row = {c: None for c in REGISTRY[JOB_RUNS].column_names}
+    row = {c: None for c in OPS_CONTRACTS[JOB_RUNS].column_names}
     row.update(
         {
             "run_id": ctx.run_id,
@@ -303,13 +321,17 @@ def run_job(
     run_date: date | None = None,
     params: dict[str, str] | None = None,
     parent_run_id: str | None = None,
+    *,
+    components: Components,
 ) -> tuple[JobContext, dict[str, WriteResult]]:
     """Runs one job under the runner's rules; returns its context and write results.
 
+    `components` are the contracts, formats and cleansers the job may look up (callers pass
+    `retail_lake.registry.COMPONENTS`, or use `retail_lake.registry.run_job`).
     Raises the job's exception after recording the failure in ops.job_runs.
     """
     lake = Lake(spark, cfg.root)
-    ctx = JobContext(spark, cfg, lake, job, new_run_id(job), run_date, parent_run_id)
+    ctx = JobContext(spark, cfg, lake, job, new_run_id(job), run_date, parent_run_id, components)
     # Recorded as given, less secrets (a --set Spark credential, a URI's password).
     params = redact({k: str(v) for k, v in (params or {}).items()})
     started = utc_now()
@@ -478,5 +500,5 @@ def job_runs(spark: SparkSession, cfg: Config) -> DataFrame:
     """ops.job_runs as a DataFrame (empty schema when no run was recorded yet)."""
     lake = Lake(spark, cfg.root)
     if not lake.exists(JOB_RUNS):
-        return local_frame(spark, [], REGISTRY[JOB_RUNS].spark_schema())
+        return local_frame(spark, [], OPS_CONTRACTS[JOB_RUNS].spark_schema())
     return lake.read(JOB_RUNS).orderBy(F.col("started_at"))

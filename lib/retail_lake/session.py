@@ -21,7 +21,6 @@ import sys
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from retail_lake.class_archive import jvm_options
 from retail_lake.config import Config, load_config
 
 if TYPE_CHECKING:
@@ -36,6 +35,17 @@ TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 class TableNameError(ValueError):
     """A name that cannot be a lake table: not `<layer>.<identifier>`."""
+
+
+def jvm_options(path: str) -> str:
+    """The driver's JVM options that map the archive at `path`, or "" when there is none.
+
+    `-Xshare:auto`: an archive made by another JDK or for other jars is skipped, not an
+    error; its warnings are off (nothing a user could act on: `install` remakes it).
+    """
+    if not path or not os.path.isfile(path):
+        return ""
+    return f"-XX:SharedArchiveFile={path} -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off"
 
 
 def split_table_name(table: str) -> tuple[str, str]:

@@ -1,1 +1,1 @@
-"""Store sales (Rossmann): cleansing, store-day features, the sales forecaster."""
+"""Sales forecasting: store-day features, training windows, the LSTM forecaster, forecasts."""

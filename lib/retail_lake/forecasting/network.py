@@ -25,35 +25,17 @@ import numpy as np
 import torch
 from torch import nn
 
-# Per-day arrays of a window, each lookback + horizon long.
-DAY_COLUMNS = (
-    "sales",  # log(1 + sales)
-    "customers",  # log(1 + customers)
-    "open",
-    "promo",
-    "state_holiday",  # 1 on any state holiday
-    "school_holiday",
-    "promo2_active",
-    "day_of_week",  # 1..7
-    "month",  # 1..12
-    "day_of_month",  # 1..31
+from retail_lake.forecasting.inputs import (  # noqa: F401 (part of this module's API)
+    ASSORTMENTS,
+    DAY_COLUMNS,
+    N_FUTURE,
+    N_PAST,
+    N_PROFILE,
+    N_STATIC,
+    NETWORK_VERSION,
+    ROW_COLUMNS,
+    STORE_TYPES,
 )
-STORE_TYPES = "abcd"
-ASSORTMENTS = "abc"
-# Store attributes: store type and assortment one-hot, log competition distance, its absence,
-# competition open at the first forecast day.
-N_STATIC = len(STORE_TYPES) + len(ASSORTMENTS) + 3
-N_PAST = 6 + 7  # sales, customers, open, promo, state and school holiday + weekday one-hot
-# The store's profile: median log sales relative to the level per (weekday, promo), at
-# index (day_of_week - 1) * 2 + promo.
-N_PROFILE = 14
-# flags, weekday, calendar, seasonal hints, store, and last the profile at the day.
-N_FUTURE = 5 + 7 + 3 + 2 + N_STATIC + 1
-# Columns a training/scoring row carries besides DAY_COLUMNS.
-ROW_COLUMNS = ("level", "customers_level", "static", "profile")
-# Changes whenever the network's inputs or layers change: part of the training fingerprint,
-# so a model registered by an older version is never reused for this one.
-NETWORK_VERSION = 2
 
 
 def static_features(

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from retail_lake.forecasting.network import (
+from retail_lake.forecasting.inputs import (
     ASSORTMENTS,
     DAY_COLUMNS,
     N_PROFILE,

@@ -24,12 +24,11 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from retail_lake.forecasting.network import (
+from retail_lake.forecasting.inputs import (
     DAY_COLUMNS,
     N_PROFILE,
     NETWORK_VERSION,
     ROW_COLUMNS,
-    ForecastTask,
 )
 from retail_lake.forecasting.score import (
     FEATURES,
@@ -219,6 +218,8 @@ def run(ctx: JobContext) -> JobResult:
             f"forecast.validation_days ({conf.validation_days}) must be a multiple of "
             f"forecast.window_stride, and stores need {conf.lookback} days before it"
         )
+    from retail_lake.forecasting.network import ForecastTask
+
     task = ForecastTask(conf.lookback, conf.test_days, conf.hidden, conf.layers)
     n_days = conf.lookback + conf.test_days
     trained = training_job.train(

@@ -1,1 +1,1 @@
-"""Product images: Fashion-MNIST IDX files into bronze and silver."""
+"""Image classification: the product-image CNN (training with Horovod) and batch scoring."""

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-SIDE = 28
-PIXELS = SIDE * SIDE
-CLASSES = 10
-# Fashion-MNIST's training-set mean and standard deviation of pixel/255: fixed constants,
-# not statistics of the run, so the model's input scaling never drifts with the data.
-PIXEL_MEAN = 0.2860
-PIXEL_STD = 0.3530
+from retail_lake.images.inputs import (
+    CLASSES,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    PIXELS,
+    SIDE,
+)
+
 # Images per forward pass in evaluation and scoring: bounds memory, not results (a
 # prediction does not depend on its batch); small chunks stay in cache (fastest on CPU).
 EVAL_CHUNK = 128

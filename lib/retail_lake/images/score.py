@@ -21,8 +21,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from retail_lake.images.tables import CATEGORIES, PREDICTIONS_TABLE, SILVER_TABLE
+from retail_lake.images.tables import PREDICTIONS_TABLE
 from retail_lake.runner import JobContext, JobError, JobResult, Output
+from retail_lake.sources.fashion_mnist.tables import CATEGORIES, SILVER_TABLE
 
 log = logging.getLogger(__name__)
 

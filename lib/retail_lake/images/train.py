@@ -27,16 +27,16 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from retail_lake.images.model import CLASSES, PIXEL_MEAN, PIXEL_STD, PIXELS, ImageTask
+from retail_lake.images.inputs import CLASSES, PIXEL_MEAN, PIXEL_STD, PIXELS
 from retail_lake.images.score import (
     MODEL_NAME,
     require_images,
     score_images,
     state_to_bytes,
 )
-from retail_lake.images.tables import CATEGORIES, SILVER_TABLE
 from retail_lake.publish_rule import Better, Decision, decide, shortfalls
 from retail_lake.runner import JobContext, JobError, JobResult
+from retail_lake.sources.fashion_mnist.tables import CATEGORIES, SILVER_TABLE
 from retail_lake.training import job as training_job
 from retail_lake.training.loop import LR_SCHEDULES
 
@@ -283,6 +283,8 @@ def run(ctx: JobContext) -> JobResult:
         )
     seed = int(cfg.get("training.seed"))
     train_rows = capped(train_split.where(~held_out), conf.max_train_rows, seed)
+    from retail_lake.images.model import ImageTask
+
     task = ImageTask(CHANNELS, HIDDEN, flip=conf.flip)
     trained = training_job.train(
         ctx,

@@ -22,7 +22,6 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from retail_lake.geo.tables import PLACES, STORE_LOCATIONS
 from retail_lake.lake import local_frame
 from retail_lake.locations.candidates import (
     CandidateSpec,
@@ -36,6 +35,7 @@ from retail_lake.locations.candidates import (
 from retail_lake.locations.huff import HuffParams, score
 from retail_lake.locations.tables import CANDIDATES, SCORES
 from retail_lake.runner import JobContext, JobError, JobResult, Output
+from retail_lake.sources.geography.tables import PLACES, STORE_LOCATIONS
 from retail_lake.training.tracking import metric_rows
 
 log = logging.getLogger(__name__)

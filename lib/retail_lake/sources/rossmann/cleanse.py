@@ -20,14 +20,24 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from retail_lake.cleansing import (
+    Cleanser,
     Rule,
     conflict_errors,
     deduplicate,
     parse_rule,
     quarantine_rows,
     required_rule,
+    single_table,
     split_valid,
     with_errors,
+)
+from retail_lake.sources.rossmann.tables import (
+    PLANS_BRONZE,
+    SALES_BRONZE,
+    STORE_DAILY_SALES,
+    STORE_DAY_PLANS,
+    STORES,
+    STORES_BRONZE,
 )
 
 SALES_SOURCE = "rossmann_sales"
@@ -421,3 +431,10 @@ def cleanse_stores(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFram
         quarantine_rows(conflicts, STORES_SOURCE, STORES_RAW, at)
     )
     return kept, quarantine, exact
+
+
+CLEANSERS: list[Cleanser] = [
+    Cleanser(SALES_SOURCE, SALES_BRONZE, single_table(STORE_DAILY_SALES, cleanse_sales)),
+    Cleanser(STORES_SOURCE, STORES_BRONZE, single_table(STORES, cleanse_stores)),
+    Cleanser(PLANS_SOURCE, PLANS_BRONZE, single_table(STORE_DAY_PLANS, cleanse_plans)),
+]

@@ -1,7 +1,7 @@
-"""Table contracts of this domain (bronze and silver).
+"""Geography's table contracts (bronze and silver) and the names they share.
 
 GeoNames populated places and countries (demand) and the Starbucks store directory
-(existing stores). The rules behind each silver column are in `retail_lake.geo.cleanse`.
+(existing stores). The rules behind each silver column are in `cleanse.py` beside this.
 """
 
 from __future__ import annotations

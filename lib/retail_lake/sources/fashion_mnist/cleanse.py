@@ -19,8 +19,10 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from retail_lake.cleanse import Cleansed, CleanseEnv, Cleanser
 from retail_lake.cleansing import (
+    Cleansed,
+    CleanseEnv,
+    Cleanser,
     Rule,
     conflict_errors,
     deduplicate,
@@ -28,7 +30,7 @@ from retail_lake.cleansing import (
     split_valid,
     with_errors,
 )
-from retail_lake.images.tables import (
+from retail_lake.sources.fashion_mnist.tables import (
     BRONZE_TABLE,
     CATEGORIES,
     PIXEL_TYPE,

@@ -46,9 +46,9 @@ from pyspark.sql.types import (
 )
 
 from retail_lake.contracts import ContractError
-from retail_lake.images.tables import COLS, PIXELS, RAW_COLUMNS, ROWS
 from retail_lake.ingest import SourceSpec, list_files, new_files
 from retail_lake.runner import Conservation, JobContext, JobError
+from retail_lake.sources.fashion_mnist.tables import COLS, PIXELS, RAW_COLUMNS, ROWS
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,9 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from retail_lake.cleansing import (
+    Cleansed,
+    CleanseEnv,
+    Cleanser,
     Rule,
     deduplicate,
     parse_rule,
@@ -37,7 +40,7 @@ from retail_lake.cleansing import (
     split_valid,
     with_errors,
 )
-from retail_lake.retail.tables import RAW_COLUMNS
+from retail_lake.sources.online_retail.tables import RAW_COLUMNS
 
 SOURCE = "online_retail"
 BRONZE = "bronze.online_retail_raw"
@@ -320,10 +323,8 @@ def cleanse_lines(
     return sales.select(*LINE_COLUMNS, *LINEAGE), returns, quarantine, exact.drop("_row_hash")
 
 
-def cleanse(frames, env):
-    """The Online Retail cleanser (see `retail_lake.cleanse.Cleanser`)."""
-    from retail_lake.cleanse import Cleansed
-
+def cleanse(frames: Mapping[str, DataFrame], env: CleanseEnv) -> Cleansed:
+    """The Online Retail cleanser (see `retail_lake.cleansing.Cleanser`)."""
     sales, returns, quarantine, duplicates = cleanse_lines(
         frames[BRONZE],
         env.at,
@@ -337,3 +338,6 @@ def cleanse(frames, env):
         duplicates=duplicates,
         derived={CUSTOMERS: customers(sales, returns), PRODUCTS: products(sales)},
     )
+
+
+CLEANSERS: list[Cleanser] = [Cleanser(SOURCE, BRONZE, cleanse)]

@@ -2,7 +2,7 @@
 
 Rules, decided from the data (../shared/data/geonames_cities/SOURCE.md,
 ../shared/data/starbucks_stores/SOURCE.md) and documented in the table catalog through the
-contracts (`retail_lake.geo.tables`):
+contracts (`retail_lake.sources.geography.tables`):
 
 - Text is trimmed; empty optional text becomes null. Codes are never read through a null
   marker: `NA` is Namibia (country) and North America (continent), and stays text.
@@ -46,8 +46,10 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from retail_lake.cleanse import Cleansed, CleanseEnv, Cleanser
 from retail_lake.cleansing import (
+    Cleansed,
+    CleanseEnv,
+    Cleanser,
     Rule,
     conflict_errors,
     deduplicate,
@@ -57,7 +59,7 @@ from retail_lake.cleansing import (
     split_valid,
     with_errors,
 )
-from retail_lake.geo.tables import (
+from retail_lake.sources.geography.tables import (
     COUNTRIES,
     COUNTRIES_COLUMNS,
     COUNTRIES_RAW,

@@ -1,0 +1,37 @@
+"""What the sales forecaster reads: the window's day arrays and the sizes of its inputs.
+
+No torch import: the Spark side (features, scoring rows) shares these with the network
+(`forecasting.network`) without loading torch.
+"""
+
+from __future__ import annotations
+
+# Per-day arrays of a window, each lookback + horizon long.
+DAY_COLUMNS = (
+    "sales",  # log(1 + sales)
+    "customers",  # log(1 + customers)
+    "open",
+    "promo",
+    "state_holiday",  # 1 on any state holiday
+    "school_holiday",
+    "promo2_active",
+    "day_of_week",  # 1..7
+    "month",  # 1..12
+    "day_of_month",  # 1..31
+)
+STORE_TYPES = "abcd"
+ASSORTMENTS = "abc"
+# Store attributes: store type and assortment one-hot, log competition distance, its absence,
+# competition open at the first forecast day.
+N_STATIC = len(STORE_TYPES) + len(ASSORTMENTS) + 3
+N_PAST = 6 + 7  # sales, customers, open, promo, state and school holiday + weekday one-hot
+# The store's profile: median log sales relative to the level per (weekday, promo), at
+# index (day_of_week - 1) * 2 + promo.
+N_PROFILE = 14
+# flags, weekday, calendar, seasonal hints, store, and last the profile at the day.
+N_FUTURE = 5 + 7 + 3 + 2 + N_STATIC + 1
+# Columns a training/scoring row carries besides DAY_COLUMNS.
+ROW_COLUMNS = ("level", "customers_level", "static", "profile")
+# Changes whenever the network's inputs or layers change: part of the training fingerprint,
+# so a model registered by an older version is never reused for this one.
+NETWORK_VERSION = 2

@@ -1,1 +1,0 @@
-"""Geography: populated places (demand) and existing store locations."""

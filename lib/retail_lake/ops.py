@@ -1,0 +1,107 @@
+"""The run journal's contracts (the `ops` layer): what the runner records of every run."""
+
+from __future__ import annotations
+
+from retail_lake.contracts import Col, TableContract
+
+JOB_RUNS = "ops.job_runs"
+UNIT_STATES = "ops.unit_states"
+QUALITY_RESULTS = "ops.quality_results"
+MODEL_METRICS = "ops.model_metrics"
+
+OPS = [
+    TableContract(
+        name="ops.job_runs",
+        description="One row per job run: written as 'running' when it starts, completed "
+        "with its outcome when it ends.",
+        columns=(
+            Col("run_id", "string", "unique id of the run", False),
+            Col("job", "string", "job name", False),
+            Col("parent_run_id", "string", "the pipeline run this step belongs to"),
+            Col("status", "string", "running, succeeded or failed", False),
+            Col("profile", "string", "configuration profile", False),
+            Col("run_date", "date", "logical run date / as-of snapshot"),
+            Col("started_at", "timestamp", "start (UTC)", False),
+            Col("ended_at", "timestamp", "end (UTC); null while running"),
+            Col("duration_s", "double", "wall-clock seconds"),
+            Col("parameters", "map<string,string>", "job parameters and --set overrides"),
+            Col("rows_read", "map<string,bigint>", "rows read per input"),
+            Col(
+                "rows_written",
+                "map<string,bigint>",
+                "rows inserted+updated+deleted per output table",
+            ),
+            Col("versions_read", "map<string,bigint>", "Delta version read per input table"),
+            Col("versions_written", "map<string,bigint>", "Delta version written per output table"),
+            Col("conservation", "string", "row-conservation checks as JSON"),
+            Col("error", "string", "error summary when failed"),
+            Col("host", "string", "driver host"),
+            Col("spark_app_id", "string", "Spark application id"),
+        ),
+        keys=("run_id",),
+        write_mode="merge",
+        source="every job",
+        retention_days=365,
+    ),
+    TableContract(
+        name="ops.unit_states",
+        description="One row per unit of work a job considered (a source in cleanse, a group "
+        "of feature tables) in a successful run: rebuilt, or skipped because nothing that "
+        "shapes its rows changed since (runner.skip_unchanged).",
+        columns=(
+            Col("run_id", "string", "job run (ops.job_runs.run_id)", False),
+            Col("job", "string", "job name", False),
+            Col("unit", "string", "unit of work, e.g. 'cleanse online_retail'", False),
+            Col("status", "string", "built or unchanged (skipped)", False),
+            Col(
+                "fingerprint",
+                "string",
+                "hash of the input versions, settings, run date and code the rows came from",
+                False,
+            ),
+            Col("output_versions", "map<string,bigint>", "Delta version of each output after"),
+            Col("recorded_at", "timestamp", "when (UTC)", False),
+        ),
+        write_mode="append",
+        source="every job with units (cleanse, features)",
+        retention_days=365,
+    ),
+    TableContract(
+        name="ops.quality_results",
+        description="One row per expectation evaluated by a quality gate.",
+        columns=(
+            Col("run_id", "string", "run that evaluated it", False),
+            Col("table_name", "string", "table whose pending output was validated", False),
+            Col("expectation", "string", "Great Expectations expectation type", False),
+            Col("column", "string", "column, when the expectation has one"),
+            Col("kwargs", "string", "the expectation's arguments as JSON", False),
+            Col("severity", "string", "critical (stops the publish) or warning", False),
+            Col("success", "boolean", "whether it held", False),
+            Col("element_count", "bigint", "rows evaluated"),
+            Col("unexpected_count", "bigint", "rows that broke it"),
+            Col("observed", "string", "observed value / partial unexpected list as JSON"),
+            Col("evaluated_at", "timestamp", "when (UTC)", False),
+        ),
+        write_mode="append",
+        source="quality gates",
+        retention_days=365,
+    ),
+    TableContract(
+        name="ops.model_metrics",
+        description="Metrics of every model run (MLflow holds the full tracking).",
+        columns=(
+            Col("run_id", "string", "job run", False),
+            Col("model_name", "string", "model", False),
+            Col("model_version", "string", "registered version; null when not published"),
+            Col("mlflow_run_id", "string", "MLflow run id"),
+            Col("split", "string", "train, validation, test or baseline name", False),
+            Col("metric", "string", "metric name", False),
+            Col("value", "double", "metric value", False),
+            Col("input_versions", "map<string,bigint>", "Delta versions of the inputs"),
+            Col("recorded_at", "timestamp", "when (UTC)", False),
+        ),
+        write_mode="append",
+        source="training jobs",
+        retention_days=365,
+    ),
+]

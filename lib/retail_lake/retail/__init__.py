@@ -1,1 +1,0 @@
-"""Online Retail: invoice lines, returns, customers and products."""

@@ -1,0 +1,1 @@
+"""Geography: GeoNames places and countries, and existing store locations, into silver."""

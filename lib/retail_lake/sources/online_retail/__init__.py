@@ -1,0 +1,1 @@
+"""Online Retail (UCI): invoice lines into transactions, returns, customers and products."""

@@ -1,0 +1,1 @@
+"""Rossmann: daily store sales, planned days and store attributes into silver."""
