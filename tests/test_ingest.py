@@ -487,3 +487,85 @@ def test_a_blank_header_line_with_records_after_it_is_not_skipped(spark, root, t
         SchemaDriftError, match=r"rossmann/store.csv: the header line is empty but 1 record"
     ):
         run_job(spark, cfg, "ingest", ingest)
+
+
+# A fourth store-sales data set with its own quirks, declared in the config alone: lines end
+# in a carriage return only, ';' between fields, Latin-1 text, NA for missing values.
+SHOP_SOURCE = (
+    "sources.shop_sales={pattern: 'shop_sales/*.csv*', table: bronze.shop_sales_raw, "
+    "delimiter: ';', encoding: latin-1, line_ending: cr, null_markers: [NA], "
+    "columns: [Shop, Day, Turnover, Town]}"
+)
+
+
+def test_a_source_declared_in_the_config_alone_reaches_bronze(spark, root, tmp_path):
+    landing = tmp_path / "shop_landing"
+    lines = [
+        "Shop;Day;Turnover;Town",
+        "7;2024-03-01;1200;München",
+        "7;2024-03-02;NA;München",
+        "8;2024-03-01;980",  # a field short: quarantined at ingest
+        '9;2024-03-01;"NA";Köln',  # a quoted NA is a marker too: the csv value is NA
+    ]
+    write(landing / "shop_sales" / "week09.csv", ("\r".join(lines) + "\r").encode("latin-1"))
+    cfg = config(root, landing, SHOP_SOURCE)
+    assert cfg.get("sources.shop_sales.quote") == '"'  # the defaults of an added source
+    ctx, writes = run_job(spark, cfg, "ingest", ingest)
+
+    lake = Lake(spark, cfg.root)
+    bronze = lake.read("bronze.shop_sales_raw").orderBy("_line_number")
+    assert [
+        tuple(r) for r in bronze.select("shop", "day", "turnover", "town", "_line_number").collect()
+    ] == [
+        ("7", "2024-03-01", "1200", "München", 2),
+        ("7", "2024-03-02", None, "München", 3),
+        ("9", "2024-03-01", None, "Köln", 5),
+    ]
+    assert {r["_source_file"] for r in bronze.collect()} == {"shop_sales/week09.csv"}
+    quarantine = lake.read("silver.quarantine").collect()
+    assert [(r["source"], r["_line_number"], r["rule"]) for r in quarantine] == [
+        ("shop_sales", 4, "column_count")
+    ]
+    # The contract was derived from the declared columns: comments name the header as it
+    # arrived, and Spark's catalog shows them to an analyst.
+    described = {
+        r["col_name"]: r["comment"]
+        for r in spark.sql(
+            f"DESCRIBE TABLE delta.`{lake.location('bronze.shop_sales_raw')}`"
+        ).collect()
+    }
+    assert described["turnover"] == "as it arrived: Turnover"
+    run = job_runs(spark, cfg).where(F.col("run_id") == ctx.run_id).first()
+    checks = {c["name"].split(":")[0]: c for c in json.loads(run["conservation"])}
+    assert checks["ingest shop_sales"]["inputs"] == {"file_records": 4}
+    assert checks["ingest shop_sales"]["outputs"] == {"bronze_rows": 3, "quarantined": 1}
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("sources.shop={pattern: 'a/*', table: bronze.shop}", r"missing \['columns'\]"),
+        (
+            "sources.shop={pattern: 'a/*', table: bronze.shop, columns: [A], nulls: [NA]}",
+            r"unknown key\(s\) \['nulls'\]",
+        ),
+        ("sources.shop={pattern: 'a/*', table: silver.shop, columns: [A]}", "bronze.<name>"),
+        (
+            "sources.shop={pattern: 'a/*', table: bronze.online_retail_raw, columns: [A]}",
+            "already the table of source online_retail",
+        ),
+        (
+            "sources.shop={pattern: 'a/*', table: bronze.shop, columns: [A], line_ending: lf}",
+            "line_ending must be one of",
+        ),
+        (
+            "sources.shop={pattern: 'a/*', table: bronze.shop, columns: [A], format: idx}",
+            "read as csv",
+        ),
+    ],
+)
+def test_an_added_source_with_a_wrong_key_is_a_config_error_naming_it(root, item, message):
+    from retail_lake.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config("test", [f"paths.root={root}", item])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -44,6 +45,62 @@ QUALITY_ENGINES = ("spark", "great_expectations")
 
 class ConfigError(ValueError):
     """Configuration that cannot be used: missing file, unknown key, wrong type."""
+
+
+# A source added by configuration alone (a `sources.<name>` base.yaml does not list): its
+# keys and their defaults. It is read as CSV; its bronze contract is derived from `columns`
+# (`retail_lake.registry.components`).
+SOURCE_DEFAULTS: Mapping[str, Any] = {
+    "format": "csv",
+    "pattern": None,  # required: glob under paths.landing, e.g. shop_sales/*.csv*
+    "table": None,  # required: bronze.<name>
+    "columns": None,  # required: the header's columns, in order
+    "delimiter": ",",
+    "quote": '"',
+    "encoding": "utf-8",
+    "header": True,
+    # auto: lines end in LF or CRLF; cr: in a carriage return only (classic Mac OS exports)
+    "line_ending": "auto",
+    # field values that mean "missing" (e.g. NA): null in bronze
+    "null_markers": [],
+    "on_drift": "stop",
+    "personal_columns": [],
+}
+LINE_ENDINGS = ("auto", "cr")
+
+
+def _new_source(name: str, value: Any, origin: str) -> dict[str, Any]:
+    """A source entry base.yaml does not list, checked against `SOURCE_DEFAULTS`."""
+    where = f"{origin}: source '{name}'"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping, got {_type_name(value)} {value!r}")
+    unknown = sorted(set(value) - set(SOURCE_DEFAULTS))
+    if unknown:
+        known = ", ".join(SOURCE_DEFAULTS)
+        raise ConfigError(f"{where}: unknown key(s) {unknown} (known: {known})")
+    missing = [k for k, v in SOURCE_DEFAULTS.items() if v is None and k not in value]
+    if missing:
+        raise ConfigError(
+            f"{where}: missing {missing} (a new source needs pattern, table, columns)"
+        )
+    if value.get("format", "csv") != "csv":
+        raise ConfigError(
+            f"{where}: format {value['format']!r}: a source added by configuration alone is "
+            "read as csv (another format needs its reader in retail_lake.registry.FORMATS)"
+        )
+    entry = copy.deepcopy(dict(SOURCE_DEFAULTS))
+    for key, given in value.items():
+        default = SOURCE_DEFAULTS[key]
+        entry[key] = (
+            given if default is None else _coerce(default, given, f"sources.{name}.{key}", origin)
+        )
+    columns = entry["columns"]
+    if not (isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns)):
+        raise ConfigError(f"{where}: columns must be a non-empty list of names, got {columns!r}")
+    for key in ("pattern", "table"):
+        if not isinstance(entry[key], str) or not entry[key].strip():
+            raise ConfigError(f"{where}: {key} must be a non-empty string, got {entry[key]!r}")
+    return entry
 
 
 def find_conf_dir() -> Traversable:
@@ -151,6 +208,9 @@ def _merge(
         if prefix.rstrip(".") in free:  # free-form mapping (empty in base.yaml)
             base[key] = value
             continue
+        if key not in base and prefix == "sources.":  # the open map of sources
+            base[key] = _new_source(key, value, origin)
+            continue
         if key not in base:
             known = ", ".join(sorted(base)) or "(none)"
             raise ConfigError(f"{origin}: unknown key '{dotted}' (known here: {known})")
@@ -247,11 +307,36 @@ def _finish(data: dict[str, Any]) -> dict[str, Any]:
             f"training.backend must be one of {TRAINING_BACKENDS}, "
             f"got {data['training']['backend']!r}"
         )
+    _check_sources(data.get("sources", {}))
     if data["quality"]["engine"] not in QUALITY_ENGINES:
         raise ConfigError(
             f"quality.engine must be one of {QUALITY_ENGINES}, got {data['quality']['engine']!r}"
         )
     return data
+
+
+def _check_sources(sources: Mapping[str, Any]) -> None:
+    """Each source writes its own bronze table, and its options have known values."""
+    owners: dict[str, str] = {}
+    for name, spec in sources.items():
+        table = spec.get("table", "")
+        if not re.fullmatch(r"bronze\.[a-z_][a-z0-9_]*", str(table)):
+            raise ConfigError(
+                f"sources.{name}.table must be bronze.<name> (lower case, digits, _), got {table!r}"
+            )
+        if table in owners:
+            raise ConfigError(
+                f"sources.{name}.table: {table} is already the table of source {owners[table]}"
+            )
+        owners[table] = name
+        ending = spec.get("line_ending", "auto")
+        if ending not in LINE_ENDINGS:
+            raise ConfigError(
+                f"sources.{name}.line_ending must be one of {LINE_ENDINGS}, got {ending!r}"
+            )
+        markers = spec.get("null_markers", [])
+        if not all(isinstance(m, str) for m in markers):
+            raise ConfigError(f"sources.{name}.null_markers must be text values, got {markers!r}")
 
 
 def load_config(

@@ -76,6 +76,10 @@ class SourceSpec:
     # Schema drift of a file's header: stop (error naming the column) or evolve (bronze
     # gains the new columns; see `evolve_layouts`).
     on_drift: str = "stop"
+    # "auto": lines end in LF or CRLF; "cr": in a carriage return only.
+    line_ending: str = "auto"
+    # Field values that mean missing (e.g. "NA"): null in bronze.
+    null_markers: tuple[str, ...] = ()
     # The whole configured entry, for format-specific keys.
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -90,6 +94,8 @@ class SourceSpec:
             raise JobError(
                 f"source {name}: on_drift must be stop or evolve, got {raw['on_drift']!r}"
             )
+        if raw.get("line_ending") == "cr" and raw.get("encoding", "").lower().startswith("utf-16"):
+            raise JobError(f"source {name}: line_ending cr needs an ASCII-compatible encoding")
         personal = tuple(raw.get("personal_columns") or ())
         unknown = [c for c in personal if c not in raw["columns"]]
         if unknown:
@@ -106,6 +112,8 @@ class SourceSpec:
             tuple(raw["columns"]),
             personal,
             raw.get("on_drift", "stop"),
+            raw.get("line_ending", "auto"),
+            tuple(raw.get("null_markers") or ()),
             MappingProxyType(dict(raw)),
         )
 
@@ -162,17 +170,33 @@ def _input_stream(uri: str) -> Iterator[Any]:
         yield stream
 
 
-def _open_text_lines(uri: str) -> Iterator[bytes]:
+def _chunks(stream: Any, line_ending: str = "auto") -> Iterator[bytes]:
+    """The stream's bytes in chunks; with `line_ending="cr"` each carriage return read as a
+    line feed (a file whose lines end in CR alone is then read like any other)."""
+    for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
+        yield chunk.replace(b"\r", b"\n") if line_ending == "cr" else chunk
+
+
+def _open_text_lines(uri: str, line_ending: str = "auto") -> Iterator[bytes]:
     """Raw lines of a (possibly gzip) file at a local path or URI."""
     with _input_stream(uri) as stream:
-        yield from io.BufferedReader(stream, buffer_size=1 << 20)
+        if line_ending == "auto":
+            yield from io.BufferedReader(stream, buffer_size=1 << 20)
+            return
+        rest = b""
+        for chunk in _chunks(stream, line_ending):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            yield from (line + b"\n" for line in lines)
+        if rest:
+            yield rest
 
 
 def file_records(uri: str, spec: SourceSpec, max_record_lines: int) -> int:
     """The records of a CSV landing file counted from its bytes, without the parser."""
     with _input_stream(uri) as stream:
         return count_csv_records(
-            iter(lambda: stream.read(CHUNK_BYTES), b""),
+            _chunks(stream, spec.line_ending),
             spec.delimiter,
             spec.quote,
             spec.encoding,
@@ -187,12 +211,12 @@ def read_header(uri: str, spec: SourceSpec) -> list[str]:
     Raises:
         ValueError: the lines end in a carriage return only (read as one line).
     """
-    for raw in _open_text_lines(uri):
+    for raw in _open_text_lines(uri, spec.line_ending):
         line = raw.decode(spec.encoding).rstrip("\r\n").removeprefix(BOM)
         if "\r" in line:
             raise ValueError(
-                "its lines end in a carriage return only (classic Mac OS line endings), which "
-                "ingest does not read: convert them to LF or CRLF (e.g. tr '\\r' '\\n')"
+                "its lines end in a carriage return only (classic Mac OS line endings): "
+                f"declare sources.{spec.name}.line_ending: cr, or convert them to LF or CRLF"
             )
         return next(csv.reader([line], delimiter=spec.delimiter, quotechar=spec.quote))
     return []
@@ -350,8 +374,10 @@ def _parser(
 
     `layouts` maps a file whose header differs from the declared one (schema drift that the
     source evolves) to (fields per record, header position of each output column or None).
+    A field equal to one of the source's `null_markers` is null in bronze.
     """
     width = len(columns)
+    markers = frozenset(spec.null_markers)
 
     def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for files in batches:
@@ -386,7 +412,7 @@ def _parser(
         fields_per_record, positions = layouts.get(source_file, (width, None))
         try:
             for kind, line_no, fields, rule, reason, text in records_of(
-                _open_text_lines(uri), spec, max_record_lines, fields_per_record
+                _open_text_lines(uri, spec.line_ending), spec, max_record_lines, fields_per_record
             ):
                 records += 1
                 if kind == KIND_BROKEN:
@@ -394,6 +420,8 @@ def _parser(
                     continue
                 if positions is not None:
                     fields = [None if i is None else fields[i] for i in positions]
+                if markers:
+                    fields = [None if f in markers else f for f in fields]
                 rows.append([*fields, source_file, line_no, KIND_ROW, None, None, None])
                 if len(rows) >= batch_rows:
                     yield flush()

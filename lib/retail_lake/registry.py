@@ -30,7 +30,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from retail_lake import cleanse, features, ingest, ops, quarantine, runner
-from retail_lake.config import Config
+from retail_lake.config import Config, ConfigError
 from retail_lake.contracts import Registry, TableContract, raw_table
 from retail_lake.forecasting import score as forecast_job
 from retail_lake.forecasting import tables as forecasting_tables
@@ -159,7 +159,15 @@ def _config_only_sources(cfg: Config) -> list[tuple[str, dict, list[tuple[str, s
         spec = cfg.get(f"sources.{name}")
         if spec.get("format", "csv") != "csv" or spec.get("table") in CONTRACTS:
             continue
-        found.append((name, spec, [(ingest.bronze_name(c), c) for c in spec["columns"]]))
+        columns = [(ingest.bronze_name(c), c) for c in spec["columns"]]
+        names = [bronze for bronze, _ in columns]
+        clashes = sorted({c for c, b in columns if names.count(b) > 1})
+        if clashes:
+            raise ConfigError(
+                f"sources.{name}.columns: {clashes} map to the same bronze column name "
+                "(names are snake_cased): rename them in the config"
+            )
+        found.append((name, spec, columns))
     return found
 
 
