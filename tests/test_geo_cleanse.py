@@ -738,9 +738,9 @@ def test_store_duplicates_are_removed_or_quarantined(spark, countries):
 
 
 def test_cleansers_are_registered_with_their_lookups():
-    from retail_lake.cleanse import cleansers
+    from retail_lake.registry import CLEANSERS as REGISTERED
 
-    geo = [(c.source, c.bronze, c.lookups) for c in cleansers() if c in CLEANSERS]
+    geo = [(c.source, c.bronze, c.lookups) for c in REGISTERED if c in CLEANSERS]
     assert geo == [
         ("geonames_countries", "bronze.countries_raw", ()),
         ("geonames_places", "bronze.places_raw", ("bronze.countries_raw",)),
