@@ -32,7 +32,7 @@ from retail_lake.recommend.als import RecommendConfig
 from retail_lake.recommend.interactions import new_indices
 from retail_lake.recommend.job import interaction_outputs
 from retail_lake.recommend.model_tables import INTERACTIONS
-from retail_lake.registry import REGISTRY
+from retail_lake.registry import COMPONENTS, REGISTRY
 from retail_lake.runner import JobContext
 from retail_lake.session import build_session
 
@@ -70,7 +70,7 @@ def _indices(sales):
 
 def _update(spark, cfg, lake, run_id, as_of):
     """Brings gold.interactions up to date; returns (mode, seconds)."""
-    ctx = JobContext(spark=spark, cfg=cfg, lake=lake, job="bench", run_id=run_id, run_date=None)
+    ctx = JobContext(spark, cfg, lake, "bench", run_id, None, components=COMPONENTS)
     conf = RecommendConfig.from_config(cfg["recommend"])
     started = time.monotonic()
     sales, returns = ctx.read(SALES), ctx.read(RETURNS)

@@ -253,8 +253,8 @@ def test_the_driver_starts_from_the_class_archive_install_made(spark):
     import os
 
     from retail_lake.class_archive import is_current
-    from retail_lake.session import jvm_options
     from retail_lake.config import load_config
+    from retail_lake.session import jvm_options
 
     assert jvm_options("") == "" and jvm_options("/nonexistent/classes.jsa") == ""
     path = load_config("test")["spark"]["class_archive"]

@@ -21,7 +21,7 @@ from retail_lake.recommend.als import (
 from retail_lake.recommend.interactions import interactions, new_indices, preference_py
 from retail_lake.recommend.job import interaction_outputs
 from retail_lake.recommend.model_tables import INTERACTIONS
-from retail_lake.registry import REGISTRY
+from retail_lake.registry import COMPONENTS, REGISTRY
 from retail_lake.runner import JobContext
 
 UK = "United Kingdom"
@@ -148,7 +148,7 @@ def test_new_keys_get_the_next_indices_and_old_keys_keep_theirs(spark):
 
 
 def _ctx(spark, cfg, lake, run_id):
-    ctx = JobContext(spark=spark, cfg=cfg, lake=lake, job="features", run_id=run_id, run_date=None)
+    ctx = JobContext(spark, cfg, lake, "features", run_id, None, components=COMPONENTS)
     return ctx
 
 

@@ -31,6 +31,7 @@ from retail_lake.config import Config, load_config
 from retail_lake.registry import run_job
 from retail_lake.runner import JobResult, Output
 from retail_lake.session import build_session
+from retail_lake.sources.rossmann.tables import STORE, STORES
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +119,13 @@ def _workload(work: str, partial: str, profile: str) -> None:
         distance = 100.0 + changed
         rows = [(i, "a", "b", distance, None, i % 2 == 0, None, [], "f", i) for i in range(1, 11)]
         table = spark.createDataFrame(rows, schema)
-        outputs = [Output("silver.stores", table)]
+        outputs = [Output(STORES, table)]
         run_job(spark, cfg, "class_archive", lambda ctx, o=outputs: JobResult(o))
-    spark.sql("SELECT store_type, count(*) AS n FROM silver.stores GROUP BY store_type").collect()
+    spark.sql(f"SELECT store_type, count(*) AS n FROM {STORES} GROUP BY store_type").collect()
     ranked = (
         spark.read.format("delta")
         .load(f"{work}/lake/silver/stores")
-        .withColumn("r", F.row_number().over(Window.orderBy("store")))
+        .withColumn("r", F.row_number().over(Window.orderBy(STORE)))
     )
     ranked.where("r < 3").toPandas()
     jvm = spark.sparkContext._gateway.proc  # the JVM pyspark started

@@ -31,7 +31,39 @@ def _count(df: DataFrame, cached: list[DataFrame]) -> int:
 
 
 def run(ctx: JobContext) -> JobResult:
-    """The cleanse job: each landed source's bronze table into its silver tables."""
+    """The cleanse job: each landed source's bronze table into its silver tables.
+
+    Reads the bronze table of each registered cleanser (`retail_lake.registry.CLEANSERS`)
+    and the lookup tables it needs: bronze.rossmann_sales_raw, bronze.rossmann_stores_raw,
+    bronze.rossmann_plans_raw, bronze.online_retail_raw, bronze.countries_raw,
+    bronze.places_raw, bronze.store_locations_raw and bronze.fashion_mnist_raw. Merges
+    into silver.store_daily_sales, silver.stores, silver.store_day_plans,
+    silver.transactions, silver.returns, silver.customers, silver.products,
+    silver.countries, silver.places, silver.store_locations and silver.product_images
+    (a row no longer produced is retired), and the rows a rule rejected into
+    silver.quarantine. A source not ingested yet is skipped with a warning; one whose inputs,
+    settings and code did not change since its last successful run is skipped as a unit
+    (`JobContext.unchanged`).
+
+    Args:
+        ctx: the run's context, given by the runner.
+
+    Returns:
+        The silver and quarantine outputs, unwritten, and for each source the check
+        bronze rows = silver + quarantined + duplicates removed.
+
+    Example:
+        From the command line::
+
+            retail-lake run cleanse
+            retail-lake run cleanse --full   # rebuild every source, compare rows by content
+
+        From Python:
+
+        >>> from retail_lake.registry import JOBS, run_job
+        >>> ctx, writes = run_job(spark, cfg, "cleanse", JOBS["cleanse"])
+        >>> {table: w.rows_changed for table, w in writes.items()}
+    """
     from retail_lake.privacy import key_id as privacy_key_id
     from retail_lake.privacy import load_key, pseudonymiser
 

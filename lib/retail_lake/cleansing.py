@@ -67,7 +67,12 @@ def single_table(
 
 @dataclass(frozen=True)
 class Rule:
-    """A row is rejected when `broken` is true; `column` names the field at fault."""
+    """A row is rejected when `broken` is true; `column` names the field at fault.
+
+    `name` lands in `silver.quarantine.rule`: it is a string literal where the rule is built
+    (or passed to a `*_rule` helper) and listed in the README's "Quarantine rules" table
+    (`tests/test_rule_names.py` checks both).
+    """
 
     name: str
     column: str | None
@@ -75,22 +80,27 @@ class Rule:
     reason: str
 
 
-def parse_rule(column: str, raw: str, parsed: Column, what: str) -> Rule:
-    """A value present in `raw` that `parsed` could not read (parsed is null)."""
+def parse_rule(name: str, column: str, raw: str, parsed: Column, what: str) -> Rule:
+    """A value present in `raw` that `parsed` could not read (parsed is null).
+
+    `name` is the rule's name as a literal at the call (`"unparseable_<column>"`), so that
+    grep finds where each name in `silver.quarantine.rule` is applied.
+    """
     raw_col = F.trim(F.col(raw))
     present = raw_col.isNotNull() & (raw_col != "")
     return Rule(
-        f"unparseable_{column}",
+        name,
         column,
         present & parsed.isNull(),
         f"{column}: {{value}} is not {what}",
     )
 
 
-def required_rule(column: str, raw: str) -> Rule:
+def required_rule(name: str, column: str, raw: str) -> Rule:
+    """An empty or missing `raw` value; `name` a literal at the call (`"missing_<column>"`)."""
     raw_col = F.trim(F.col(raw))
     return Rule(
-        f"missing_{column}",
+        name,
         column,
         raw_col.isNull() | (raw_col == ""),
         f"{column}: required value is empty",

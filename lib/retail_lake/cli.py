@@ -7,7 +7,32 @@
     retail-lake history <layer.table>
     retail-lake catalog [--readme README.md] [--check]
 
+Every command but `catalog` takes `--profile P` (conf/profiles/P.yaml, default local),
+`--set key=value` (repeatable), `--root ROOT` (for `--set paths.root=ROOT`) and `--verbose`.
+`run` and `pipeline` also take `--full`: rebuild every unit and compare stored rows by their
+content, which repairs a table changed by hand.
+
 Errors are one line and exit status 1 (2 for bad usage); `--verbose` adds the stack trace.
+
+Example:
+    From a shell::
+
+        retail-lake pipeline                                # every step of pipeline.steps
+        retail-lake pipeline --steps ingest,cleanse,features --run-date 2011-12-09
+        retail-lake pipeline --resume                       # after a failed pipeline run
+        retail-lake run cleanse --full
+        retail-lake run train_forecaster --set forecast.epochs=3 --root /tmp/lake
+        retail-lake tables
+        retail-lake sql "SELECT store_type, count(*) AS stores FROM silver.stores GROUP BY 1"
+        retail-lake sql "SELECT * FROM ops.job_runs ORDER BY started_at DESC" --limit 5
+        retail-lake history silver.stores --limit 5
+        retail-lake catalog --readme README.md --check
+
+    From Python (`main` takes the same arguments):
+
+    >>> from retail_lake.cli import main
+    >>> main(["run", "features", "--run-date", "2011-12-09"])
+    0
 """
 
 from __future__ import annotations
@@ -50,6 +75,7 @@ def _full(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `retail-lake` and its subcommands."""
     parser = argparse.ArgumentParser(prog="retail-lake", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -142,6 +168,7 @@ FULL = ("runner.skip_unchanged=false", "runner.verify_content=true")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    """The configuration the arguments name: profile, `--set` items, `--root`, `--full`."""
     if getattr(args, "full", False):
         args.overrides.extend(FULL)  # recorded with the run's parameters
     overrides = list(args.overrides)
@@ -162,6 +189,7 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> st
 
 # ----------------------------------------------------------------------------- commands
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
+    """`retail-lake run JOB`: runs one job (`pipeline.run_single`)."""
     from retail_lake.pipeline import run_single
 
     run_single(cfg, args.job, args.run_date, args.overrides)
@@ -169,6 +197,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace, cfg: Config) -> int:
+    """`retail-lake pipeline`: runs the pipeline's steps in order (`pipeline.run_pipeline`)."""
     from retail_lake.pipeline import run_pipeline
 
     steps = args.steps.split(",") if args.steps else None
@@ -179,6 +208,7 @@ def cmd_pipeline(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_tables(args: argparse.Namespace, cfg: Config) -> int:
+    """`retail-lake tables`: prints each table's layer, version, rows, last change, files."""
     from retail_lake.delta_log import read_lake
     from retail_lake.session import LAYERS
 
@@ -224,6 +254,7 @@ def _summaries_by_spark(cfg: Config, tables: list[str] | None) -> list:
 
 
 def cmd_sql(args: argparse.Namespace, cfg: Config) -> int:
+    """`retail-lake sql QUERY`: runs a query over the lake's tables, prints `--limit` rows."""
     from retail_lake.analyst import run_sql
     from retail_lake.session import build_session
 
@@ -238,6 +269,7 @@ def cmd_sql(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_history(args: argparse.Namespace, cfg: Config) -> int:
+    """`retail-lake history TABLE`: prints the table's latest commits with their run ids."""
     from retail_lake.lake import Lake
     from retail_lake.session import build_session
 
@@ -276,6 +308,7 @@ def cmd_history(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
+    """`retail-lake catalog`: prints the table catalog, or updates or checks a README's."""
     from retail_lake.catalog import render_catalog, update_readme
 
     if args.readme:
@@ -302,6 +335,32 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `retail-lake` command: parses `argv`, runs the command, returns the exit status.
+
+    Progress goes to stderr as log lines; a failure is printed as one line (the stack trace
+    with `--verbose`).
+
+    Args:
+        argv: the arguments after the program name; default `sys.argv[1:]`.
+
+    Returns:
+        0 on success, 1 when the command failed, 2 for a configuration error, 130 when
+        interrupted. Bad usage exits with status 2 (argparse's SystemExit).
+
+    Example:
+        >>> from retail_lake.cli import main
+        >>> main(["run", "ingest"])                              # retail-lake run ingest
+        0
+        >>> main(["pipeline", "--steps", "ingest,cleanse"])
+        0
+        >>> main(["sql", "SELECT count(*) AS n FROM silver.stores", "--limit", "1"])
+        n
+        ----
+        1115
+        0
+        >>> main(["history", "silver.stores", "--limit", "3", "--profile", "local"])
+        0
+    """
     args = build_parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
     setup_logging(verbose)

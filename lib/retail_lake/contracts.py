@@ -74,7 +74,14 @@ class ContractError(ValueError):
 
 @dataclass(frozen=True)
 class Col:
-    """One column: name, Spark SQL type, comment for analysts, nullability."""
+    """One column: name, Spark SQL type, comment for analysts, nullability.
+
+    The comment is the column's description in the table (`COMMENT`) and in the catalog.
+
+    Example:
+        >>> Col("store", "int", "Rossmann store number (1..1115)", nullable=False)
+        >>> Col("input_versions", "map<string,bigint>", "Delta version of each input read")
+    """
 
     name: str
     type: str
@@ -83,7 +90,15 @@ class Col:
 
 
 def meta_columns() -> tuple[Col, ...]:
-    """Columns every silver/gold/scored table carries for idempotent upserts and lineage."""
+    """Columns every silver/gold/scored table carries for idempotent upserts and lineage.
+
+    `_run_id` (the run that last wrote the row) and `_content_hash` (what a merge compares);
+    `Lake.write` fills both. They go last in a contract's columns.
+
+    Example:
+        >>> [c.name for c in meta_columns()]
+        ['_run_id', '_content_hash']
+    """
     return (
         Col(RUN_ID, "string", "run that last wrote this row (ops.job_runs.run_id)", False),
         Col(
@@ -97,7 +112,45 @@ def meta_columns() -> tuple[Col, ...]:
 
 @dataclass(frozen=True)
 class TableContract:
-    """What a table promises analysts; drives creation, writes, gates and the catalog."""
+    """What a table promises analysts; drives creation, writes, gates and the catalog.
+
+    `Lake.ensure` creates the table from it (columns, comments, partitioning, Delta
+    properties), `Lake.write` checks every write against it, the quality gate checks its keys
+    (`quality.load_suite`) and `retail-lake catalog` documents it. A contract takes effect
+    once it is listed in `retail_lake.registry.CONTRACT_LIST`.
+
+    Attributes:
+        name: `layer.name` (bronze, silver, gold or ops).
+        description: what a row is and where it comes from, for the catalog.
+        columns: the columns in order, `meta_columns()` last for merged tables.
+        keys: the columns that identify a row (merge condition, uniqueness check).
+        partition_by: partition columns, if any.
+        properties: Delta table properties beyond the layer's (`LAYER_PROPERTIES`).
+        retention_days: how long Delta keeps removed files and the log.
+        write_mode: how jobs usually write it: merge, replace_where, overwrite or append.
+        source: the table(s) that feed it, as free text for the catalog.
+
+    Raises:
+        ContractError: a name that is not `layer.name`, a duplicate column, or a key or
+            partition column that is not a column.
+
+    Example:
+        >>> from retail_lake.contracts import Col, TableContract, meta_columns
+        >>> DAILY_SALES = TableContract(
+        ...     name="gold.store_type_daily_sales",
+        ...     description="Sales per store type and day (Rossmann).",
+        ...     columns=(
+        ...         Col("store_type", "string", "store model a..d", nullable=False),
+        ...         Col("date", "date", "calendar day (UTC)", nullable=False),
+        ...         Col("sales", "bigint", "turnover of the type's stores that day (EUR)"),
+        ...         *meta_columns(),
+        ...     ),
+        ...     keys=("store_type", "date"),
+        ...     source="silver.store_daily_sales, silver.stores",
+        ... )
+        >>> DAILY_SALES.layer, DAILY_SALES.write_mode, DAILY_SALES.content_columns
+        ('gold', 'merge', ('store_type', 'date', 'sales'))
+    """
 
     name: str
     description: str
@@ -124,14 +177,17 @@ class TableContract:
 
     @property
     def layer(self) -> str:
+        """The layer, the part of the name before the dot (`silver`)."""
         return self.name.split(".", 1)[0]
 
     @property
     def short_name(self) -> str:
+        """The name within the layer, after the dot (`stores`)."""
         return self.name.split(".", 1)[1]
 
     @property
     def column_names(self) -> tuple[str, ...]:
+        """Every column's name, in order, metadata columns included."""
         return tuple(c.name for c in self.columns)
 
     @property
@@ -141,6 +197,7 @@ class TableContract:
 
     @property
     def delta_properties(self) -> dict[str, str]:
+        """The Delta table properties: the layer's, retention, statistics, then `properties`."""
         props = dict(LAYER_PROPERTIES.get(self.layer, {}))
         props["delta.logRetentionDuration"] = f"interval {max(self.retention_days, 7)} days"
         props["delta.deletedFileRetentionDuration"] = f"interval {self.retention_days} days"
@@ -171,6 +228,7 @@ class TableContract:
 
     @property
     def has_content_hash(self) -> bool:
+        """Whether the table carries `_content_hash` (what `merge` compares)."""
         return CONTENT_HASH in self.column_names
 
     def spark_schema(self) -> StructType:
@@ -211,7 +269,22 @@ def sql_string(text: str) -> str:
 
 
 class Registry:
-    """All contracts by name; the single place tables are described."""
+    """All contracts by name; the single place tables are described.
+
+    Iterates in catalog order (bronze, silver, gold, ops, then by name). The project's
+    registry is `retail_lake.registry.CONTRACTS`; jobs reach it as `ctx.registry`.
+
+    Raises:
+        ContractError: a table described twice, or looked up under an unknown name (the
+            message lists the known ones).
+
+    Example:
+        >>> registry = Registry([DAILY_SALES])  # see TableContract
+        >>> registry["gold.store_type_daily_sales"].keys
+        ('store_type', 'date')
+        >>> "gold.store_type_daily_sales" in registry, registry.names()
+        (True, ['gold.store_type_daily_sales'])
+    """
 
     def __init__(self, contracts: Iterable[TableContract] = ()) -> None:
         self._by_name: dict[str, TableContract] = {}
@@ -219,6 +292,7 @@ class Registry:
             self.add(c)
 
     def add(self, contract: TableContract) -> None:
+        """Adds `contract`; a ContractError when its table is described already."""
         if contract.name in self._by_name:
             raise ContractError(f"table {contract.name} is described twice")
         self._by_name[contract.name] = contract
@@ -237,6 +311,7 @@ class Registry:
         return iter(sorted(self._by_name.values(), key=_catalog_order))
 
     def names(self) -> list[str]:
+        """The table names, in catalog order."""
         return [c.name for c in self]
 
 
@@ -260,7 +335,27 @@ PROVENANCE = (
 def raw_table(
     name: str, source: str, columns: list[tuple[str, str]], description: str
 ) -> TableContract:
-    """A bronze table: the source's columns as text, then provenance; identity (file, line)."""
+    """A bronze table: the source's columns as text, then provenance; identity (file, line).
+
+    Appended by ingest, kept 90 days. A CSV source declared in the config alone gets one
+    derived from its declared columns (`retail_lake.registry.components`).
+
+    Args:
+        name: `bronze.<name>`.
+        source: where the rows come from, for the catalog (the config key and pattern).
+        columns: (bronze column name, the column's name in the file) pairs, in order.
+        description: what a row is, for the catalog.
+
+    Example:
+        >>> raw = raw_table(
+        ...     "bronze.shop_sales_raw",
+        ...     "sources.shop_sales (shop_sales/*.csv)",
+        ...     [("shop_id", "Shop ID"), ("sold_on", "Sold On")],
+        ...     "Shop sales as they arrived, every field as text.",
+        ... )
+        >>> raw.column_names[:3], raw.keys, raw.write_mode
+        (('shop_id', 'sold_on', '_source_file'), ('_source_file', '_line_number'), 'append')
+    """
     return TableContract(
         name=name,
         description=description,

@@ -674,7 +674,19 @@ def ingest_source(
 
 
 def run(ctx: JobContext) -> JobResult:
-    """The ingest job: every configured source's new landing files into bronze."""
+    """The ingest job: every configured source's new landing files into bronze.
+
+    Reads `paths.landing` (default: the bundled demo data) with each source's format
+    (`ctx.components.formats`: csv, idx); writes each source's `bronze.*_raw` table (append)
+    and the broken records to `silver.quarantine`, behind per-source row conservation.
+
+    Example:
+        $ retail-lake run ingest --set paths.landing=../shared/data
+
+        >>> from retail_lake.registry import JOBS, run_job
+        >>> ctx, writes = run_job(spark, cfg, "ingest", JOBS["ingest"])
+        >>> writes["bronze.rossmann_sales_raw"].inserted
+    """
     landing = landing_dir(ctx.cfg)
     ingested_at = datetime.utcnow()
     result = JobResult()

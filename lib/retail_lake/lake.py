@@ -72,6 +72,7 @@ class WriteResult:
 
     @property
     def rows_changed(self) -> int:
+        """Rows inserted, updated and deleted together (0 for a skipped write)."""
         return self.inserted + self.updated + self.deleted
 
 
@@ -141,7 +142,29 @@ def local_frame(
 
 
 class Lake:
-    """The Delta tables under `root`, addressed by `layer.name`."""
+    """The Delta tables under `root`, addressed by `layer.name`.
+
+    Table `layer.name` lives at `<root>/<layer>/<name>`. Reads go by path, so a table need
+    not be registered in the session's catalog to be read; a write creates the table from
+    its contract when it is missing, stamps the run id on every row and on the commit, and
+    skips a write that would change nothing (see the module docstring for the modes).
+    Inside a job the lake is `ctx.lake`; read through `ctx.read`, which also records the
+    version read.
+
+    Args:
+        spark: a session with Delta configured (`retail_lake.session.build_session`).
+        root: the lake's root folder or URI (`cfg.root`, the config's `paths.root`).
+
+    Example:
+        >>> from retail_lake.config import load_config
+        >>> from retail_lake.lake import Lake
+        >>> from retail_lake.session import build_session
+        >>> cfg = load_config("local")
+        >>> lake = Lake(build_session(cfg), cfg.root)
+        >>> lake.exists("silver.stores")
+        True
+        >>> lake.read("silver.stores").groupBy("store_type").count().show()
+    """
 
     def __init__(self, spark: SparkSession, root: str) -> None:
         self.spark = spark
@@ -149,7 +172,12 @@ class Lake:
 
     # ------------------------------------------------------------------ addressing
     def location(self, table: str) -> str:
-        """The folder of `layer.name`; a ContractError for a name that is not a table's."""
+        """The folder of `layer.name`; a ContractError for a name that is not a table's.
+
+        Example:
+            >>> lake.location("silver.stores")  # with paths.root /data/lake
+            '/data/lake/silver/stores'
+        """
         try:
             layer, name = split_table_name(table)
         except TableNameError as exc:
@@ -157,11 +185,28 @@ class Lake:
         return f"{self.root}/{layer}/{name}"
 
     def exists(self, table: str) -> bool:
+        """Whether `table` has a Delta table at its location (written at least once).
+
+        Raises:
+            ContractError: `table` is not a `layer.name` of a known layer.
+
+        Example:
+            >>> lake.exists("gold.sales_forecasts")  # before the first forecast run
+            False
+        """
         from delta.tables import DeltaTable
 
         return DeltaTable.isDeltaTable(self.spark, self.location(table))
 
     def delta_table(self, table: str) -> DeltaTable:
+        """The `delta.tables.DeltaTable` of `table`, for Delta's own API (history, vacuum).
+
+        Raises:
+            ContractError: the table does not exist yet.
+
+        Example:
+            >>> lake.delta_table("silver.stores").history(1).select("version").first()
+        """
         from delta.tables import DeltaTable
 
         if not self.exists(table):
@@ -170,7 +215,22 @@ class Lake:
 
     # ------------------------------------------------------------------ reading
     def read(self, table: str, version: int | None = None) -> DataFrame:
-        """The table as a DataFrame, optionally at a past Delta version."""
+        """The table as a DataFrame, optionally at a past Delta version.
+
+        Args:
+            table: `layer.name`.
+            version: the Delta version to read (time travel); default the latest.
+
+        Returns:
+            The table's rows, metadata columns (`_run_id`, `_content_hash`, ...) included.
+
+        Raises:
+            ContractError: the table does not exist under the root (yet).
+
+        Example:
+            >>> lake.read("silver.transactions").where("is_guest").count()
+            >>> lake.read("silver.transactions", version=2).count()  # as of version 2
+        """
         if not self.exists(table):
             raise ContractError(
                 f"table {table} does not exist under {self.root}: run the job that writes it"
@@ -186,6 +246,13 @@ class Lake:
         Read from the table's transaction log in the driver (a listing of `_delta_log`), not
         from `history(1)`, which runs a Spark job; the history is the fallback should the log
         API change.
+
+        Raises:
+            ContractError: the table does not exist yet.
+
+        Example:
+            >>> lake.version("silver.stores")
+            3
         """
         if not self.exists(table):
             raise ContractError(f"table {table} does not exist under {self.root} yet")
@@ -197,9 +264,19 @@ class Lake:
         return int(last[0]["version"])
 
     def summary(self, table: str) -> TableSummary:
-        """Version, rows, files, bytes and last commit time of `table`, from its transaction
-        log: the row count sums the files' statistics (numRecords) instead of scanning them,
-        and scans only when a file has no statistics or carries a deletion vector."""
+        """Version, rows, files, bytes and last commit time of `table`, from its log.
+
+        The row count sums the files' statistics (numRecords) from the transaction log
+        instead of scanning them, and scans only when a file has no statistics or carries a
+        deletion vector.
+
+        Raises:
+            ContractError: the table does not exist yet.
+
+        Example:
+            >>> info = lake.summary("silver.stores")
+            >>> info.version, info.rows, info.files
+        """
         if not self.exists(table):
             raise ContractError(f"table {table} does not exist under {self.root} yet")
         _, snapshot = self._snapshot(table)
@@ -224,11 +301,38 @@ class Lake:
         )
 
     def history(self, table: str, limit: int | None = None) -> DataFrame:
+        """The Delta history of `table`, newest commit first; the last `limit` commits.
+
+        Each job's commit carries its run id as `userMetadata` (see `ops.job_runs`).
+
+        Raises:
+            ContractError: the table does not exist yet.
+
+        Example:
+            >>> hist = lake.history("silver.stores", limit=5)
+            >>> hist.select("version", "operation", "userMetadata").show()
+        """
         delta = self.delta_table(table)
         return delta.history(limit) if limit else delta.history()
 
     def changes(self, table: str, start_version: int, end_version: int | None = None) -> DataFrame:
-        """The Change Data Feed of `table` from `start_version` (inclusive)."""
+        """The Change Data Feed of `table` from `start_version` (inclusive).
+
+        Silver and gold tables record the feed (`delta.enableChangeDataFeed`); each row
+        carries `_change_type`, `_commit_version` and `_commit_timestamp`. A merge that
+        changes nothing commits nothing, so a re-run adds nothing to the feed.
+
+        Args:
+            table: `layer.name`, a table with the Change Data Feed enabled.
+            start_version: the first version read.
+            end_version: the last version read (inclusive); default the latest.
+
+        Example:
+            >>> since = lake.version("silver.transactions")
+            >>> # ... a cleanse run merges new lines ...
+            >>> feed = lake.changes("silver.transactions", since + 1)
+            >>> feed.groupBy("_change_type").count().show()
+        """
         reader = (
             self.spark.read.format("delta")
             .option("readChangeFeed", "true")
@@ -242,7 +346,13 @@ class Lake:
     def ensure(self, contract: TableContract) -> bool:
         """Creates the table from its contract if it is missing, and registers its name.
 
-        Returns whether this call created it (empty, at version 0).
+        Returns whether this call created it (empty, at version 0). A table another process
+        creates at the same time is taken as it is.
+
+        Example:
+            >>> from retail_lake.registry import CONTRACTS
+            >>> lake.ensure(CONTRACTS["gold.sales_forecasts"])  # created now, empty
+            True
         """
         location = self.location(contract.name)
         created = False
@@ -293,13 +403,40 @@ class Lake:
     ) -> WriteResult:
         """Writes `df` to the contract's table; see the module docstring for the modes.
 
-        `extra_columns` (append only) are added to the table's schema (Delta mergeSchema):
-        a source that evolves on schema drift. `retire` (merge only): a predicate (SQL text or
-        a Column) on the table's columns; rows matching it whose keys `df` no longer holds are
-        deleted.
-        `verify` (merge, overwrite, replace_where): the stored rows are compared by their
-        content, hashed anew, not by their stored content hash, so a row changed by hand is
-        rewritten.
+        Checks `df` against the contract's columns, creates the table when it is missing
+        (`ensure`), adds `_run_id` (and `_content_hash`) and commits with `run_id` as the
+        commit's userMetadata. Jobs do not call it: they return `runner.Output`s, which the
+        runner audits and then writes through this method.
+
+        Args:
+            df: the rows, with the contract's columns (metadata columns are added here).
+            contract: the table's contract, e.g. `retail_lake.registry.CONTRACTS[name]`.
+            run_id: the writing run's id, stamped on every row and on the commit.
+            mode: merge, replace_where, overwrite or append; default the contract's
+                `write_mode`.
+            replace_where: (replace_where only) the predicate of the rows replaced.
+            extra_columns: (append only) columns beyond the contract, added to the table's
+                schema (Delta mergeSchema): a source that evolves on schema drift.
+            retire: (merge only) a predicate (SQL text or a Column) on the table's columns;
+                rows matching it whose keys `df` no longer holds are deleted.
+            verify: (merge, overwrite, replace_where) the stored rows are compared by their
+                content, hashed anew, not by their stored content hash, so a row changed by
+                hand is rewritten.
+
+        Returns:
+            The version committed (None when nothing was) and the rows inserted, updated
+            and deleted, from Delta's operation metrics.
+
+        Raises:
+            ContractError: an unknown mode, a mode's missing or misplaced argument, or `df`
+                lacking a contract column or holding a column the contract does not have.
+
+        Example:
+            >>> from retail_lake.registry import CONTRACTS
+            >>> stores = lake.read("silver.stores")
+            >>> result = lake.write(stores, CONTRACTS["silver.stores"], "manual-1", "merge")
+            >>> result.skipped  # the same rows again: nothing committed
+            True
         """
         mode = mode or contract.write_mode
         if mode not in WRITE_MODES:

@@ -11,7 +11,7 @@ MODEL_METRICS = "ops.model_metrics"
 
 OPS = [
     TableContract(
-        name="ops.job_runs",
+        name=JOB_RUNS,
         description="One row per job run: written as 'running' when it starts, completed "
         "with its outcome when it ends.",
         columns=(
@@ -44,7 +44,7 @@ OPS = [
         retention_days=365,
     ),
     TableContract(
-        name="ops.unit_states",
+        name=UNIT_STATES,
         description="One row per unit of work a job considered (a source in cleanse, a group "
         "of feature tables) in a successful run: rebuilt, or skipped because nothing that "
         "shapes its rows changed since (runner.skip_unchanged).",
@@ -67,7 +67,7 @@ OPS = [
         retention_days=365,
     ),
     TableContract(
-        name="ops.quality_results",
+        name=QUALITY_RESULTS,
         description="One row per expectation evaluated by a quality gate.",
         columns=(
             Col("run_id", "string", "run that evaluated it", False),
@@ -87,7 +87,7 @@ OPS = [
         retention_days=365,
     ),
     TableContract(
-        name="ops.model_metrics",
+        name=MODEL_METRICS,
         description="Metrics of every model run (MLflow holds the full tracking).",
         columns=(
             Col("run_id", "string", "job run", False),

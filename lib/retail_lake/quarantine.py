@@ -7,7 +7,7 @@ from retail_lake.contracts import Col, TableContract, meta_columns
 QUARANTINE = "silver.quarantine"
 
 CONTRACT = TableContract(
-    name="silver.quarantine",
+    name=QUARANTINE,
     description="Every rejected record, with where it came from, the rule it broke and "
     "its raw payload (personal fields pseudonymised).",
     columns=(

@@ -16,7 +16,7 @@ receives its part (`COMPONENTS`) when a job runs, so the import graph has no cyc
 Example:
     >>> from retail_lake.registry import CONTRACTS, JOBS
     >>> CONTRACTS["silver.transactions"].keys
-    ('invoice_no', 'line_number')
+    ('line_id',)
     >>> list(JOBS)[:3]
     ['ingest', 'cleanse', 'features']
 """
@@ -185,7 +185,7 @@ def run_job(
     Example:
         >>> from retail_lake.registry import JOBS, run_job
         >>> ctx, writes = run_job(spark, cfg, "ingest", JOBS["ingest"])
-        >>> writes["bronze.online_retail_raw"].rows_inserted
+        >>> writes["bronze.online_retail_raw"].inserted
     """
     return runner.run_job(
         spark,

@@ -5,6 +5,29 @@ records the Delta version it read), computes its outputs and returns them unwrit
 runner then audits every output (contract schema, expectation suite, row conservation) and
 only when all pass writes them. A failing critical expectation or conservation check
 writes nothing, records the quality results, and fails the run with a readable summary.
+
+Example:
+    A job of one output. The table it writes needs a contract in `retail_lake.registry`
+    (`gold.store_type_daily_sales`, the example of `retail_lake.contracts.TableContract`),
+    and a job run by name from the CLI an entry in `retail_lake.registry.JOBS`:
+
+    >>> from pyspark.sql import functions as F
+    >>> from retail_lake.registry import run_job
+    >>> from retail_lake.runner import JobContext, JobResult, Output
+    >>> def run(ctx: JobContext) -> JobResult:
+    ...     sales = ctx.read("silver.store_daily_sales")
+    ...     stores = ctx.read("silver.stores").select("store", "store_type")
+    ...     daily = (
+    ...         sales.join(stores, on="store", how="inner")
+    ...         .groupBy("store_type", "date")
+    ...         .agg(F.sum("sales").alias("sales"))
+    ...     )
+    ...     return JobResult(
+    ...         outputs=[Output("gold.store_type_daily_sales", daily)],
+    ...         rows_read={"silver.store_daily_sales": sales.count()},
+    ...     )
+    >>> ctx, writes = run_job(spark, cfg, "my_job", run)
+    >>> writes["gold.store_type_daily_sales"].inserted
 """
 
 from __future__ import annotations
@@ -53,7 +76,29 @@ class ConservationError(JobError):
 
 @dataclass(frozen=True)
 class Output:
-    """A pending write: validated against the table's suite, then written."""
+    """A pending write: validated against the table's suite, then written.
+
+    A job returns its outputs unwritten in `JobResult.outputs`; the runner checks each
+    against its table's contract and expectation suite and, when every output passes,
+    writes them with `Lake.write`.
+
+    Attributes:
+        table: the table written, `layer.name`, with a contract in the registry.
+        df: the rows, with the contract's columns (the runner adds `_run_id` and
+            `_content_hash`).
+        mode: merge, replace_where, overwrite or append; default the contract's
+            `write_mode`.
+        replace_where: the predicate of the rows a `replace_where` write replaces.
+        extra_columns: (append only) text columns beyond the contract (bronze schema drift).
+        unit: the unit of work (`JobContext.unchanged`) the output belongs to, if any.
+        retire: (merge only) a predicate naming the rows of the table this output owns in
+            full; those whose keys it no longer holds are deleted in the same commit.
+
+    Example:
+        >>> Output("gold.sales_forecasts", forecasts)  # merged on the contract's keys
+        >>> Output("gold.store_day_features", features, retire="true")  # deletes rows it lacks
+        >>> Output("gold.sales_windows", windows, mode="overwrite", unit="features store_day")
+    """
 
     table: str
     df: DataFrame
@@ -70,7 +115,25 @@ class Output:
 
 @dataclass(frozen=True)
 class Conservation:
-    """inputs == sum(outputs): e.g. bronze rows = silver + quarantined + duplicates."""
+    """inputs == sum(outputs): e.g. bronze rows = silver + quarantined + duplicates.
+
+    A job adds one to `JobResult.conservation` for each stage that must neither lose nor
+    invent rows; the runner checks them before writing anything and fails the run with a
+    `ConservationError` when one does not hold. Each is recorded in ops.job_runs.
+
+    Attributes:
+        name: what is conserved, in words (shown when the check fails).
+        inputs: counts by name whose sum is the rows in.
+        outputs: counts by name whose sum is the rows out.
+
+    Example:
+        >>> Conservation(
+        ...     "cleanse rossmann_sales: bronze rows = silver + quarantined + duplicates",
+        ...     {"bronze_rows": 1017209},
+        ...     {"silver_rows": 1017190, "quarantined": 12, "duplicates_removed": 7},
+        ... ).holds
+        True
+    """
 
     name: str
     inputs: dict[str, int]
@@ -78,9 +141,11 @@ class Conservation:
 
     @property
     def holds(self) -> bool:
+        """Whether the inputs' counts sum to the outputs' counts."""
         return sum(self.inputs.values()) == sum(self.outputs.values())
 
     def as_dict(self) -> dict[str, Any]:
+        """The check as ops.job_runs records it (JSON): name, inputs, outputs, holds."""
         return {
             "name": self.name,
             "inputs": self.inputs,
@@ -91,7 +156,25 @@ class Conservation:
 
 @dataclass
 class JobResult:
-    """What a job hands back to the runner."""
+    """What a job hands back to the runner.
+
+    Attributes:
+        outputs: the writes to make, once every output passed its checks.
+        conservation: row-count checks that must hold before anything is written.
+        rows_read: rows read by table, recorded in ops.job_runs (and what an expectation
+            suite may compare an output with).
+        after_publish: called with the write results after every output was written (e.g.
+            to publish a model version).
+        cached: frames the job persisted; the runner unpersists them when the run ends.
+
+    Example:
+        The end of the job in the module docstring:
+
+        >>> result = JobResult(
+        ...     outputs=[Output("gold.store_type_daily_sales", daily)],
+        ...     rows_read={"silver.store_daily_sales": sales.count()},
+        ... )
+    """
 
     outputs: list[Output] = field(default_factory=list)
     conservation: list[Conservation] = field(default_factory=list)
@@ -108,6 +191,13 @@ class Components:
 
     `retail_lake.registry.COMPONENTS` lists them all; the runner imports none of them (it
     knows only its own ops contracts), so nothing below the registry imports a job.
+
+    Example:
+        >>> from retail_lake.registry import COMPONENTS
+        >>> COMPONENTS.contracts["silver.stores"].keys
+        ('store',)
+        >>> sorted(COMPONENTS.formats)
+        ['csv', 'idx']
     """
 
     contracts: Registry
@@ -119,7 +209,32 @@ class Components:
 
 @dataclass
 class JobContext:
-    """What a running job may use."""
+    """What a running job may use.
+
+    The runner builds it for each run and passes it to the job function; a job reads its
+    inputs through `read` (which records the Delta version read), looks up contracts in
+    `registry` and settings in `cfg`.
+
+    Attributes:
+        spark: the session.
+        cfg: the run's configuration.
+        lake: the lake under `cfg.root`.
+        job: the job's name, as recorded in ops.job_runs.
+        run_id: this run's id (on every row and commit it writes).
+        run_date: the logical run date / as-of snapshot (`--run-date`), if given.
+        parent_run_id: the pipeline run this job runs under, if any.
+        components: the contracts, landing formats and cleansers jobs look up.
+        versions_read: table -> the Delta version `read` read.
+        units: unit -> its state this run (see `unchanged`).
+
+    Example:
+        >>> ctx.job, ctx.run_id
+        ('cleanse', 'cleanse-20240105T101500-1a2b3c4d')
+        >>> ctx.registry["silver.stores"].keys
+        ('store',)
+        >>> ctx.cfg.get("runner.skip_unchanged")
+        True
+    """
 
     spark: SparkSession
     cfg: Config
@@ -140,7 +255,19 @@ class JobContext:
         return self.components.contracts
 
     def read(self, table: str, version: int | None = None) -> DataFrame:
-        """Reads `table` at `version` (default: latest) and records the version read."""
+        """Reads `table` at `version` (default: latest) and records the version read.
+
+        The version is pinned when the read is made, so a later commit by another writer
+        does not change what the job sees; ops.job_runs records it in `versions_read`.
+
+        Raises:
+            ContractError: the table does not exist yet.
+
+        Example:
+            >>> sales = ctx.read("silver.store_daily_sales")
+            >>> ctx.versions_read
+            {'silver.store_daily_sales': 4}
+        """
         pinned = self.lake.version(table) if version is None else version
         self.versions_read[table] = pinned
         return self.lake.read(table, pinned)
@@ -157,6 +284,18 @@ class JobContext:
         Either way the unit is recorded; when the run succeeds the runner writes its state to
         ops.unit_states ('built' with the versions its outputs (`Output.unit`) have after the
         writes, or 'unchanged').
+
+        Args:
+            unit: the unit's name, unique within the job.
+            inputs: the tables the unit reads.
+            extra: further settings that shape its rows (a model version, a key id).
+
+        Example:
+            >>> def run(ctx: JobContext) -> JobResult:
+            ...     if ctx.unchanged("forecast", ["gold.sales_windows"], {"model_version": "3"}):
+            ...         return JobResult()  # recorded as 'unchanged' in ops.unit_states
+            ...     forecasts = score(ctx.read("gold.sales_windows"))
+            ...     return JobResult([Output("gold.sales_forecasts", forecasts, unit="forecast")])
         """
         shaping = {k: v for k, v in self.cfg.data.items() if k not in NOT_SHAPING}
         blob = json.dumps(
@@ -231,6 +370,12 @@ def code_fingerprint() -> str:
 
 
 def new_run_id(job: str) -> str:
+    """A new run id: the job, the UTC time and a random suffix.
+
+    Example:
+        >>> new_run_id("cleanse")
+        'cleanse-20240105T101500-1a2b3c4d'
+    """
     return f"{job}-{datetime.utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
@@ -326,9 +471,35 @@ def run_job(
 ) -> tuple[JobContext, dict[str, WriteResult]]:
     """Runs one job under the runner's rules; returns its context and write results.
 
-    `components` are the contracts, formats and cleansers the job may look up (callers pass
-    `retail_lake.registry.COMPONENTS`, or use `retail_lake.registry.run_job`).
-    Raises the job's exception after recording the failure in ops.job_runs.
+    Records the run in ops.job_runs ('running', then 'succeeded' or 'failed'), calls `fn`,
+    audits its outputs (contract, expectation suite, row conservation) and only when all
+    pass writes them; the quality results go to ops.quality_results.
+
+    Args:
+        spark: a session with Delta configured.
+        cfg: the configuration (`cfg.root` is the lake).
+        job: the job's name, as recorded in ops.job_runs.
+        fn: the job function, `run(ctx: JobContext) -> JobResult`.
+        run_date: the logical run date / as-of snapshot of time-dependent jobs.
+        params: parameters recorded with the run (secrets redacted).
+        parent_run_id: the pipeline run this job runs under, if any.
+        components: the contracts, formats and cleansers the job may look up (callers pass
+            `retail_lake.registry.COMPONENTS`, or use `retail_lake.registry.run_job`, which
+            adds the bronze contracts of sources declared in the config alone).
+
+    Returns:
+        The run's `JobContext` (run id, versions read) and a `WriteResult` per table written.
+
+    Raises:
+        ConservationError: a conservation check failed; nothing was written.
+        QualityGateError: a critical expectation failed; nothing was written.
+        Exception: whatever the job raised, after recording the failure in ops.job_runs.
+
+    Example:
+        >>> from retail_lake.registry import COMPONENTS, JOBS
+        >>> from retail_lake.runner import run_job
+        >>> ctx, writes = run_job(spark, cfg, "cleanse", JOBS["cleanse"], components=COMPONENTS)
+        >>> ctx.run_id, {table: w.rows_changed for table, w in writes.items()}
     """
     lake = Lake(spark, cfg.root)
     ctx = JobContext(spark, cfg, lake, job, new_run_id(job), run_date, parent_run_id, components)
@@ -497,7 +668,16 @@ def _record_quality(lake: Lake, run_id: str, results: list[ExpectationResult]) -
 
 
 def job_runs(spark: SparkSession, cfg: Config) -> DataFrame:
-    """ops.job_runs as a DataFrame (empty schema when no run was recorded yet)."""
+    """ops.job_runs as a DataFrame (empty schema when no run was recorded yet).
+
+    One row per run, oldest first, with its status, parameters, rows and versions read and
+    written, conservation checks and error.
+
+    Example:
+        >>> from retail_lake.runner import job_runs
+        >>> runs = job_runs(spark, cfg).where("status = 'failed'")
+        >>> runs.select("run_id", "job", "error").show(truncate=False)
+    """
     lake = Lake(spark, cfg.root)
     if not lake.exists(JOB_RUNS):
         return local_frame(spark, [], OPS_CONTRACTS[JOB_RUNS].spark_schema())

@@ -12,46 +12,41 @@ import logging
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from retail_lake.forecasting.tables import SALES_WINDOWS, STORE_DAY_FEATURES
 from retail_lake.runner import JobContext, Output
+from retail_lake.sources.rossmann.tables import (
+    DATE,
+    STORE,
+    STORE_DAILY_SALES,
+    STORE_DAY_COLUMNS,
+    STORES,
+)
 
 log = logging.getLogger(__name__)
-
-SALES = "silver.store_daily_sales"
-STORES = "silver.stores"
-FEATURES = "gold.store_day_features"
-WINDOWS = "gold.sales_windows"
 
 
 def store_day_features(sales: DataFrame, stores: DataFrame) -> DataFrame:
     """One row per store and day with calendar, competition and promo2 state."""
     joined = sales.join(
         stores.drop("_source_file", "_line_number", "_run_id", "_content_hash"),
-        on="store",
+        on=STORE,
         how="left",
     )
     competition_open = F.coalesce(
-        F.col("date") >= F.col("competition_open_since"),
+        F.col(DATE) >= F.col("competition_open_since"),
         F.col("competition_distance_m").isNotNull(),
     )
     promo2_active = (
         F.col("promo2")
-        & F.coalesce(F.col("date") >= F.col("promo2_since"), F.lit(False))
-        & F.array_contains(F.col("promo2_months"), F.month("date"))
+        & F.coalesce(F.col(DATE) >= F.col("promo2_since"), F.lit(False))
+        & F.array_contains(F.col("promo2_months"), F.month(DATE))
     )
     return joined.select(
-        "store",
-        "date",
-        "sales",
-        "customers",
-        "open",
-        "promo",
-        "state_holiday",
-        "school_holiday",
-        "day_of_week",
-        F.dayofmonth("date").alias("day_of_month"),
-        F.month("date").alias("month"),
-        F.year("date").alias("year"),
-        F.weekofyear("date").alias("week_of_year"),
+        *STORE_DAY_COLUMNS,
+        F.dayofmonth(DATE).alias("day_of_month"),
+        F.month(DATE).alias("month"),
+        F.year(DATE).alias("year"),
+        F.weekofyear(DATE).alias("week_of_year"),
         "store_type",
         "assortment",
         "competition_distance_m",
@@ -78,10 +73,10 @@ def with_history(days: DataFrame) -> DataFrame:
     Frames are ranges of days (a missing day is absent, not shifted over), ending at least
     one day before the row, so no row sees its own or a later day's sales.
     """
-    day = F.datediff(F.col("date"), F.lit("1970-01-01").cast("date"))
+    day = F.datediff(F.col(DATE), F.lit("1970-01-01").cast("date"))
     out = days.withColumn("_day", day)
     for name, source, back_from, back_to, how in HISTORY:
-        frame = Window.partitionBy("store").orderBy("_day").rangeBetween(-back_from, -back_to)
+        frame = Window.partitionBy(STORE).orderBy("_day").rangeBetween(-back_from, -back_to)
         if how == "value":
             col = F.max(F.col(source)).over(frame)
         elif how == "open_mean":
@@ -95,23 +90,23 @@ def with_history(days: DataFrame) -> DataFrame:
 def store_day_outputs(ctx: JobContext, cached: list | None = None) -> list[Output]:
     """gold.store_day_features and gold.sales_windows, or nothing when the Rossmann data was
     never loaded. The features are persisted (and added to `cached`): both outputs read them."""
-    missing = [t for t in (SALES, STORES) if not ctx.lake.exists(t)]
+    missing = [t for t in (STORE_DAILY_SALES, STORES) if not ctx.lake.exists(t)]
     if missing:
         log.warning(
             "[%s] features: %s skipped: %s missing (land the Rossmann files, then run ingest "
             "and cleanse)",
             ctx.run_id,
-            FEATURES,
+            STORE_DAY_FEATURES,
             ", ".join(missing),
         )
         return []
     unit = "features store_day"
-    if ctx.unchanged(unit, (SALES, STORES)):
+    if ctx.unchanged(unit, (STORE_DAILY_SALES, STORES)):
         return []
-    sales = ctx.read(SALES)
+    sales = ctx.read(STORE_DAILY_SALES)
     max_store = ctx.cfg.get("features.max_store")
     if max_store:
-        sales = sales.where(F.col("store") <= max_store)
+        sales = sales.where(F.col(STORE) <= max_store)
     from retail_lake.forecasting.windows import WindowSpec, windows
 
     spec = WindowSpec.from_config(ctx.cfg["forecast"])
@@ -121,6 +116,6 @@ def store_day_outputs(ctx: JobContext, cached: list | None = None) -> list[Outpu
     return [
         # Rebuilt from all of silver: a store or day no longer produced (features.max_store
         # lowered, a silver row gone) is retired.
-        Output(FEATURES, features, mode="merge", unit=unit, retire="true"),
-        Output(WINDOWS, windows(features, spec), mode="overwrite", unit=unit),
+        Output(STORE_DAY_FEATURES, features, mode="merge", unit=unit, retire="true"),
+        Output(SALES_WINDOWS, windows(features, spec), mode="overwrite", unit=unit),
     ]

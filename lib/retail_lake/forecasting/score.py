@@ -26,23 +26,20 @@ from retail_lake.forecasting.inputs import (
     ROW_COLUMNS,
     STORE_TYPES,
 )
+from retail_lake.forecasting.tables import SALES_FORECASTS, SALES_WINDOWS, STORE_DAY_FEATURES
 from retail_lake.lake import local_frame
 from retail_lake.runner import JobContext, JobError, JobResult, Output
+from retail_lake.sources.rossmann.tables import DATE, PLAN_COLUMNS, STORE, STORE_DAY_PLANS, STORES
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "sales_forecaster"
-FEATURES = "gold.store_day_features"
-WINDOWS = "gold.sales_windows"
-FORECASTS = "gold.sales_forecasts"
-PLANS = "silver.store_day_plans"
-STORES = "silver.stores"
 _MODELS: dict[str, Any] = {}  # per Python worker: model key -> network
 
 SCORED = T.StructType(
     [
-        T.StructField("store", T.IntegerType(), False),
-        T.StructField("date", T.DateType(), False),
+        T.StructField(STORE, T.IntegerType(), False),
+        T.StructField(DATE, T.DateType(), False),
         T.StructField("forecast", T.DoubleType(), False),
         T.StructField("sales", T.IntegerType(), False),
         T.StructField("open", T.BooleanType(), False),
@@ -51,6 +48,7 @@ SCORED = T.StructType(
 
 
 def state_to_bytes(state: Mapping[str, Any]) -> bytes:
+    """A state dict (tensors or numpy arrays) as torch-saved bytes."""
     import torch
 
     buf = io.BytesIO()
@@ -65,7 +63,7 @@ def levels(features: DataFrame, before: date) -> DataFrame:
     log(1 + sales) for that weekday and promo state relative to the level, falling back to
     the weekday's median, then to the level (0)."""
     history = (
-        features.where((F.col("date") < F.lit(before)) & F.col("open") & (F.col("sales") > 0))
+        features.where((F.col(DATE) < F.lit(before)) & F.col("open") & (F.col("sales") > 0))
         .withColumn("_log_sales", F.log1p("sales"))
         .withColumn("_log_customers", F.log1p("customers"))
     )
@@ -77,7 +75,7 @@ def levels(features: DataFrame, before: date) -> DataFrame:
 
     # One pass: per store and weekday the medians (all days, without and with promo) and the
     # sums the store's means come from; then one row per store with a map by weekday.
-    by_day = history.groupBy("store", "day_of_week").agg(
+    by_day = history.groupBy(STORE, "day_of_week").agg(
         median().alias("day"),
         median(~promo).alias("p0"),
         median(promo).alias("p1"),
@@ -85,7 +83,7 @@ def levels(features: DataFrame, before: date) -> DataFrame:
         F.sum("_log_customers").alias("_customers"),
         F.count(F.lit(1)).alias("_n"),
     )
-    per_store = by_day.groupBy("store").agg(
+    per_store = by_day.groupBy(STORE).agg(
         (F.sum("_sales") / F.sum("_n")).alias("_level"),
         (F.sum("_customers") / F.sum("_n")).cast("float").alias("customers_level"),
         F.map_from_entries(
@@ -100,7 +98,7 @@ def levels(features: DataFrame, before: date) -> DataFrame:
     ]
     assert len(profile) == N_PROFILE
     return per_store.select(
-        "store",
+        STORE,
         F.col("_level").cast("float").alias("level"),
         "customers_level",
         F.array(*[c.cast("float") for c in profile]).alias("profile"),
@@ -119,7 +117,7 @@ def stored_levels(spark: SparkSession, entries: Mapping[str, Any]) -> DataFrame:
         )
     schema = T.StructType(
         [
-            T.StructField("store", T.IntegerType(), False),
+            T.StructField(STORE, T.IntegerType(), False),
             T.StructField("level", T.FloatType(), False),
             T.StructField("customers_level", T.FloatType(), False),
             T.StructField("profile", T.ArrayType(T.FloatType(), False), False),
@@ -147,7 +145,7 @@ def static_column() -> F.Column:
 def model_rows(windows: DataFrame, store_levels: DataFrame) -> DataFrame:
     """Windows with what the network reads besides the day arrays (ROW_COLUMNS). Windows of
     stores without a level (no sales in the training period) are left out."""
-    return windows.join(store_levels, on="store", how="inner").withColumn("static", static_column())
+    return windows.join(store_levels, on=STORE, how="inner").withColumn("static", static_column())
 
 
 def _network(key: str, weights: bytes, hidden: int, layers: int):
@@ -178,7 +176,7 @@ def score_windows(
     shared = spark.sparkContext.broadcast(weights)
     lookback, horizon = int(shape["lookback"]), int(shape["horizon"])
     hidden, layers = int(shape["hidden"]), int(shape["layers"])
-    columns = ["store", "forecast_start", *DAY_COLUMNS, *ROW_COLUMNS]
+    columns = [STORE, "forecast_start", *DAY_COLUMNS, *ROW_COLUMNS]
 
     def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
@@ -202,8 +200,8 @@ def score_windows(
             days = np.arange(horizon)
             yield pd.DataFrame(
                 {
-                    "store": np.repeat(pdf["store"].to_numpy(dtype=np.int32), horizon),
-                    "date": [(s + pd.Timedelta(days=int(j))).date() for s in starts for j in days],
+                    STORE: np.repeat(pdf[STORE].to_numpy(dtype=np.int32), horizon),
+                    DATE: [(s + pd.Timedelta(days=int(j))).date() for s in starts for j in days],
                     "forecast": eur.reshape(-1),
                     "sales": np.rint(np.expm1(batch["sales"][:, lookback:]))
                     .astype(np.int32)
@@ -243,22 +241,12 @@ def future_windows(
     end = start + timedelta(days=spec.horizon - 1)
     first = start - timedelta(days=spec.lookback)
     planned = (
-        plans.where(F.col("date").between(F.lit(start), F.lit(end)))
-        .join(stores.select("store"), on="store", how="left_semi")
-        .select(
-            "store",
-            "date",
-            F.lit(0).alias("sales"),
-            F.lit(0).alias("customers"),
-            "open",
-            "promo",
-            "state_holiday",
-            "school_holiday",
-            "day_of_week",
-        )
+        plans.where(F.col(DATE).between(F.lit(start), F.lit(end)))
+        .join(stores.select(STORE), on=STORE, how="left_semi")
+        .select(*PLAN_COLUMNS, F.lit(0).alias("sales"), F.lit(0).alias("customers"))
     )
     future = store_day_features(planned, stores).select(*DAY_INPUTS)
-    past = features.where(F.col("date").between(F.lit(first), F.lit(start - timedelta(days=1))))
+    past = features.where(F.col(DATE).between(F.lit(first), F.lit(start - timedelta(days=1))))
     days = past.select(*DAY_INPUTS).unionByName(future)
     return windows(days, spec, last_day=end).where(F.col("forecast_start") == F.lit(start))
 
@@ -277,46 +265,76 @@ def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[s
 
 
 def run(ctx: JobContext) -> JobResult:
-    """The forecast job: the registered model over the backtest period, and over the
-    `horizon` days after the data for the stores whose covariates are planned
-    (silver.store_day_plans) -> gold.sales_forecasts.
+    """The forecast job: the registered forecaster's sales forecasts -> gold.sales_forecasts.
+
+    Scores the latest registered `sales_forecaster` over the backtest period (reads
+    gold.sales_windows), and over the `horizon` days after the data for the stores whose
+    covariates are planned (reads silver.store_day_plans, gold.store_day_features and
+    silver.stores). Merges the rows into gold.sales_forecasts on store, date and model.
 
     Skipped as a unit of work (`JobContext.unchanged`) when the model version, its inputs,
     the settings and the code are those of its last successful run and nobody wrote to the
     forecasts since.
+
+    Args:
+        ctx: the run's context, given by the runner.
+
+    Returns:
+        The gold.sales_forecasts output, unwritten (none when skipped).
+
+    Raises:
+        JobError: no model is registered (run train_forecaster), or gold.sales_windows is
+            missing or holds no window the model can score.
+
+    Example:
+        From the command line::
+
+            retail-lake run forecast
+
+        From Python:
+
+        >>> from retail_lake.registry import JOBS, run_job
+        >>> ctx, writes = run_job(spark, cfg, "forecast", JOBS["forecast"])
+        >>> ctx.lake.read("gold.sales_forecasts").where("actual IS NULL").count()  # future
     """
     from retail_lake.forecasting.windows import WindowSpec
 
     version, weights, prep = load_registered(ctx.cfg)
-    for table in (WINDOWS,):
+    for table in (SALES_WINDOWS,):
         if not ctx.lake.exists(table):
             raise JobError(f"forecast: {table} does not exist; run features first")
     unit = "forecast"
-    if ctx.unchanged(unit, (WINDOWS, FEATURES, PLANS, STORES), {"model_version": version}):
+    if ctx.unchanged(
+        unit,
+        (SALES_WINDOWS, STORE_DAY_FEATURES, STORE_DAY_PLANS, STORES),
+        {"model_version": version},
+    ):
         return JobResult()
     shape = prep["shape"]
     horizon = int(shape["horizon"])
     test_start = date.fromisoformat(prep["test_start"])
-    windows = ctx.read(WINDOWS).where(F.col("forecast_start") == F.lit(test_start))
+    windows = ctx.read(SALES_WINDOWS).where(F.col("forecast_start") == F.lit(test_start))
     store_levels = stored_levels(ctx.spark, prep["store_levels"])
     rows = model_rows(windows, store_levels)
     if rows.limit(1).count() == 0:
         raise JobError(
-            f"forecast: {WINDOWS} has no window forecasting from {test_start} for a store the "
-            f"model knows; re-run features with the same forecast settings the model used"
+            f"forecast: {SALES_WINDOWS} has no window forecasting from {test_start} for a store "
+            f"the model knows; re-run features with the same forecast settings the model used"
         )
     key = f"{MODEL_NAME}:{version}"
     # The tables the model was trained on, prefixed train:.
     trained_on = {f"train:{k}": int(v) for k, v in prep["input_versions"].items()}
     scored = score_windows(ctx.spark, rows, weights, key, shape)
     out = scored.select(
-        "store",
-        "date",
+        STORE,
+        DATE,
         "forecast",
         F.col("sales").alias("actual"),
         F.lit(MODEL_NAME).alias("model_name"),
         F.lit(version).alias("model_version"),
-        _lineage({WINDOWS: ctx.versions_read[WINDOWS], **trained_on}).alias("input_versions"),
+        _lineage({SALES_WINDOWS: ctx.versions_read[SALES_WINDOWS], **trained_on}).alias(
+            "input_versions"
+        ),
     )
     log.info(
         "[%s] forecast: model %s v%s over the backtest %s..%s",
@@ -329,23 +347,23 @@ def run(ctx: JobContext) -> JobResult:
 
     # Beyond the data: the horizon after the backtest period, where covariates are planned.
     start = test_start + timedelta(days=horizon)
-    if ctx.lake.exists(PLANS):
-        plans = ctx.read(PLANS)
+    if ctx.lake.exists(STORE_DAY_PLANS):
+        plans = ctx.read(STORE_DAY_PLANS)
         end = start + timedelta(days=horizon - 1)
         planned = {
-            r["store"]
-            for r in plans.where(F.col("date").between(F.lit(start), F.lit(end)))
-            .select("store")
+            r[STORE]
+            for r in plans.where(F.col(DATE).between(F.lit(start), F.lit(end)))
+            .select(STORE)
             .distinct()
             .collect()
         }
         if planned:
             spec = WindowSpec(lookback=int(shape["lookback"]), horizon=horizon, stride=horizon)
             future = model_rows(
-                future_windows(ctx.read(FEATURES), plans, ctx.read(STORES), start, spec),
+                future_windows(ctx.read(STORE_DAY_FEATURES), plans, ctx.read(STORES), start, spec),
                 store_levels,
             ).persist()
-            covered = {r["store"] for r in future.select("store").collect()}
+            covered = {r[STORE] for r in future.select(STORE).collect()}
             skipped = sorted(planned - covered)
             log.info(
                 "[%s] forecast: %s..%s for %d of the %d stores with plans%s",
@@ -362,11 +380,13 @@ def run(ctx: JobContext) -> JobResult:
                 ),
             )
             if covered:
-                inputs = {t: ctx.versions_read[t] for t in (FEATURES, PLANS, STORES)}
+                inputs = {
+                    t: ctx.versions_read[t] for t in (STORE_DAY_FEATURES, STORE_DAY_PLANS, STORES)
+                }
                 out = out.unionByName(
                     score_windows(ctx.spark, future, weights, key, shape).select(
-                        "store",
-                        "date",
+                        STORE,
+                        DATE,
                         "forecast",
                         F.lit(None).cast("int").alias("actual"),
                         F.lit(MODEL_NAME).alias("model_name"),
@@ -374,8 +394,8 @@ def run(ctx: JobContext) -> JobResult:
                         _lineage({**inputs, **trained_on}).alias("input_versions"),
                     )
                 )
-            result = JobResult(outputs=[Output(FORECASTS, out, mode="merge", unit=unit)])
+            result = JobResult(outputs=[Output(SALES_FORECASTS, out, mode="merge", unit=unit)])
             result.cached.append(future)
             return result
-    log.info("[%s] forecast: no plans for %s onwards in %s", ctx.run_id, start, PLANS)
-    return JobResult(outputs=[Output(FORECASTS, out, mode="merge", unit=unit)])
+    log.info("[%s] forecast: no plans for %s onwards in %s", ctx.run_id, start, STORE_DAY_PLANS)
+    return JobResult(outputs=[Output(SALES_FORECASTS, out, mode="merge", unit=unit)])

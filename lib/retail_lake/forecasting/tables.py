@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from retail_lake.contracts import Col, TableContract, meta_columns
+from retail_lake.sources.rossmann.tables import DATE, STORE, STORE_DAILY_SALES, STORES
 
 STORE_DAY_FEATURES = "gold.store_day_features"
 SALES_WINDOWS = "gold.sales_windows"
@@ -21,12 +22,12 @@ MODEL_LINEAGE = (
 
 GOLD = [
     TableContract(
-        name="gold.store_day_features",
+        name=STORE_DAY_FEATURES,
         description="Per store and day: the day's facts plus calendar and store features. "
         "Features use only the day itself and the store's attributes.",
         columns=(
-            Col("store", "int", "Rossmann store number", False),
-            Col("date", "date", "calendar day", False),
+            Col(STORE, "int", "Rossmann store number", False),
+            Col(DATE, "date", "calendar day", False),
             Col("sales", "int", "turnover (the forecasting target)", False),
             Col("customers", "int", "customers (not known in advance; not a feature)", False),
             Col("open", "boolean", "store open", False),
@@ -63,19 +64,19 @@ GOLD = [
             Col("open_days_28", "int", "open days among the 28 days before", False),
             *meta_columns(),
         ),
-        keys=("store", "date"),
+        keys=(STORE, DATE),
         partition_by=("year",),
-        source="silver.store_daily_sales, silver.stores",
+        source=f"{STORE_DAILY_SALES}, {STORES}",
     ),
     TableContract(
-        name="gold.sales_windows",
+        name=SALES_WINDOWS,
         description="The LSTM forecaster's training table: one row per store and window of "
         "lookback + horizon consecutive days (forecast.lookback_days + forecast.test_days), as "
         "per-day arrays. Windows never span a gap in a store's series. Forecast starts are "
         "aligned to the data's last day every forecast.window_stride days: the last window per "
         "store forecasts the test period, the one a horizon earlier the validation period.",
         columns=(
-            Col("store", "int", "Rossmann store number", False),
+            Col(STORE, "int", "Rossmann store number", False),
             Col("forecast_start", "date", "first forecast day (after the lookback)", False),
             Col("forecast_end", "date", "last forecast day", False),
             Col("lookback_start", "date", "first day of the window", False),
@@ -95,23 +96,23 @@ GOLD = [
             Col("competition_open", "boolean", "the competitor was open on forecast_start", False),
             *meta_columns(),
         ),
-        keys=("store", "forecast_start"),
+        keys=(STORE, "forecast_start"),
         write_mode="overwrite",
-        source="gold.store_day_features",
+        source=STORE_DAY_FEATURES,
     ),
     TableContract(
-        name="gold.sales_forecasts",
+        name=SALES_FORECASTS,
         description="Daily sales forecasts per store from a registered model, for the "
         "backtest period and for future dates whose covariates are known.",
         columns=(
-            Col("store", "int", "Rossmann store number", False),
-            Col("date", "date", "forecast day", False),
+            Col(STORE, "int", "Rossmann store number", False),
+            Col(DATE, "date", "forecast day", False),
             Col("forecast", "double", "forecast turnover (EUR); 0 on closed days", False),
             Col("actual", "int", "observed turnover when known (backtest), else null"),
             *MODEL_LINEAGE,
             *meta_columns(),
         ),
-        keys=("store", "date", "model_name"),
-        source="gold.store_day_features + the sales forecaster",
+        keys=(STORE, DATE, "model_name"),
+        source=f"{STORE_DAY_FEATURES} + the sales forecaster",
     ),
 ]

@@ -31,17 +31,17 @@ from retail_lake.forecasting.inputs import (
     ROW_COLUMNS,
 )
 from retail_lake.forecasting.score import (
-    FEATURES,
     MODEL_NAME,
-    WINDOWS,
     error_metrics,
     levels,
     model_rows,
     score_windows,
     state_to_bytes,
 )
+from retail_lake.forecasting.tables import SALES_WINDOWS, STORE_DAY_FEATURES
 from retail_lake.publish_rule import Better, Decision, decide, shortfalls
 from retail_lake.runner import JobContext, JobError, JobResult
+from retail_lake.sources.rossmann.tables import DATE, STORE
 from retail_lake.training import job as training_job
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ METRICS = ("rmspe", "mape")
 
 @dataclass(frozen=True)
 class ForecastConfig:
+    """The `forecast` section, checked."""
+
     test_days: int
     validation_days: int
     lookback: int
@@ -67,6 +69,7 @@ class ForecastConfig:
 
     @classmethod
     def from_config(cls, s: dict[str, Any]) -> ForecastConfig:
+        """Reads `cfg["forecast"]`; a JobError for an unknown gate metric."""
         gate = tuple(s["gate_metrics"])
         unknown = [m for m in gate if m not in METRICS]
         if unknown:
@@ -89,6 +92,7 @@ class ForecastConfig:
 
     @property
     def shape(self) -> dict[str, int]:
+        """The network's shape (lookback, horizon, hidden, layers), saved with the model."""
         return {
             "lookback": self.lookback,
             "horizon": self.test_days,
@@ -107,16 +111,16 @@ def periods(last_day: date, conf: ForecastConfig) -> tuple[date, date]:
 def seasonal_naive(features: DataFrame, test_start: date, test_end: date) -> DataFrame:
     """Each test day forecast with the same weekday's sales in the week before the test
     period (0 if the store was closed then, or that day is missing); 0 on closed days."""
-    test = features.where(F.col("date").between(F.lit(test_start), F.lit(test_end)))
-    offset = F.datediff(F.col("date"), F.lit(test_start)) % 7
+    test = features.where(F.col(DATE).between(F.lit(test_start), F.lit(test_end)))
+    offset = F.datediff(F.col(DATE), F.lit(test_start)) % 7
     source = F.date_add(F.lit(test_start - timedelta(days=7)), offset.cast("int"))
-    week = features.select("store", F.col("date").alias("_source"), F.col("sales").alias("_last"))
+    week = features.select(STORE, F.col(DATE).alias("_source"), F.col("sales").alias("_last"))
     return (
         test.withColumn("_source", source)
-        .join(week, on=["store", "_source"], how="left")
+        .join(week, on=[STORE, "_source"], how="left")
         .select(
-            "store",
-            "date",
+            STORE,
+            DATE,
             "sales",
             "open",
             F.when(F.col("open"), F.coalesce(F.col("_last"), F.lit(0)))
@@ -132,20 +136,20 @@ def weekday_promo_median(features: DataFrame, test_start: date, test_end: date) 
     the test period for that weekday and promo state (falling back to the weekday, then the
     store); 0 on closed days."""
     history = features.where(
-        (F.col("date") < F.lit(test_start)) & F.col("open") & (F.col("sales") > 0)
+        (F.col(DATE) < F.lit(test_start)) & F.col("open") & (F.col("sales") > 0)
     )
     med = lambda: F.percentile(F.col("sales"), 0.5)  # noqa: E731
-    by_cell = history.groupBy("store", "day_of_week", "promo").agg(med().alias("_cell"))
-    by_day = history.groupBy("store", "day_of_week").agg(med().alias("_day"))
-    by_store = history.groupBy("store").agg(med().alias("_store"))
-    test = features.where(F.col("date").between(F.lit(test_start), F.lit(test_end)))
+    by_cell = history.groupBy(STORE, "day_of_week", "promo").agg(med().alias("_cell"))
+    by_day = history.groupBy(STORE, "day_of_week").agg(med().alias("_day"))
+    by_store = history.groupBy(STORE).agg(med().alias("_store"))
+    test = features.where(F.col(DATE).between(F.lit(test_start), F.lit(test_end)))
     return (
-        test.join(by_cell, on=["store", "day_of_week", "promo"], how="left")
-        .join(by_day, on=["store", "day_of_week"], how="left")
-        .join(by_store, on="store", how="left")
+        test.join(by_cell, on=[STORE, "day_of_week", "promo"], how="left")
+        .join(by_day, on=[STORE, "day_of_week"], how="left")
+        .join(by_store, on=STORE, how="left")
         .select(
-            "store",
-            "date",
+            STORE,
+            DATE,
             "sales",
             "open",
             F.when(
@@ -176,19 +180,48 @@ def _arrays(pdf) -> dict[str, np.ndarray]:
 def _capped(rows: DataFrame, cap: int, seed: int) -> DataFrame:
     if not cap:
         return rows
-    key = F.xxhash64("store", "forecast_start", F.lit(seed))
+    key = F.xxhash64(STORE, "forecast_start", F.lit(seed))
     return rows.withColumn("_k", key).orderBy("_k").limit(cap).drop("_k")
 
 
 def run(ctx: JobContext) -> JobResult:
-    """Trains the LSTM forecaster on the configured backend and registers it in MLflow."""
+    """Trains the LSTM forecaster on the configured backend and registers it in MLflow.
+
+    Reads gold.sales_windows and gold.store_day_features (run features first). Registers
+    the model `sales_forecaster` in MLflow and appends its test, validation, training and
+    baseline metrics to ops.model_metrics. A model that loses to a baseline on
+    `forecast.gate_metrics` is recorded (model version null) but not registered, and the
+    job fails. When a registered version was trained on the same input versions and
+    settings, nothing is trained (`training.force` retrains).
+
+    Args:
+        ctx: the run's context, given by the runner.
+
+    Returns:
+        The ops.model_metrics output, unwritten.
+
+    Raises:
+        JobError: an input is missing or empty, or the model did not beat the baselines.
+
+    Example:
+        From the command line::
+
+            retail-lake run train_forecaster
+            retail-lake run train_forecaster --set forecast.epochs=3 --set training.num_proc=2
+
+        From Python:
+
+        >>> from retail_lake.registry import JOBS, run_job
+        >>> ctx, writes = run_job(spark, cfg, "train_forecaster", JOBS["train_forecaster"])
+        >>> writes["ops.model_metrics"].version
+    """
     cfg = ctx.cfg
     conf = ForecastConfig.from_config(cfg["forecast"])
-    missing = [t for t in (WINDOWS, FEATURES) if not ctx.lake.exists(t)]
+    missing = [t for t in (SALES_WINDOWS, STORE_DAY_FEATURES) if not ctx.lake.exists(t)]
     if missing:
         raise JobError(f"train_forecaster: {', '.join(missing)} missing; run features first")
-    windows = ctx.read(WINDOWS)
-    features = ctx.read(FEATURES)
+    windows = ctx.read(SALES_WINDOWS)
+    features = ctx.read(STORE_DAY_FEATURES)
     print_ = training_job.fingerprint(
         ctx.versions_read,
         {
@@ -198,11 +231,11 @@ def run(ctx: JobContext) -> JobResult:
         },
     )
     if training_job.already_trained(ctx, MODEL_NAME, print_):
-        return JobResult(rows_read={WINDOWS: 0})
+        return JobResult(rows_read={SALES_WINDOWS: 0})
 
     last_day = windows.agg(F.max("forecast_end")).first()[0]
     if last_day is None:
-        raise JobError(f"train_forecaster: {WINDOWS} is empty: run features first")
+        raise JobError(f"train_forecaster: {SALES_WINDOWS} is empty: run features first")
     val_start, test_start = periods(last_day, conf)
     store_levels = levels(features, val_start).cache()
     rows = model_rows(windows, store_levels)
@@ -281,7 +314,7 @@ def run(ctx: JobContext) -> JobResult:
         "validation_start": val_start.isoformat(),
         "shape": conf.shape,
         "store_levels": {
-            str(r["store"]): [r["level"], r["customers_level"], *r["profile"]]
+            str(r[STORE]): [r["level"], r["customers_level"], *r["profile"]]
             for r in store_levels.collect()
         },
         "input_versions": dict(ctx.versions_read),
@@ -324,5 +357,5 @@ def run(ctx: JobContext) -> JobResult:
     training_job.clear_checkpoints(trained)
     return JobResult(
         outputs=[training_job.metrics_output(ctx, MODEL_NAME, version, mlflow_run, table)],
-        rows_read={WINDOWS: trained.rows},
+        rows_read={SALES_WINDOWS: trained.rows},
     )

@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from retail_lake.forecasting.network import DAY_COLUMNS
+from retail_lake.sources.rossmann.tables import DATE, STORE
 
 EPOCH = date(1970, 1, 1)
 
@@ -62,8 +63,8 @@ class WindowSpec:
 
 # The gold.store_day_features columns a window is built from.
 DAY_INPUTS = (
-    "store",
-    "date",
+    STORE,
+    DATE,
     "sales",
     "customers",
     "open",
@@ -85,8 +86,8 @@ def _values(days: DataFrame) -> DataFrame:
     """The per-day numbers a window holds (DAY_COLUMNS order), plus store attributes."""
     flag = lambda c: F.col(c).cast("float")  # noqa: E731
     return days.select(
-        "store",
-        "date",
+        STORE,
+        DATE,
         F.log1p("sales").cast("float").alias("sales"),
         F.log1p("customers").cast("float").alias("customers"),
         flag("open").alias("open"),
@@ -107,7 +108,7 @@ def _values(days: DataFrame) -> DataFrame:
 def schema() -> T.StructType:
     return T.StructType(
         [
-            T.StructField("store", T.IntegerType(), False),
+            T.StructField(STORE, T.IntegerType(), False),
             T.StructField("forecast_start", T.DateType(), False),
             T.StructField("forecast_end", T.DateType(), False),
             T.StructField("lookback_start", T.DateType(), False),
@@ -146,15 +147,15 @@ def windows(days: DataFrame, spec: WindowSpec, last_day: date | None = None) -> 
     windows align to (default: the latest day in `days`).
     """
     if last_day is None:
-        last_day = days.agg(F.max("date")).first()[0]
+        last_day = days.agg(F.max(DATE)).first()[0]
     if last_day is None:
         return days.sparkSession.createDataFrame([], schema())
     last = (last_day - EPOCH).days
     out_schema = schema()
 
     def per_store(pdf: pd.DataFrame) -> pd.DataFrame:
-        pdf = pdf.sort_values("date", kind="stable").reset_index(drop=True)
-        numbers = np.array([(d - EPOCH).days for d in pdf["date"]], dtype=np.int64)
+        pdf = pdf.sort_values(DATE, kind="stable").reset_index(drop=True)
+        numbers = np.array([(d - EPOCH).days for d in pdf[DATE]], dtype=np.int64)
         starts = window_starts(numbers, last, spec)
         position = {int(d): i for i, d in enumerate(numbers)}
         values = pdf[list(DAY_COLUMNS)].to_numpy(dtype=np.float32)
@@ -165,7 +166,7 @@ def windows(days: DataFrame, spec: WindowSpec, last_day: date | None = None) -> 
             first_forecast = pdf.iloc[i + spec.lookback]
             rows.append(
                 {
-                    "store": int(first_forecast["store"]),
+                    STORE: int(first_forecast[STORE]),
                     "forecast_start": EPOCH + timedelta(days=start),
                     "forecast_end": EPOCH + timedelta(days=start + spec.horizon - 1),
                     "lookback_start": EPOCH + timedelta(days=start - spec.lookback),
@@ -178,4 +179,4 @@ def windows(days: DataFrame, spec: WindowSpec, last_day: date | None = None) -> 
             )
         return pd.DataFrame(rows, columns=out_schema.fieldNames())
 
-    return _values(days).groupBy("store").applyInPandas(per_store, out_schema)
+    return _values(days).groupBy(STORE).applyInPandas(per_store, out_schema)

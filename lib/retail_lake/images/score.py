@@ -127,8 +127,34 @@ def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[s
 
 
 def run(ctx: JobContext) -> JobResult:
-    """The classify_images job: the registered classifier over every image of
-    silver.product_images -> gold.product_image_predictions (merged on image and model)."""
+    """The classify_images job: every product image classified by the registered CNN.
+
+    Reads silver.product_images and scores every image with the latest registered
+    `product_image_classifier`; merges the predictions into gold.product_image_predictions
+    on image and model, so scoring the same images with the same version again changes
+    nothing.
+
+    Args:
+        ctx: the run's context, given by the runner.
+
+    Returns:
+        The gold.product_image_predictions output, unwritten.
+
+    Raises:
+        JobError: silver.product_images is missing or lacks a column, or no model is
+            registered (run train_image_classifier first).
+
+    Example:
+        From the command line::
+
+            retail-lake run classify_images
+
+        From Python:
+
+        >>> from retail_lake.registry import JOBS, run_job
+        >>> ctx, writes = run_job(spark, cfg, "classify_images", JOBS["classify_images"])
+        >>> writes["gold.product_image_predictions"].inserted
+    """
     require_images(ctx, "classify_images")
     version, weights, prep = load_registered(ctx.cfg)
     images = ctx.read(SILVER_TABLE)

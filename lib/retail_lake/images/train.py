@@ -66,6 +66,7 @@ class ImageConfig:
 
     @classmethod
     def from_config(cls, s: dict[str, Any]) -> ImageConfig:
+        """Reads `cfg["image_classifier"]`; a JobError for a value out of range."""
         conf = cls(
             epochs=int(s["epochs"]),
             batch_size=int(s["batch_size"]),
@@ -95,6 +96,7 @@ class ImageConfig:
 
     @property
     def hyper(self) -> dict[str, Any]:
+        """The training loop's hyperparameters, as recorded in MLflow."""
         return {
             "epochs": self.epochs,
             "batch_size": self.batch_size,
@@ -199,6 +201,7 @@ def confusion(pairs: DataFrame) -> np.ndarray:
 
 
 def accuracy(matrix: np.ndarray) -> float:
+    """Top-1 accuracy from a confusion matrix: its trace over its sum (0 when empty)."""
     return float(np.trace(matrix) / matrix.sum()) if matrix.sum() else 0.0
 
 
@@ -251,7 +254,38 @@ def _epoch_seconds(trained: training_job.Trained) -> float:
 
 
 def run(ctx: JobContext) -> JobResult:
-    """Trains the product-image CNN on the configured backend and registers it in MLflow."""
+    """Trains the product-image CNN on the configured backend and registers it in MLflow.
+
+    Reads silver.product_images (run ingest and cleanse first). Registers the model
+    `product_image_classifier` in MLflow (the confusion matrix as an artifact) and appends
+    its test, validation and baseline metrics to ops.model_metrics. A model that does not
+    beat the majority-class and nearest-centroid baselines on accuracy is recorded (model
+    version null) but not registered, and the job fails. When a registered version was
+    trained on the same input version and settings, nothing is trained (`training.force`
+    retrains).
+
+    Args:
+        ctx: the run's context, given by the runner.
+
+    Returns:
+        The ops.model_metrics output, unwritten.
+
+    Raises:
+        JobError: silver.product_images is missing or lacks a split, or the model did not
+            beat the baselines.
+
+    Example:
+        From the command line::
+
+            retail-lake run train_image_classifier
+            retail-lake run train_image_classifier --set image_classifier.epochs=2
+
+        From Python:
+
+        >>> from retail_lake.registry import JOBS, run_job
+        >>> job = JOBS["train_image_classifier"]
+        >>> ctx, writes = run_job(spark, cfg, "train_image_classifier", job)
+    """
     cfg = ctx.cfg
     conf = ImageConfig.from_config(cfg["image_classifier"])
     require_images(ctx, "train_image_classifier")

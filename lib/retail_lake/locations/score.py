@@ -34,6 +34,7 @@ from retail_lake.locations.candidates import (
 )
 from retail_lake.locations.huff import HuffParams, score
 from retail_lake.locations.tables import CANDIDATES, SCORES
+from retail_lake.ops import MODEL_METRICS
 from retail_lake.runner import JobContext, JobError, JobResult, Output
 from retail_lake.sources.geography.tables import PLACES, STORE_LOCATIONS
 from retail_lake.training.tracking import metric_rows
@@ -41,11 +42,12 @@ from retail_lake.training.tracking import metric_rows
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "huff"
-MODEL_METRICS = "ops.model_metrics"
 
 
 @dataclass(frozen=True)
 class LocationConfig:
+    """The `locations` section, checked."""
+
     countries: tuple[str, ...]
     candidates: CandidateSpec
     huff: HuffParams
@@ -55,6 +57,7 @@ class LocationConfig:
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> LocationConfig:
+        """Reads `cfg["locations"]`; a JobError for a bad fraction or country code."""
         holdout = section.get("holdout") or {}
         fraction = float(holdout.get("fraction", 0.1))
         if not 0 < fraction < 1:
@@ -77,6 +80,7 @@ class LocationConfig:
 
 
 def model_version(params: HuffParams) -> str:
+    """The Huff model's version: `huff-` and a hash of its parameters."""
     text = json.dumps(params.as_map(), sort_keys=True)
     return "huff-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -164,11 +168,37 @@ def _rounded(df: DataFrame) -> DataFrame:
 
 
 def run(ctx: JobContext) -> JobResult:
-    """The score_locations job.
+    """The score_locations job: every candidate site scored and ranked by Huff's model.
+
+    Reads gold.location_candidates (run features first), silver.places and
+    silver.store_locations. Writes gold.location_scores (captured and cannibalised demand,
+    net gain, ranks overall, in the country and in the region) and appends the held-out
+    check's metrics to ops.model_metrics (`locations.holdout`).
 
     Skipped as a unit of work (`JobContext.unchanged`) when the candidates, places, stores,
     settings and code are those of its last successful run and nobody wrote to the scores
     since: a re-run then reads nothing and records no second set of held-out metrics.
+
+    Args:
+        ctx: the run's context, given by the runner.
+
+    Returns:
+        The gold.location_scores and ops.model_metrics outputs, unwritten.
+
+    Raises:
+        JobError: an input table is missing, or the `locations` settings are invalid.
+
+    Example:
+        From the command line::
+
+            retail-lake run score_locations
+            retail-lake run score_locations --set locations.holdout.seed=7
+
+        From Python:
+
+        >>> from retail_lake.registry import JOBS, run_job
+        >>> ctx, writes = run_job(spark, cfg, "score_locations", JOBS["score_locations"])
+        >>> ctx.lake.read("gold.location_scores").orderBy("rank_overall").show(10)
     """
     conf = LocationConfig.from_config(ctx.cfg["locations"])
     if not ctx.lake.exists(CANDIDATES):

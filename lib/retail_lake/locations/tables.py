@@ -8,6 +8,7 @@ same rows, which the lake detects and skips, so no new version is committed.
 from __future__ import annotations
 
 from retail_lake.contracts import Col, TableContract, meta_columns
+from retail_lake.sources.geography.tables import PLACES, STORE_LOCATIONS
 
 CANDIDATES = "gold.location_candidates"
 SCORES = "gold.location_scores"
@@ -66,7 +67,7 @@ GOLD = [
         ),
         keys=("candidate_id",),
         write_mode="overwrite",
-        source="silver.places, silver.store_locations",
+        source=f"{PLACES}, {STORE_LOCATIONS}",
     ),
     TableContract(
         name=SCORES,
@@ -127,6 +128,6 @@ GOLD = [
         ),
         keys=("candidate_id",),
         write_mode="overwrite",
-        source="gold.location_candidates, silver.places, silver.store_locations",
+        source=f"{CANDIDATES}, {PLACES}, {STORE_LOCATIONS}",
     ),
 ]

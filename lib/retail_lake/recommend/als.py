@@ -247,7 +247,7 @@ def als_top_n(
     model: ALSModel, users: DataFrame, n: int, exclude: DataFrame | None, batch_size: int
 ) -> DataFrame:
     """The ALS lists of `users` (user column), past `exclude` pairs masked."""
-    factors = model.userFactors.join(users.select(F.col(USER).alias("id")), on="id")
+    factors = model.userFactors.join(users.select(F.col(USER).alias("id")), on="id", how="inner")
     return top_n(
         factors,
         model.itemFactors,
@@ -306,16 +306,16 @@ def country_top_n(
     spark = train_lines.sparkSession
     slots = spark.createDataFrame(list(slot.items()), "country string, slot int")
     per_item = (
-        by_country.join(F.broadcast(slots), on="country")
+        by_country.join(F.broadcast(slots), on="country", how="inner")
         .groupBy(ITEM)
         .agg(F.map_from_entries(F.collect_list(F.struct("slot", "buyers"))).alias("m"))
-        .join(overall, on=ITEM)
+        .join(overall, on=ITEM, how="inner")
     )
     vector = [F.coalesce(F.col("m")[i], F.lit(0.0)) for i in range(width - 1)]
     items = per_item.select(
         ITEM, F.array(*vector, F.col("buyers") / F.lit(top + 1.0)).alias("features")
     )
-    homes = user_countries(train_lines).join(F.broadcast(slots), on="country")
+    homes = user_countries(train_lines).join(F.broadcast(slots), on="country", how="inner")
     onehot = [F.when(F.col("slot") == i, 1.0).otherwise(0.0) for i in range(width - 1)]
     user_vectors = users.join(homes, on=USER, how="left").select(
         USER, F.array(*onehot, F.lit(1.0)).alias("features")

@@ -65,6 +65,13 @@ from retail_lake.recommend.tables import (
     INPUT_VERSIONS,
     PRODUCT_FEATURES,
 )
+from retail_lake.sources.online_retail.tables import (
+    CUSTOMER_TOKEN,
+    PRODUCTS,
+    RETURNS,
+    STOCK_CODE,
+    TRANSACTIONS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +106,13 @@ _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _RAW, _SCALED = "_features", "_scaled"
 LINE_COLUMNS = (
     "invoice_no",
-    "stock_code",
+    STOCK_CODE,
     "quantity",
     "invoice_date",
     "invoice_day",
     "unit_price",
     "line_total",
-    "customer_token",
+    CUSTOMER_TOKEN,
     "country",
     "is_product",
 )
@@ -198,7 +205,7 @@ def snapshot_day(sales: DataFrame, as_of: str | date | None) -> date:
         if day is None:
             raise FeatureError(f"recommend.as_of must be a day YYYY-MM-DD, got {as_of!r}")
         return day
-    _require(sales, ("invoice_day",), "silver.transactions")
+    _require(sales, ("invoice_day",), TRANSACTIONS)
     last = sales.agg(F.max("invoice_day")).first()[0]
     if last is None:
         raise FeatureError("recommend.as_of is empty and there are no sales to take it from")
@@ -243,32 +250,32 @@ def rfm_segment_of(r_level: int, fm_level: int) -> str:
 # ----------------------------------------------------------------------------- customers
 def _main_country(bought: DataFrame) -> DataFrame:
     """The country on most of each customer's lines; ties: the latest line's."""
-    most_first = Window.partitionBy("customer_token").orderBy(
+    most_first = Window.partitionBy(CUSTOMER_TOKEN).orderBy(
         F.col("n").desc(), F.col("last").desc(), F.col("country")
     )
     return (
-        bought.groupBy("customer_token", "country")
+        bought.groupBy(CUSTOMER_TOKEN, "country")
         .agg(F.count(F.lit(1)).alias("n"), F.max("invoice_date").alias("last"))
         .withColumn("_rank", F.row_number().over(most_first))
         .where(F.col("_rank") == 1)
-        .select("customer_token", "country")
+        .select(CUSTOMER_TOKEN, "country")
     )
 
 
 def _customer_base(sales: DataFrame, returns: DataFrame, as_of: date) -> DataFrame:
     """One row per customer with product sales up to as_of: RFM and behaviour, unscored."""
-    known = F.col("customer_token").isNotNull()
+    known = F.col(CUSTOMER_TOKEN).isNotNull()
     bought = _in_snapshot(sales, as_of).where(known)
     returned = (
         _in_snapshot(returns, as_of)
         .where(known)
-        .groupBy("customer_token")
+        .groupBy(CUSTOMER_TOKEN)
         .agg(
             (-F.sum("quantity")).alias("units_returned"),
             (-F.sum("line_total")).alias("value_returned"),
         )
     )
-    totals = bought.groupBy("customer_token").agg(
+    totals = bought.groupBy(CUSTOMER_TOKEN).agg(
         F.min("invoice_date").alias("first_purchase_at"),
         F.max("invoice_date").alias("last_purchase_at"),
         F.min("invoice_day").alias("first_day"),
@@ -280,10 +287,10 @@ def _customer_base(sales: DataFrame, returns: DataFrame, as_of: date) -> DataFra
     units_returned = F.coalesce(F.col("units_returned"), F.lit(0))
     # Both sides hold one row per customer of `bought`: the joins neither drop nor multiply.
     return (
-        totals.join(_main_country(bought), on="customer_token", how="inner")
-        .join(returned, on="customer_token", how="left")
+        totals.join(_main_country(bought), on=CUSTOMER_TOKEN, how="inner")
+        .join(returned, on=CUSTOMER_TOKEN, how="left")
         .select(
-            "customer_token",
+            CUSTOMER_TOKEN,
             F.lit(as_of).alias("as_of_date"),
             "country",
             "first_purchase_at",
@@ -320,9 +327,7 @@ def _kmeans_input(base: DataFrame) -> DataFrame:
         "*", *[columns[name].alias(i) for name, i in zip(KMEANS_FEATURES, inputs, strict=True)]
     )
     return VectorAssembler(inputCols=inputs, outputCol=_RAW).transform(
-        features.repartition(KMEANS_PARTITIONS, "customer_token").sortWithinPartitions(
-            "customer_token"
-        )
+        features.repartition(KMEANS_PARTITIONS, CUSTOMER_TOKEN).sortWithinPartitions(CUSTOMER_TOKEN)
     )
 
 
@@ -419,8 +424,8 @@ def customer_features(
     product on or before `as_of`.
     """
     spec = SegmentSpec.from_config(segments)
-    _require(sales, LINE_COLUMNS, "silver.transactions")
-    _require(returns, LINE_COLUMNS, "silver.returns")
+    _require(sales, LINE_COLUMNS, TRANSACTIONS)
+    _require(returns, LINE_COLUMNS, RETURNS)
     base = _customer_base(sales, returns, as_of).cache()
     n = base.count()
     if n == 0:
@@ -458,15 +463,15 @@ def product_features(
         products: silver.products (for the canonical description).
         as_of: the snapshot day (see `snapshot_day`).
     """
-    _require(sales, LINE_COLUMNS, "silver.transactions")
-    _require(returns, LINE_COLUMNS, "silver.returns")
-    _require(products, ("stock_code", "description"), "silver.products")
+    _require(sales, LINE_COLUMNS, TRANSACTIONS)
+    _require(returns, LINE_COLUMNS, RETURNS)
+    _require(products, (STOCK_CODE, "description"), PRODUCTS)
     totals = (
         _in_snapshot(sales, as_of)
-        .groupBy("stock_code")
+        .groupBy(STOCK_CODE)
         .agg(
             F.countDistinct("invoice_no").alias("invoices"),
-            F.countDistinct("customer_token").alias("buyers"),
+            F.countDistinct(CUSTOMER_TOKEN).alias("buyers"),
             F.sum("quantity").alias("units_sold"),
             F.sum("line_total").alias("revenue"),
             F.min("unit_price").alias("min_price"),
@@ -477,15 +482,13 @@ def product_features(
         )
     )
     returned = (
-        _in_snapshot(returns, as_of)
-        .groupBy("stock_code")
-        .agg((-F.sum("quantity")).alias("returned"))
+        _in_snapshot(returns, as_of).groupBy(STOCK_CODE).agg((-F.sum("quantity")).alias("returned"))
     )
     units_returned = F.coalesce(F.col("returned"), F.lit(0))
     # silver.products and `returned` hold one row per stock code: left joins keep every row once.
     joined = totals.join(
-        products.select("stock_code", "description"), on="stock_code", how="left"
-    ).join(returned, on="stock_code", how="left")
+        products.select(STOCK_CODE, "description"), on=STOCK_CODE, how="left"
+    ).join(returned, on=STOCK_CODE, how="left")
     return _conformed(
         joined.select(
             "*",

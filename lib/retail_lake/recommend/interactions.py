@@ -20,10 +20,13 @@ from datetime import date
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from retail_lake.sources.online_retail.tables import CUSTOMER_TOKEN, STOCK_CODE
+
 PREFERENCES = ("invoices", "log_invoices")
 
-CUSTOMER = "customer_token"
-PRODUCT = "stock_code"
+# The keys of an interaction: silver's customer pseudonym and product stock code.
+CUSTOMER = CUSTOMER_TOKEN
+PRODUCT = STOCK_CODE
 CUSTOMER_IDX = "customer_idx"
 PRODUCT_IDX = "product_idx"
 
@@ -118,6 +121,6 @@ def new_indices(
 
 def with_indices(rows: DataFrame, customers: DataFrame, products: DataFrame) -> DataFrame:
     """Adds customer_idx and product_idx (inner joins: every key must be indexed)."""
-    return rows.join(customers.select(CUSTOMER, CUSTOMER_IDX), on=CUSTOMER).join(
-        products.select(PRODUCT, PRODUCT_IDX), on=PRODUCT
+    return rows.join(customers.select(CUSTOMER, CUSTOMER_IDX), on=CUSTOMER, how="inner").join(
+        products.select(PRODUCT, PRODUCT_IDX), on=PRODUCT, how="inner"
     )

@@ -30,6 +30,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from retail_lake.lake import local_frame
+from retail_lake.ops import MODEL_METRICS
 from retail_lake.publish_rule import Better, Decision, decide, shortfalls
 from retail_lake.recommend import features as feats
 from retail_lake.recommend.als import (
@@ -65,15 +66,11 @@ from retail_lake.recommend.model_tables import (
 from retail_lake.recommend.tables import CUSTOMER_FEATURES, PRODUCT_FEATURES
 from retail_lake.recommend.topn import ITEM, RANK, SCORE, USER, top_n
 from retail_lake.runner import JobContext, JobError, JobResult, Output
+from retail_lake.sources.online_retail.tables import CUSTOMERS, PRODUCTS, RETURNS, TRANSACTIONS
 from retail_lake.training.tracking import metric_rows, registered_with, setup_mlflow
 
 log = logging.getLogger(__name__)
 
-SALES = "silver.transactions"
-RETURNS = "silver.returns"
-CUSTOMERS = "silver.customers"
-PRODUCTS = "silver.products"
-MODEL_METRICS = "ops.model_metrics"
 MODEL_NAME = "product_recommender"
 
 
@@ -128,7 +125,7 @@ def interaction_outputs(
     rebuild happens on the first run, with an explicit as_of, when the feed cannot be read,
     or when a pair lost all its lines (a merge cannot delete it).
     """
-    versions = _versions(ctx, (SALES, RETURNS)).alias("input_versions")
+    versions = _versions(ctx, (TRANSACTIONS, RETURNS)).alias("input_versions")
     through = F.lit(as_of if conf.as_of else None).cast("date").alias("through_day")
 
     def shaped(rows: DataFrame) -> DataFrame:
@@ -157,7 +154,7 @@ def interaction_outputs(
     state = current.agg(
         F.count(F.lit(1)).alias("pairs"),
         F.max(F.col("through_day").isNotNull().cast("int")).alias("dated"),
-        F.max(F.col("input_versions")[SALES]).alias(SALES),
+        F.max(F.col("input_versions")[TRANSACTIONS]).alias(TRANSACTIONS),
         F.max(F.col("input_versions")[RETURNS]).alias(RETURNS),
     ).first()
     if state["dated"]:
@@ -173,7 +170,7 @@ def interaction_outputs(
         )
         return [rebuild]
     changed = []
-    for table in (SALES, RETURNS):
+    for table in (TRANSACTIONS, RETURNS):
         since = state[table]
         if since is None:
             return [rebuild]
@@ -224,7 +221,7 @@ def interaction_outputs(
 def feature_outputs(ctx: JobContext, cached: list[DataFrame]) -> list[Output]:
     """The Online Retail gold tables, or nothing when silver was never loaded. Frames it
     persists are added to `cached` (the runner unpersists them when the run ends)."""
-    if not all(ctx.lake.exists(t) for t in (SALES, RETURNS, PRODUCTS)):
+    if not all(ctx.lake.exists(t) for t in (TRANSACTIONS, RETURNS, PRODUCTS)):
         log.warning(
             "[%s] features: %s, %s, %s, %s and %s skipped: %s, %s and %s are needed (land "
             "the Online Retail file, then run ingest and cleanse)",
@@ -234,16 +231,16 @@ def feature_outputs(ctx: JobContext, cached: list[DataFrame]) -> list[Output]:
             INTERACTIONS,
             CUSTOMER_FEATURES,
             PRODUCT_FEATURES,
-            SALES,
+            TRANSACTIONS,
             RETURNS,
             PRODUCTS,
         )
         return []
     unit = "features online_retail"
-    if ctx.unchanged(unit, (SALES, RETURNS, PRODUCTS)):
+    if ctx.unchanged(unit, (TRANSACTIONS, RETURNS, PRODUCTS)):
         return []
     conf = _config(ctx)
-    sales, returns, products = ctx.read(SALES), ctx.read(RETURNS), ctx.read(PRODUCTS)
+    sales, returns, products = ctx.read(TRANSACTIONS), ctx.read(RETURNS), ctx.read(PRODUCTS)
     try:
         as_of = feats.snapshot_day(sales, conf.as_of or None)
     except ValueError as exc:
@@ -267,7 +264,7 @@ def feature_outputs(ctx: JobContext, cached: list[DataFrame]) -> list[Output]:
     )
     outputs += more
     outputs += interaction_outputs(ctx, sales, returns, as_of, conf, customers, items, cached)
-    versions = _versions(ctx, (SALES, RETURNS, PRODUCTS)).alias("input_versions")
+    versions = _versions(ctx, (TRANSACTIONS, RETURNS, PRODUCTS)).alias("input_versions")
     outputs.append(
         Output(
             CUSTOMER_FEATURES,
@@ -412,13 +409,55 @@ def similar_products(item_factors: DataFrame, k: int, batch_size: int) -> DataFr
 
 
 def run(ctx: JobContext) -> JobResult:
-    """The recommend job."""
+    """The recommend job: ALS evaluated against the baselines, then published.
+
+    Reads silver.transactions, silver.returns, silver.customers, silver.products,
+    gold.interactions, gold.customer_index and gold.product_index (run features first).
+    Searches ALS's hyperparameters on a validation period, evaluates the chosen model on
+    the test period against the popularity baselines and appends the numbers to
+    ops.model_metrics (and MLflow). A model that beats every baseline on MAP@k and NDCG@k
+    is refitted on every interaction up to the snapshot day (`recommend.as_of`, else the run
+    date, else the data's last day), registered in MLflow as `product_recommender`, and
+    gold.recommendations and gold.similar_products are rebuilt from it. A re-run on the
+    same input versions and settings finds the registered model and changes nothing.
+
+    Args:
+        ctx: the run's context, given by the runner.
+
+    Returns:
+        The gold.recommendations, gold.similar_products and ops.model_metrics outputs,
+        unwritten (none when the model was registered already).
+
+    Raises:
+        JobError: an input table is missing, a period has no users, or the model did not
+            beat the baselines (its metrics are written all the same).
+
+    Example:
+        From the command line::
+
+            retail-lake run recommend
+            retail-lake run recommend --run-date 2011-12-09
+
+        From Python:
+
+        >>> from retail_lake.registry import JOBS, run_job
+        >>> ctx, writes = run_job(spark, cfg, "recommend", JOBS["recommend"])
+        >>> ctx.lake.read("gold.recommendations").where("rank <= 3").show()
+    """
     conf = _config(ctx)
-    needed = (SALES, RETURNS, CUSTOMERS, PRODUCTS, INTERACTIONS, CUSTOMER_INDEX, PRODUCT_INDEX)
+    needed = (
+        TRANSACTIONS,
+        RETURNS,
+        CUSTOMERS,
+        PRODUCTS,
+        INTERACTIONS,
+        CUSTOMER_INDEX,
+        PRODUCT_INDEX,
+    )
     missing = [t for t in needed if not ctx.lake.exists(t)]
     if missing:
         raise JobError(f"recommend: {', '.join(missing)} missing; run ingest, cleanse, features")
-    sales, returns = ctx.read(SALES), ctx.read(RETURNS)
+    sales, returns = ctx.read(TRANSACTIONS), ctx.read(RETURNS)
     customers, products = ctx.read(CUSTOMERS), ctx.read(PRODUCTS)
     inter = ctx.read(INTERACTIONS)
     cidx, pidx = ctx.read(CUSTOMER_INDEX), ctx.read(PRODUCT_INDEX)
@@ -489,9 +528,7 @@ def run(ctx: JobContext) -> JobResult:
     lineage = {
         "model_name": F.lit(MODEL_NAME),
         "model_version": F.lit(version),
-        "input_versions": _versions(
-            ctx, (SALES, RETURNS, CUSTOMERS, PRODUCTS, INTERACTIONS, CUSTOMER_INDEX, PRODUCT_INDEX)
-        ),
+        "input_versions": _versions(ctx, needed),
     }
     recs = recommendations(ctx, conf, final, inter, customers, cidx, pidx, products, as_of)
     similar = _named_similar(
@@ -576,11 +613,15 @@ def recommendations(
     fallback = popularity_top_n(
         popularity, stand_in.select(USER), conf.top_n, None, conf.batch_size
     )
-    fallback = fallback.join(stand_in, on=USER).withColumn("source", F.lit("popularity"))
-    named_als = als.join(cidx.select(F.col(CUSTOMER_IDX).alias(USER), CUSTOMER), on=USER)
+    fallback = fallback.join(stand_in, on=USER, how="inner").withColumn(
+        "source", F.lit("popularity")
+    )
+    named_als = als.join(
+        cidx.select(F.col(CUSTOMER_IDX).alias(USER), CUSTOMER), on=USER, how="inner"
+    )
     both = named_als.unionByName(fallback.select(*named_als.columns))
     return (
-        both.join(pidx.select(F.col(PRODUCT_IDX).alias(ITEM), PRODUCT), on=ITEM)
+        both.join(pidx.select(F.col(PRODUCT_IDX).alias(ITEM), PRODUCT), on=ITEM, how="inner")
         .join(products.select(PRODUCT, "description"), on=PRODUCT, how="left")
         .select(
             CUSTOMER,
@@ -604,8 +645,8 @@ def _named_similar(similar: DataFrame, pidx: DataFrame, products: DataFrame) -> 
         F.col("description").alias("similar_description"),
     )
     return (
-        similar.join(left, on=USER)
-        .join(right, on=ITEM)
+        similar.join(left, on=USER, how="inner")
+        .join(right, on=ITEM, how="inner")
         .select(
             PRODUCT,
             F.col(RANK).alias("rank"),

@@ -4,6 +4,12 @@ products (gold)."""
 from __future__ import annotations
 
 from retail_lake.contracts import Col, TableContract, meta_columns
+from retail_lake.sources.online_retail.tables import (
+    CUSTOMER_TOKEN,
+    RETURNS,
+    STOCK_CODE,
+    TRANSACTIONS,
+)
 
 CUSTOMER_INDEX = "gold.customer_index"
 PRODUCT_INDEX = "gold.product_index"
@@ -36,21 +42,21 @@ MODEL_TABLES = [
         "keeps their index across runs; a new customer gets the next number, in order of "
         "first purchase then token.",
         columns=(
-            Col("customer_token", "string", "customer pseudonym (silver.customers)", False),
+            Col(CUSTOMER_TOKEN, "string", "customer pseudonym (silver.customers)", False),
             Col("customer_idx", "int", "ALS user index: 0, 1, 2, ... never reused", False),
             Col("first_purchase_at", "timestamp", "first product purchase (sets the order)", False),
             *meta_columns(),
         ),
-        keys=("customer_token",),
+        keys=(CUSTOMER_TOKEN,),
         write_mode="append",
-        source="silver.transactions",
+        source=TRANSACTIONS,
     ),
     TableContract(
         name=PRODUCT_INDEX,
         description="The integer index ALS knows each product by. Append-only, like "
         "gold.customer_index.",
         columns=(
-            Col("stock_code", "string", "product stock code (silver.products)", False),
+            Col(STOCK_CODE, "string", "product stock code (silver.products)", False),
             Col("product_idx", "int", "ALS item index: 0, 1, 2, ... never reused", False),
             Col(
                 "first_purchase_at",
@@ -60,9 +66,9 @@ MODEL_TABLES = [
             ),
             *meta_columns(),
         ),
-        keys=("stock_code",),
+        keys=(STOCK_CODE,),
         write_mode="append",
-        source="silver.transactions",
+        source=TRANSACTIONS,
     ),
     TableContract(
         name=INTERACTIONS,
@@ -73,8 +79,8 @@ MODEL_TABLES = [
         "Data Feed (only the (customer, product) pairs with new or changed lines are "
         "recomputed); smaller, rebuilt.",
         columns=(
-            Col("customer_token", "string", "customer pseudonym", False),
-            Col("stock_code", "string", "product stock code", False),
+            Col(CUSTOMER_TOKEN, "string", "customer pseudonym", False),
+            Col(STOCK_CODE, "string", "product stock code", False),
             Col("customer_idx", "int", "gold.customer_index.customer_idx", False),
             Col("product_idx", "int", "gold.product_index.product_idx", False),
             Col("invoices", "bigint", "distinct invoices with the product", False),
@@ -98,9 +104,9 @@ MODEL_TABLES = [
             INPUT_VERSIONS,
             *meta_columns(),
         ),
-        keys=("customer_token", "stock_code"),
+        keys=(CUSTOMER_TOKEN, STOCK_CODE),
         write_mode="merge",
-        source="silver.transactions, silver.returns",
+        source=f"{TRANSACTIONS}, {RETURNS}",
     ),
     TableContract(
         name=RECOMMENDATIONS,
@@ -109,9 +115,9 @@ MODEL_TABLES = [
         "know (no product purchase by the snapshot) get the popularity list; `source` says "
         "which. Rebuilt whole by each published model.",
         columns=(
-            Col("customer_token", "string", "customer pseudonym", False),
+            Col(CUSTOMER_TOKEN, "string", "customer pseudonym", False),
             Col("rank", "int", "1 = best", False),
-            Col("stock_code", "string", "recommended product", False),
+            Col(STOCK_CODE, "string", "recommended product", False),
             Col("description", "string", "its canonical description (silver.products)"),
             Col(
                 "score",
@@ -123,16 +129,16 @@ MODEL_TABLES = [
             *MODEL,
             *meta_columns(),
         ),
-        keys=("customer_token", "rank"),
+        keys=(CUSTOMER_TOKEN, "rank"),
         write_mode="overwrite",
-        source="gold.interactions + the ALS recommender",
+        source=f"{INTERACTIONS} + the ALS recommender",
     ),
     TableContract(
         name=SIMILAR_PRODUCTS,
         description="Top-K most similar products per product by the cosine of their ALS "
         "item factors (bought by the same customers): 'customers also bought'.",
         columns=(
-            Col("stock_code", "string", "product", False),
+            Col(STOCK_CODE, "string", "product", False),
             Col("rank", "int", "1 = most similar", False),
             Col("similar_stock_code", "string", "a similar product (never the product)", False),
             Col("similar_description", "string", "its canonical description"),
@@ -140,7 +146,7 @@ MODEL_TABLES = [
             *MODEL,
             *meta_columns(),
         ),
-        keys=("stock_code", "rank"),
+        keys=(STOCK_CODE, "rank"),
         write_mode="overwrite",
         source="the ALS recommender's item factors",
     ),

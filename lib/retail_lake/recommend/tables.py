@@ -11,6 +11,13 @@ product's popularity and units but not its buyers.
 from __future__ import annotations
 
 from retail_lake.contracts import Col, TableContract, meta_columns
+from retail_lake.sources.online_retail.tables import (
+    CUSTOMER_TOKEN,
+    PRODUCTS,
+    RETURNS,
+    STOCK_CODE,
+    TRANSACTIONS,
+)
 
 CUSTOMER_FEATURES = "gold.customer_features"
 PRODUCT_FEATURES = "gold.product_features"
@@ -36,7 +43,7 @@ FEATURE_TABLES = [
         "behaviour, RFM quantile scores with a readable segment, and a k-means cluster. "
         "`segment` holds the labelling chosen by recommend.segments.method.",
         columns=(
-            Col("customer_token", "string", "HMAC-SHA256 pseudonym of the customer id", False),
+            Col(CUSTOMER_TOKEN, "string", "HMAC-SHA256 pseudonym of the customer id", False),
             AS_OF_DATE,
             Col(
                 "country",
@@ -106,9 +113,9 @@ FEATURE_TABLES = [
             INPUT_VERSIONS,
             *meta_columns(),
         ),
-        keys=("customer_token",),
+        keys=(CUSTOMER_TOKEN,),
         write_mode="overwrite",
-        source="silver.transactions, silver.returns",
+        source=f"{TRANSACTIONS}, {RETURNS}",
     ),
     TableContract(
         name=PRODUCT_FEATURES,
@@ -116,7 +123,7 @@ FEATURE_TABLES = [
         "day: popularity, units, revenue, prices and returns. Guest sales count for "
         "invoices, units and revenue, not for buyers.",
         columns=(
-            Col("stock_code", "string", "upper-cased product stock code", False),
+            Col(STOCK_CODE, "string", "upper-cased product stock code", False),
             Col(
                 "description",
                 "string",
@@ -149,8 +156,8 @@ FEATURE_TABLES = [
             INPUT_VERSIONS,
             *meta_columns(),
         ),
-        keys=("stock_code",),
+        keys=(STOCK_CODE,),
         write_mode="overwrite",
-        source="silver.transactions, silver.returns, silver.products",
+        source=f"{TRANSACTIONS}, {RETURNS}, {PRODUCTS}",
     ),
 ]

@@ -29,6 +29,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 
 from retail_lake.lake import local_frame
+from retail_lake.ops import MODEL_METRICS
 from retail_lake.publish_rule import Shortfall
 from retail_lake.runner import JobContext, JobError, Output
 from retail_lake.training.data import make_converter, steps_per_epoch
@@ -38,7 +39,6 @@ from retail_lake.training.tracking import metric_rows, registered_with, setup_ml
 
 log = logging.getLogger(__name__)
 
-MODEL_METRICS = "ops.model_metrics"
 # Settings that never change the model: left out of the fingerprint.
 _NOT_SHAPING = ("force", "petastorm_cache", "checkpoint_dir")
 

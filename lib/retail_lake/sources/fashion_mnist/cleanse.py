@@ -60,10 +60,27 @@ def _out_of_range(pixel: Column) -> Column:
 def rules() -> list[Rule]:
     """The validation rules of a bronze image row; none of them yields null."""
     found = [
-        *[
-            Rule(f"missing_{c}", c, F.col(c).isNull(), f"{c}: required value is missing")
-            for c in REQUIRED
-        ],
+        # Not `required_rule`: these bronze columns are typed (no text to trim).
+        Rule(
+            "missing_image_id",
+            "image_id",
+            F.col("image_id").isNull(),
+            "image_id: required value is missing",
+        ),
+        Rule("missing_split", "split", F.col("split").isNull(), "split: required value is missing"),
+        Rule(
+            "missing_image_index",
+            "image_index",
+            F.col("image_index").isNull(),
+            "image_index: required value is missing",
+        ),
+        Rule("missing_label", "label", F.col("label").isNull(), "label: required value is missing"),
+        Rule(
+            "missing_pixels",
+            "pixels",
+            F.col("pixels").isNull(),
+            "pixels: required value is missing",
+        ),
         Rule(
             "invalid_pixel_count",
             "pixels",

@@ -117,11 +117,14 @@ def _text_list(raw: str) -> Column:
 def coordinate_rules(latitude: str, longitude: str, required: bool) -> list[Rule]:
     """Parse, range and 0/0 rules of a raw latitude/longitude pair."""
     lat, lon = _number(latitude, "double"), _number(longitude, "double")
-    rules = [required_rule("latitude", latitude), required_rule("longitude", longitude)]
+    rules = [
+        required_rule("missing_latitude", "latitude", latitude),
+        required_rule("missing_longitude", "longitude", longitude),
+    ]
     return [
         *(rules if required else []),
-        parse_rule("latitude", latitude, lat, "a number"),
-        parse_rule("longitude", longitude, lon, "a number"),
+        parse_rule("unparseable_latitude", "latitude", latitude, lat, "a number"),
+        parse_rule("unparseable_longitude", "longitude", longitude, lon, "a number"),
         Rule(
             "latitude_out_of_range",
             "latitude",
@@ -143,11 +146,12 @@ def coordinate_rules(latitude: str, longitude: str, required: bool) -> list[Rule
     ]
 
 
-def country_rule(raw: str, known: Column) -> Rule:
-    """A country code present in `raw` that the country table does not hold (`known` null)."""
+def country_rule(name: str, raw: str, known: Column) -> Rule:
+    """A country code present in `raw` that the country table does not hold (`known` null);
+    `name` a literal at the call (`"unknown_country_code"`)."""
     value = F.trim(F.col(raw))
     return Rule(
-        "unknown_country_code",
+        name,
         "country_code",
         (value != "") & known.isNull(),
         "country_code: {value} is not a country code of the country table",
@@ -214,22 +218,42 @@ def _country_rules() -> list[Rule]:
     iso, iso3 = F.trim(F.col("iso")), F.trim(F.col("iso3"))
     numeric = _number("iso_numeric", "int")
     return [
-        *[
-            required_rule(c, c)
-            for c in ("iso", "iso3", "iso_numeric", "name", "continent_code", "geonameid")
-        ],
+        required_rule("missing_iso", "iso", "iso"),
+        required_rule("missing_iso3", "iso3", "iso3"),
+        required_rule("missing_iso_numeric", "iso_numeric", "iso_numeric"),
+        required_rule("missing_name", "name", "name"),
+        required_rule("missing_continent_code", "continent_code", "continent_code"),
+        required_rule("missing_geonameid", "geonameid", "geonameid"),
         Rule("invalid_iso", "iso", ~iso.rlike("^[A-Z]{2}$"), "iso: {value} is not 2 letters"),
         Rule("invalid_iso3", "iso3", ~iso3.rlike("^[A-Z]{3}$"), "iso3: {value} is not 3 letters"),
-        parse_rule("iso_numeric", "iso_numeric", numeric, "an integer"),
+        parse_rule("unparseable_iso_numeric", "iso_numeric", "iso_numeric", numeric, "an integer"),
         Rule(
             "invalid_iso_numeric",
             "iso_numeric",
             ~numeric.between(0, 999),
             "iso_numeric: {value} is not 0..999",
         ),
-        parse_rule("area_km2", "area_km2", _number("area_km2", "double"), "a number"),
-        parse_rule("population", "population", _number("population", "bigint"), "an integer"),
-        parse_rule("geonameid", "geonameid", _number("geonameid", "bigint"), "an integer"),
+        parse_rule(
+            "unparseable_area_km2",
+            "area_km2",
+            "area_km2",
+            _number("area_km2", "double"),
+            "a number",
+        ),
+        parse_rule(
+            "unparseable_population",
+            "population",
+            "population",
+            _number("population", "bigint"),
+            "an integer",
+        ),
+        parse_rule(
+            "unparseable_geonameid",
+            "geonameid",
+            "geonameid",
+            _number("geonameid", "bigint"),
+            "an integer",
+        ),
         Rule(
             "negative_area_km2",
             "area_km2",
@@ -318,17 +342,26 @@ def with_demand(df: DataFrame, population: str = "t_population") -> DataFrame:
 def _place_rules() -> list[Rule]:
     population = _number("population", "bigint")
     return [
-        *[required_rule(c, c) for c in ("geonameid", "name", "country_code", "population")],
-        parse_rule("geonameid", "geonameid", _number("geonameid", "bigint"), "an integer"),
+        required_rule("missing_geonameid", "geonameid", "geonameid"),
+        required_rule("missing_name", "name", "name"),
+        required_rule("missing_country_code", "country_code", "country_code"),
+        required_rule("missing_population", "population", "population"),
+        parse_rule(
+            "unparseable_geonameid",
+            "geonameid",
+            "geonameid",
+            _number("geonameid", "bigint"),
+            "an integer",
+        ),
         *coordinate_rules("latitude", "longitude", required=True),
-        parse_rule("population", "population", population, "an integer"),
+        parse_rule("unparseable_population", "population", "population", population, "an integer"),
         Rule(
             "negative_population",
             "population",
             population < 0,
             "population: {value} is negative",
         ),
-        country_rule("country_code", F.col("c_iso")),
+        country_rule("unknown_country_code", "country_code", F.col("c_iso")),
     ]
 
 
@@ -424,9 +457,12 @@ def timezone_parts(raw: Column) -> tuple[Column, Column]:
 def _store_rules() -> list[Rule]:
     timezone = F.trim(F.col("timezone"))
     return [
-        *[required_rule(c, c) for c in ("store_number", "brand", "store_name", "ownership_type")],
-        required_rule("state_province", "state_province"),
-        required_rule("country_code", "country"),
+        required_rule("missing_store_number", "store_number", "store_number"),
+        required_rule("missing_brand", "brand", "brand"),
+        required_rule("missing_store_name", "store_name", "store_name"),
+        required_rule("missing_ownership_type", "ownership_type", "ownership_type"),
+        required_rule("missing_state_province", "state_province", "state_province"),
+        required_rule("missing_country_code", "country_code", "country"),
         *coordinate_rules("latitude", "longitude", required=True),
         Rule(
             "invalid_ownership_type",
@@ -434,7 +470,7 @@ def _store_rules() -> list[Rule]:
             ~F.trim(F.col("ownership_type")).isin(*OWNERSHIP_TYPES),
             f"ownership_type: {{value}} is not one of {', '.join(OWNERSHIP_TYPES)}",
         ),
-        country_rule("country", F.col("c_iso")),
+        country_rule("unknown_country_code", "country", F.col("c_iso")),
         Rule(
             "unparseable_timezone",
             "timezone",

@@ -40,14 +40,16 @@ from retail_lake.cleansing import (
     split_valid,
     with_errors,
 )
-from retail_lake.sources.online_retail.tables import RAW_COLUMNS
+from retail_lake.sources.online_retail.tables import (
+    CUSTOMERS,
+    ONLINE_RETAIL_RAW,
+    PRODUCTS,
+    RAW_COLUMNS,
+    RETURNS,
+    TRANSACTIONS,
+)
 
 SOURCE = "online_retail"
-BRONZE = "bronze.online_retail_raw"
-TRANSACTIONS = "silver.transactions"
-RETURNS = "silver.returns"
-CUSTOMERS = "silver.customers"
-PRODUCTS = "silver.products"
 
 RAW = tuple(c for c, _ in RAW_COLUMNS)
 TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
@@ -103,10 +105,22 @@ def _rules() -> list[Rule]:
     adjustment = invoice.startswith("A")
     customer = F.trim(F.col("customer_id"))
     rules = [
-        *[required_rule(c, c) for c in RAW if c not in ("description", "customer_id")],
-        parse_rule("quantity", "quantity", quantity, "an integer"),
-        parse_rule("invoice_date", "invoice_date", _timestamp("invoice_date"), "a timestamp"),
-        parse_rule("unit_price", "unit_price", price, "a decimal number"),
+        # Description and customer id are optional (a blank description, a guest line).
+        required_rule("missing_invoice_no", "invoice_no", "invoice_no"),
+        required_rule("missing_stock_code", "stock_code", "stock_code"),
+        required_rule("missing_quantity", "quantity", "quantity"),
+        required_rule("missing_invoice_date", "invoice_date", "invoice_date"),
+        required_rule("missing_unit_price", "unit_price", "unit_price"),
+        required_rule("missing_country", "country", "country"),
+        parse_rule("unparseable_quantity", "quantity", "quantity", quantity, "an integer"),
+        parse_rule(
+            "unparseable_invoice_date",
+            "invoice_date",
+            "invoice_date",
+            _timestamp("invoice_date"),
+            "a timestamp",
+        ),
+        parse_rule("unparseable_unit_price", "unit_price", "unit_price", price, "a decimal number"),
         # No {value}: the reason must not carry the raw customer id.
         Rule(
             "unparseable_customer_id",
@@ -326,7 +340,7 @@ def cleanse_lines(
 def cleanse(frames: Mapping[str, DataFrame], env: CleanseEnv) -> Cleansed:
     """The Online Retail cleanser (see `retail_lake.cleansing.Cleanser`)."""
     sales, returns, quarantine, duplicates = cleanse_lines(
-        frames[BRONZE],
+        frames[ONLINE_RETAIL_RAW],
         env.at,
         env.pseudonymise,
         env.cfg.get("online_retail.non_product_codes"),
@@ -340,4 +354,4 @@ def cleanse(frames: Mapping[str, DataFrame], env: CleanseEnv) -> Cleansed:
     )
 
 
-CLEANSERS: list[Cleanser] = [Cleanser(SOURCE, BRONZE, cleanse)]
+CLEANSERS: list[Cleanser] = [Cleanser(SOURCE, ONLINE_RETAIL_RAW, cleanse)]

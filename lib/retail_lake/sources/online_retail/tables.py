@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from retail_lake.contracts import LINEAGE, Col, TableContract, meta_columns, raw_table
 
+ONLINE_RETAIL_RAW = "bronze.online_retail_raw"
+TRANSACTIONS = "silver.transactions"
+RETURNS = "silver.returns"
+CUSTOMERS = "silver.customers"
+PRODUCTS = "silver.products"
+
+# Keys other packages read (recommend): the customer pseudonym and the product.
+CUSTOMER_TOKEN = "customer_token"
+STOCK_CODE = "stock_code"
+
 RAW_COLUMNS = (
     ("invoice_no", "InvoiceNo"),
     ("stock_code", "StockCode"),
@@ -27,7 +37,7 @@ def _line_columns(quantity_comment: str, total_comment: str) -> tuple[Col, ...]:
         ),
         Col("invoice_no", "string", "invoice number as issued (returns start with C)", False),
         Col(
-            "stock_code",
+            STOCK_CODE,
             "string",
             "stock code, upper-cased (85123a and 85123A are one product)",
             False,
@@ -44,7 +54,7 @@ def _line_columns(quantity_comment: str, total_comment: str) -> tuple[Col, ...]:
         Col("unit_price", "decimal(12,3)", "price per unit in GBP", False),
         Col("line_total", "decimal(18,3)", total_comment, False),
         Col(
-            "customer_token",
+            CUSTOMER_TOKEN,
             "string",
             "HMAC-SHA256 pseudonym of the customer id; null for guest sales",
         ),
@@ -78,7 +88,7 @@ def _line_columns(quantity_comment: str, total_comment: str) -> tuple[Col, ...]:
 
 BRONZE = [
     raw_table(
-        "bronze.online_retail_raw",
+        ONLINE_RETAIL_RAW,
         "online_retail/online_retail.csv.gz",
         list(RAW_COLUMNS),
         "Online Retail invoice lines (UCI), every field as text, with provenance. Holds the "
@@ -88,7 +98,7 @@ BRONZE = [
 
 SILVER = [
     TableContract(
-        name="silver.transactions",
+        name=TRANSACTIONS,
         description="Online Retail sales lines, typed. Rules: cancellations (invoice C...) "
         "go to silver.returns; a sales line with quantity <= 0 or unit price <= 0 and the "
         "bad-debt adjustments (invoice A...) are quarantined with the reason; exact duplicate "
@@ -100,10 +110,10 @@ SILVER = [
             *meta_columns(),
         ),
         keys=("line_id",),
-        source="bronze.online_retail_raw",
+        source=ONLINE_RETAIL_RAW,
     ),
     TableContract(
-        name="silver.returns",
+        name=RETURNS,
         description="Online Retail cancellations (invoice numbers starting with C), linked "
         "to the sale they reverse where one is found: the latest earlier sales line of the "
         "same product to the same customer with at least the returned quantity.",
@@ -129,13 +139,13 @@ SILVER = [
             *meta_columns(),
         ),
         keys=("line_id",),
-        source="bronze.online_retail_raw",
+        source=ONLINE_RETAIL_RAW,
     ),
     TableContract(
-        name="silver.customers",
+        name=CUSTOMERS,
         description="One row per known customer (guests have no row), by pseudonym.",
         columns=(
-            Col("customer_token", "string", "HMAC-SHA256 pseudonym of the customer id", False),
+            Col(CUSTOMER_TOKEN, "string", "HMAC-SHA256 pseudonym of the customer id", False),
             Col(
                 "country",
                 "string",
@@ -149,15 +159,15 @@ SILVER = [
             Col("return_lines", "bigint", "lines in silver.returns", False),
             *meta_columns(),
         ),
-        keys=("customer_token",),
-        source="silver.transactions, silver.returns",
+        keys=(CUSTOMER_TOKEN,),
+        source=f"{TRANSACTIONS}, {RETURNS}",
     ),
     TableContract(
-        name="silver.products",
+        name=PRODUCTS,
         description="The product catalogue: one row per product stock code (non-product "
         "codes excluded) with one canonical description.",
         columns=(
-            Col("stock_code", "string", "upper-cased stock code", False),
+            Col(STOCK_CODE, "string", "upper-cased stock code", False),
             Col(
                 "description",
                 "string",
@@ -174,7 +184,7 @@ SILVER = [
             Col("last_sold_at", "timestamp", "last sales line", False),
             *meta_columns(),
         ),
-        keys=("stock_code",),
-        source="silver.transactions",
+        keys=(STOCK_CODE,),
+        source=TRANSACTIONS,
     ),
 ]

@@ -32,9 +32,11 @@ from retail_lake.cleansing import (
     with_errors,
 )
 from retail_lake.sources.rossmann.tables import (
+    PLAN_COLUMNS,
     PLANS_BRONZE,
     SALES_BRONZE,
     STORE_DAILY_SALES,
+    STORE_DAY_COLUMNS,
     STORE_DAY_PLANS,
     STORES,
     STORES_BRONZE,
@@ -75,10 +77,10 @@ def _flag(raw: str) -> Column:
     return F.when(v == "1", F.lit(True)).when(v == "0", F.lit(False))
 
 
-def _flag_rule(column: str, raw: str) -> Rule:
+def _flag_rule(name: str, column: str, raw: str) -> Rule:
     v = F.trim(F.col(raw))
     return Rule(
-        f"invalid_{column}",
+        name,
         column,
         v.isNotNull() & ~v.isin("0", "1"),
         f"{column}: {{value}} is not 0 or 1",
@@ -88,15 +90,21 @@ def _flag_rule(column: str, raw: str) -> Rule:
 def _key_rules() -> list[Rule]:
     """Store, date and weekday must parse (sales and plan lines)."""
     return [
-        parse_rule("store", "store", _int("store"), "an integer"),
-        parse_rule("date", "date", _date("date"), "a date (yyyy-MM-dd)"),
-        parse_rule("day_of_week", "day_of_week", _int("day_of_week"), "an integer"),
+        parse_rule("unparseable_store", "store", "store", _int("store"), "an integer"),
+        parse_rule("unparseable_date", "date", "date", _date("date"), "a date (yyyy-MM-dd)"),
+        parse_rule(
+            "unparseable_day_of_week",
+            "day_of_week",
+            "day_of_week",
+            _int("day_of_week"),
+            "an integer",
+        ),
     ]
 
 
-def _weekday_rule() -> Rule:
+def _weekday_rule(name: str) -> Rule:
     return Rule(
-        "invalid_day_of_week",
+        name,
         "day_of_week",
         ~_int("day_of_week").between(1, 7),
         "day_of_week: {value} is not 1..7",
@@ -112,7 +120,9 @@ def _covariate_rules() -> list[Rule]:
             ~F.trim(F.col("state_holiday")).isin(*STATE_HOLIDAYS),
             "state_holiday: {value} is not one of 0, a, b, c",
         ),
-        *[_flag_rule(c, c) for c in ("open", "promo", "school_holiday")],
+        _flag_rule("invalid_open", "open", "open"),
+        _flag_rule("invalid_promo", "promo", "promo"),
+        _flag_rule("invalid_school_holiday", "school_holiday", "school_holiday"),
     ]
 
 
@@ -150,11 +160,21 @@ def type_sales(bronze: DataFrame) -> DataFrame:
     """Typed columns (prefixed `t_`) and `_errors` for every bronze sales row."""
     raw_of = {c: c for c in SALES_RAW}
     rules = [
-        *[required_rule(c, c) for c in SALES_RAW],
+        required_rule("missing_store", "store", "store"),
+        required_rule("missing_day_of_week", "day_of_week", "day_of_week"),
+        required_rule("missing_date", "date", "date"),
+        required_rule("missing_sales", "sales", "sales"),
+        required_rule("missing_customers", "customers", "customers"),
+        required_rule("missing_open", "open", "open"),
+        required_rule("missing_promo", "promo", "promo"),
+        required_rule("missing_state_holiday", "state_holiday", "state_holiday"),
+        required_rule("missing_school_holiday", "school_holiday", "school_holiday"),
         *_key_rules(),
-        parse_rule("sales", "sales", _int("sales"), "an integer"),
-        parse_rule("customers", "customers", _int("customers"), "an integer"),
-        _weekday_rule(),
+        parse_rule("unparseable_sales", "sales", "sales", _int("sales"), "an integer"),
+        parse_rule(
+            "unparseable_customers", "customers", "customers", _int("customers"), "an integer"
+        ),
+        _weekday_rule("invalid_day_of_week"),
         Rule("negative_sales", "sales", _int("sales") < 0, "sales: {value} is negative"),
         Rule(
             "negative_customers",
@@ -192,17 +212,7 @@ def _silver_sales(valid: DataFrame) -> DataFrame:
     )
 
 
-SALES_CONTENT = (
-    "store",
-    "date",
-    "day_of_week",
-    "sales",
-    "customers",
-    "open",
-    "promo",
-    "state_holiday",
-    "school_holiday",
-)
+SALES_CONTENT = STORE_DAY_COLUMNS
 
 
 def _per_store_day(
@@ -256,17 +266,24 @@ def type_plans(bronze: DataFrame) -> DataFrame:
     """Typed columns (prefixed `t_`) and `_errors` for every bronze plan row."""
     raw_of = {c: c for c in PLANS_RAW}
     rules = [
-        *[required_rule(c, c) for c in PLANS_RAW],
+        required_rule("missing_store", "store", "store"),
+        required_rule("missing_day_of_week", "day_of_week", "day_of_week"),
+        required_rule("missing_date", "date", "date"),
+        required_rule("missing_open", "open", "open"),
+        required_rule("missing_promo", "promo", "promo"),
+        required_rule("missing_state_holiday", "state_holiday", "state_holiday"),
+        required_rule("missing_school_holiday", "school_holiday", "school_holiday"),
         *_key_rules(),
-        _weekday_rule(),
+        _weekday_rule("invalid_day_of_week"),
         *_covariate_rules(),
     ]
     return with_errors(_typed(bronze, PLANS_RAW, []), rules, raw_of)
 
 
 def _silver_plans(valid: DataFrame) -> DataFrame:
-    order = ("store", "date", "day_of_week", "open", "promo", "state_holiday", "school_holiday")
-    return valid.select(*[F.col(f"t_{c}").alias(c) for c in order], "_source_file", "_line_number")
+    return valid.select(
+        *[F.col(f"t_{c}").alias(c) for c in PLAN_COLUMNS], "_source_file", "_line_number"
+    )
 
 
 def cleanse_plans(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFrame, DataFrame]:
@@ -309,34 +326,45 @@ def cleanse_stores(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFram
     raw_of = {c: c for c in STORES_RAW}
     months = promo_months(F.col("promo_interval"))
     rules = [
-        required_rule("store", "store"),
-        required_rule("store_type", "store_type"),
-        required_rule("assortment", "assortment"),
-        required_rule("promo2", "promo2"),
-        parse_rule("store", "store", _int("store"), "an integer"),
+        required_rule("missing_store", "store", "store"),
+        required_rule("missing_store_type", "store_type", "store_type"),
+        required_rule("missing_assortment", "assortment", "assortment"),
+        required_rule("missing_promo2", "promo2", "promo2"),
+        parse_rule("unparseable_store", "store", "store", _int("store"), "an integer"),
         parse_rule(
+            "unparseable_competition_distance",
             "competition_distance",
             "competition_distance",
             F.expr("try_cast(trim(competition_distance) AS DOUBLE)"),
             "a number",
         ),
         parse_rule(
+            "unparseable_competition_open_since_month",
             "competition_open_since_month",
             "competition_open_since_month",
             _int("competition_open_since_month"),
             "an integer",
         ),
         parse_rule(
+            "unparseable_competition_open_since_year",
             "competition_open_since_year",
             "competition_open_since_year",
             _int("competition_open_since_year"),
             "an integer",
         ),
         parse_rule(
-            "promo2_since_week", "promo2_since_week", _int("promo2_since_week"), "an integer"
+            "unparseable_promo2_since_week",
+            "promo2_since_week",
+            "promo2_since_week",
+            _int("promo2_since_week"),
+            "an integer",
         ),
         parse_rule(
-            "promo2_since_year", "promo2_since_year", _int("promo2_since_year"), "an integer"
+            "unparseable_promo2_since_year",
+            "promo2_since_year",
+            "promo2_since_year",
+            _int("promo2_since_year"),
+            "an integer",
         ),
         Rule(
             "invalid_store_type",
@@ -350,7 +378,7 @@ def cleanse_stores(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFram
             ~F.trim("assortment").isin("a", "b", "c"),
             "assortment: {value} is not a..c",
         ),
-        _flag_rule("promo2", "promo2"),
+        _flag_rule("invalid_promo2", "promo2", "promo2"),
         Rule(
             "invalid_promo_interval",
             "promo_interval",

@@ -11,9 +11,27 @@ STORE_DAILY_SALES = "silver.store_daily_sales"
 STORE_DAY_PLANS = "silver.store_day_plans"
 STORES = "silver.stores"
 
+# The store-day key, read by other packages (forecasting).
+STORE = "store"
+DATE = "date"
+# silver.store_daily_sales's columns per store and day, in the contract's order.
+STORE_DAY_COLUMNS = (
+    STORE,
+    DATE,
+    "day_of_week",
+    "sales",
+    "customers",
+    "open",
+    "promo",
+    "state_holiday",
+    "school_holiday",
+)
+# What silver.store_day_plans knows of them in advance: all but sales and customers.
+PLAN_COLUMNS = tuple(c for c in STORE_DAY_COLUMNS if c not in ("sales", "customers"))
+
 BRONZE = [
     raw_table(
-        "bronze.rossmann_sales_raw",
+        SALES_BRONZE,
         "rossmann/train.csv.gz",
         [
             ("store", "Store"),
@@ -29,7 +47,7 @@ BRONZE = [
         "Rossmann daily sales per store, every field as text, with provenance.",
     ),
     raw_table(
-        "bronze.rossmann_plans_raw",
+        PLANS_BRONZE,
         "rossmann/plans.csv.gz",
         [
             ("store", "Store"),
@@ -44,7 +62,7 @@ BRONZE = [
         "holidays), every field as text, with provenance.",
     ),
     raw_table(
-        "bronze.rossmann_stores_raw",
+        STORES_BRONZE,
         "rossmann/store.csv.gz",
         [
             ("store", "Store"),
@@ -64,12 +82,12 @@ BRONZE = [
 
 SILVER = [
     TableContract(
-        name="silver.store_daily_sales",
+        name=STORE_DAILY_SALES,
         description="One row per Rossmann store and day, typed. Closed days are kept "
         "(open = false, sales 0); gaps in a store's series are not filled.",
         columns=(
-            Col("store", "int", "Rossmann store number (1..1115)", False),
-            Col("date", "date", "calendar day (UTC)", False),
+            Col(STORE, "int", "Rossmann store number (1..1115)", False),
+            Col(DATE, "date", "calendar day (UTC)", False),
             Col("day_of_week", "int", "ISO day of week, 1 = Monday .. 7 = Sunday", False),
             Col("sales", "int", "turnover of the day (EUR); 0 on closed days", False),
             Col("customers", "int", "customers served that day", False),
@@ -85,16 +103,16 @@ SILVER = [
             *LINEAGE,
             *meta_columns(),
         ),
-        keys=("store", "date"),
-        source="bronze.rossmann_sales_raw",
+        keys=(STORE, DATE),
+        source=SALES_BRONZE,
     ),
     TableContract(
-        name="silver.store_day_plans",
+        name=STORE_DAY_PLANS,
         description="One row per Rossmann store and future day with what is known in advance "
         "(open, promotion, holidays): the covariates `forecast` uses for days after the data.",
         columns=(
-            Col("store", "int", "Rossmann store number", False),
-            Col("date", "date", "planned day (UTC)", False),
+            Col(STORE, "int", "Rossmann store number", False),
+            Col(DATE, "date", "planned day (UTC)", False),
             Col("day_of_week", "int", "ISO day of week, 1 = Monday .. 7 = Sunday", False),
             Col("open", "boolean", "store will be open", False),
             Col("promo", "boolean", "a store promotion will run", False),
@@ -103,14 +121,14 @@ SILVER = [
             *LINEAGE,
             *meta_columns(),
         ),
-        keys=("store", "date"),
-        source="bronze.rossmann_plans_raw",
+        keys=(STORE, DATE),
+        source=PLANS_BRONZE,
     ),
     TableContract(
-        name="silver.stores",
+        name=STORES,
         description="One row per Rossmann store with its attributes parsed into dates.",
         columns=(
-            Col("store", "int", "Rossmann store number", False),
+            Col(STORE, "int", "Rossmann store number", False),
             Col("store_type", "string", "store model a..d", False),
             Col("assortment", "string", "assortment level: a basic, b extra, c extended", False),
             Col(
@@ -134,7 +152,7 @@ SILVER = [
             *LINEAGE,
             *meta_columns(),
         ),
-        keys=("store",),
-        source="bronze.rossmann_stores_raw",
+        keys=(STORE,),
+        source=STORES_BRONZE,
     ),
 ]
