@@ -91,6 +91,23 @@ def test_the_import_graph_has_no_cycles():
     assert not any(m.startswith("retail_lake.sources") for m in graph["retail_lake.runner"])
 
 
+def test_capabilities_read_sources_through_their_contracts_only():
+    """Gold (forecasting, recommend, locations, images, training) imports a source's
+    `tables` module, never its cleanser; and no source package imports a capability."""
+    modules = _modules()
+    capabilities = ("forecasting", "recommend", "locations", "images", "training")
+    crossings = []
+    for name, path in modules.items():
+        package = name.split(".")[1] if name.count(".") else ""
+        for target in _imports(name, path, modules):
+            into_source = target.startswith("retail_lake.sources.")
+            if package in capabilities and into_source and not target.endswith(".tables"):
+                crossings.append(f"{name} -> {target}")
+            if package == "sources" and target.split(".")[1] in capabilities:
+                crossings.append(f"{name} -> {target}")
+    assert crossings == []
+
+
 def test_the_cycle_check_finds_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]

@@ -269,11 +269,11 @@ def passing_job(ctx):
 def test_pipeline_resumes_from_the_failed_step(spark, root, monkeypatch, tmp_path):
     # An empty landing folder: the steps run (and are recorded) without data to move.
     cfg = load_config("test", [f"paths.root={root}", f"paths.landing={tmp_path}"])
-    monkeypatch.setitem(JOBS, "flaky", f"{__name__}:failing_job")
+    monkeypatch.setitem(JOBS, "flaky", failing_job)
     steps = ["ingest", "flaky", "cleanse"]
     with pytest.raises(RuntimeError, match="step broke"):
         run_pipeline(cfg, steps=steps)
-    monkeypatch.setitem(JOBS, "flaky", f"{__name__}:passing_job")
+    monkeypatch.setitem(JOBS, "flaky", passing_job)
     ran = run_pipeline(cfg, steps=steps, resume=True)
     assert ran == ["flaky", "cleanse"]  # ingest had succeeded: skipped
     runs = job_runs(spark, cfg).orderBy("started_at").collect()
