@@ -5,6 +5,7 @@
     retail-lake tables
     retail-lake sql "SELECT ..."
     retail-lake history <layer.table>
+    retail-lake runs [--job J] [--limit N]
     retail-lake catalog [--readme README.md] [--check]
 
 Every command but `catalog` takes `--profile P` (conf/profiles/P.yaml, default local),
@@ -26,6 +27,7 @@ Example:
         retail-lake sql "SELECT store_type, count(*) AS stores FROM silver.stores GROUP BY 1"
         retail-lake sql "SELECT * FROM ops.job_runs ORDER BY started_at DESC" --limit 5
         retail-lake history silver.stores --limit 5
+        retail-lake runs --job cleanse                      # and marks runs whose lease expired
         retail-lake catalog --readme README.md --check
 
     From Python (`main` takes the same arguments):
@@ -125,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("history", help="Delta history of a table")
     p.add_argument("table")
+    p.add_argument("--limit", type=int, default=20)
+    _common(p)
+
+    p = sub.add_parser(
+        "runs",
+        help="recent runs from ops.job_runs, newest first; a run whose lease expired is "
+        "recorded as abandoned first",
+    )
+    p.add_argument("--job", help="only this job's runs")
     p.add_argument("--limit", type=int, default=20)
     _common(p)
 
@@ -325,7 +336,42 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace, cfg: Config) -> int:
+    """`retail-lake runs`: marks runs whose lease expired as abandoned, prints recent runs."""
+    from pyspark.sql import functions as F
+
+    from retail_lake.lake import Lake
+    from retail_lake.ops import JOB_RUNS
+    from retail_lake.runner import expire_leases
+    from retail_lake.session import build_session
+
+    spark = build_session(cfg)
+    lake = Lake(spark, cfg.root)
+    if not lake.exists(JOB_RUNS):
+        print(f"no runs recorded under {cfg.root} yet")
+        return 0
+    for run_id in expire_leases(lake, float(cfg.get("runner.lease_seconds"))):
+        log.warning("run %s: its lease expired: recorded as abandoned", run_id)
+    runs = lake.read(JOB_RUNS)
+    if args.job:
+        runs = runs.where(F.col("job") == args.job)
+    rows = [
+        (
+            r["run_id"],
+            r["job"],
+            r["status"],
+            f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+            "" if r["duration_s"] is None else f"{r['duration_s']:.1f}",
+            (r["error"] or "").splitlines()[0][:80] if r["error"] else "",
+        )
+        for r in runs.orderBy(F.col("started_at").desc()).limit(args.limit).collect()
+    ]
+    print(format_table(["run_id", "job", "status", "started_utc", "seconds", "error"], rows))
+    return 0
+
+
 COMMANDS = {
+    "runs": cmd_runs,
     "run": cmd_run,
     "pipeline": cmd_pipeline,
     "tables": cmd_tables,

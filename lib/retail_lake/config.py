@@ -300,6 +300,8 @@ def _finish(data: dict[str, Any]) -> dict[str, Any]:
     data["spark"]["ivy_dir"] = _absolute(data["spark"]["ivy_dir"])
     if data["spark"]["class_archive"]:
         data["spark"]["class_archive"] = _absolute(data["spark"]["class_archive"])
+    if data["runner"]["lease_seconds"] < 1:
+        raise ConfigError("runner.lease_seconds must be at least 1")
     if data["training"]["num_proc"] < 1:
         raise ConfigError("training.num_proc must be at least 1")
     if data["training"]["backend"] not in TRAINING_BACKENDS:

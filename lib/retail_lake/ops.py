@@ -18,7 +18,13 @@ OPS = [
             Col("run_id", "string", "unique id of the run", False),
             Col("job", "string", "job name", False),
             Col("parent_run_id", "string", "the pipeline run this step belongs to"),
-            Col("status", "string", "running, succeeded or failed", False),
+            Col(
+                "status",
+                "string",
+                "running, succeeded, failed, or abandoned (its lease expired: the process ended "
+                "without recording an outcome)",
+                False,
+            ),
             Col("profile", "string", "configuration profile", False),
             Col("run_date", "date", "logical run date / as-of snapshot"),
             Col("started_at", "timestamp", "start (UTC)", False),
@@ -37,6 +43,12 @@ OPS = [
             Col("error", "string", "error summary when failed"),
             Col("host", "string", "driver host"),
             Col("spark_app_id", "string", "Spark application id"),
+            Col(
+                "heartbeat_at",
+                "timestamp",
+                "last sign of life of the run (UTC), renewed while it runs; older than "
+                "runner.lease_seconds: the run is abandoned",
+            ),
         ),
         keys=("run_id",),
         write_mode="merge",

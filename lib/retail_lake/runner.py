@@ -41,7 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -51,10 +51,20 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from retail_lake.config import Config
-from retail_lake.contracts import Registry
+from retail_lake.contracts import Registry, TableContract, sql_string
 from retail_lake.data_docs import DataDocs
 from retail_lake.driver_writes import append_rows, driver_table
 from retail_lake.lake import Lake, WriteResult, arrow_rows, local_frame, with_metadata
+from retail_lake.leases import (
+    RUNNING,
+    Heartbeat,
+    RunConflictError,
+    abandoned_row,
+    conflict_message,
+    decide,
+    last_sign,
+    running_runs,
+)
 from retail_lake.ops import JOB_RUNS, OPS, QUALITY_RESULTS, UNIT_STATES
 from retail_lake.quality import ExpectationResult, gate, load_suite, utc_now, validate
 from retail_lake.redaction import redact, redact_text
@@ -380,6 +390,27 @@ def new_run_id(job: str) -> str:
 
 
 # ----------------------------------------------------------------------------- ops tables
+# Ops tables whose columns were checked against their contract in this process.
+_CURRENT_SCHEMA: set[str] = set()
+
+
+def _add_missing_columns(lake: Lake, contract: TableContract, driver: Any | None) -> bool:
+    """Adds the contract's columns an ops table made by an older release lacks (nullable,
+    at the end, with their comments); whether it added any."""
+    location = lake.location(contract.name)
+    if driver is not None:
+        present = {f.name for f in driver.schema().fields}
+    else:
+        present = set(lake.spark.read.format("delta").load(location).columns)
+    missing = [c for c in contract.columns if c.name not in present]
+    if not missing:
+        return False
+    added = ", ".join(f"`{c.name}` {c.type} COMMENT {sql_string(c.comment)}" for c in missing)
+    log.info("%s: adding column(s) %s", contract.name, ", ".join(c.name for c in missing))
+    lake.spark.sql(f"ALTER TABLE delta.`{location}` ADD COLUMNS ({added})")
+    return True
+
+
 def _ops_write(
     lake: Lake,
     table: str,
@@ -408,6 +439,9 @@ def _ops_write(
     location = lake.location(table)
     schema = contract.spark_schema()
     driver = driver_table(location)
+    if location not in _CURRENT_SCHEMA and _add_missing_columns(lake, contract, driver):
+        driver = driver_table(location)
+    _CURRENT_SCHEMA.add(location)
     for attempt in range(1, attempts + 1):
         try:
             if driver is not None:
@@ -455,6 +489,33 @@ def _run_row(
     )
     row.update(extra)
     return row
+
+
+def _claim_lease(lake: Lake, running: dict[str, Any], lease_s: float) -> None:
+    """Marks the job's runs whose lease expired as abandoned; fails when another live run
+    of the job holds the lease (`leases.decide`)."""
+    now = utc_now()
+    decision = decide(running, running_runs(lake, running["job"]), now, lease_s)
+    for dead in decision.abandoned:
+        log.warning(
+            "%s: run %s left no heartbeat since %s: recorded as abandoned",
+            running["job"],
+            dead["run_id"],
+            last_sign(dead),
+        )
+        _ops_write(lake, JOB_RUNS, [abandoned_row(dead, now, lease_s)], dead["run_id"], True)
+    if decision.holder is not None:
+        raise RunConflictError(conflict_message(running["job"], decision.holder))
+
+
+def expire_leases(lake: Lake, lease_s: float) -> list[str]:
+    """Records every run of the lake whose lease expired as abandoned; their run ids."""
+    now = utc_now()
+    expired = now - timedelta(seconds=lease_s)
+    dead = [r for r in running_runs(lake) if last_sign(r) < expired]
+    for row in dead:
+        _ops_write(lake, JOB_RUNS, [abandoned_row(row, now, lease_s)], row["run_id"], True)
+    return [r["run_id"] for r in dead]
 
 
 # ----------------------------------------------------------------------------- running
@@ -511,17 +572,25 @@ def run_job(
         "[%s] %s started (profile %s, root %s)", ctx.run_id, job, cfg.profile, redact_text(cfg.root)
     )
     # A new run id: appending the 'running' row is enough (and cheaper than a MERGE).
-    _ops_write(lake, JOB_RUNS, [_run_row(ctx, "running", started, params)], ctx.run_id)
+    running = _run_row(ctx, RUNNING, started, params, heartbeat_at=started)
+    _ops_write(lake, JOB_RUNS, [running], ctx.run_id)
+    lease_s = float(cfg.get("runner.lease_seconds"))
+
+    def beat(now: datetime) -> None:
+        _ops_write(lake, JOB_RUNS, [{**running, "heartbeat_at": now}], ctx.run_id, True)
+
     quality: list[ExpectationResult] = []
     result: JobResult | None = None
     persisted: list[DataFrame] = []
     try:
-        result = fn(ctx)
-        quality = _audit(ctx, result, persisted)
-        writes = _publish(ctx, result)
-        if result.after_publish:
-            result.after_publish(writes)
-        _record_units(ctx, result)
+        _claim_lease(lake, running, lease_s)
+        with Heartbeat(beat, lease_s / 4, utc_now):
+            result = fn(ctx)
+            quality = _audit(ctx, result, persisted)
+            writes = _publish(ctx, result)
+            if result.after_publish:
+                result.after_publish(writes)
+            _record_units(ctx, result)
     except Exception as exc:
         if not quality and hasattr(exc, "results"):
             quality = exc.results  # QualityGateError carries them
@@ -541,6 +610,7 @@ def run_job(
                     versions_read=ctx.versions_read or None,
                     conservation=_conservation_json(result),
                     error=redact_text(f"{type(exc).__name__}: {exc}")[:4000],
+                    heartbeat_at=utc_now(),
                 )
             ],
             ctx.run_id,
@@ -575,6 +645,7 @@ def run_job(
                 versions_written={t: w.version for t, w in writes.items() if w.version is not None}
                 or None,
                 conservation=_conservation_json(result),
+                heartbeat_at=utc_now(),
             )
         ],
         ctx.run_id,
