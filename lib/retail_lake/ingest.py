@@ -14,6 +14,7 @@ from the parser, so a parser that skips or merges a line fails the run naming th
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -22,7 +23,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -36,7 +37,8 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType
 from retail_lake.config import Config
 from retail_lake.contracts import ContractError, TableContract
 from retail_lake.demo import HISTORY
-from retail_lake.lake import Lake
+from retail_lake.lake import Lake, local_frame
+from retail_lake.ops import LANDED_FILES
 from retail_lake.privacy import load_key, token
 from retail_lake.quarantine import QUARANTINE
 from retail_lake.record_count import CHUNK_BYTES, count_csv_records, dialect_bytes
@@ -257,13 +259,29 @@ def _parse_schema(columns: list[str]) -> StructType:
 
 
 def mask_personal(text: str, spec: SourceSpec, key: bytes) -> str:
-    """A broken line with the personal fields replaced by their tokens.
+    """A broken line with the personal fields replaced by their tokens; never fails.
 
     The line does not have the declared shape, so the field of a personal column is looked
     for at its position counted from the start and from the end (a stray delimiter before or
-    after it shifts it one way); both are replaced. Over-masking is the safe side.
+    after it shifts it one way); both are replaced. A line whose fields cannot be told apart
+    (a quote left open, a carriage return or a field too long for the csv module) has every
+    piece between delimiters replaced. Over-masking is the safe side.
+
+    Example:
+        >>> mask_personal('536366,22633,"HAND WARMER,6,...,17850.0,United Kingdom', spec, key)
+        '<token>,<token>,<token>,<token>,...'  # a quote left open: every piece masked
     """
-    fields = next(csv.reader([text], delimiter=spec.delimiter, quotechar=spec.quote), [])
+    fields = None
+    if text.count(spec.quote) % 2 == 0:
+        try:
+            fields = next(
+                csv.reader([text], delimiter=spec.delimiter, quotechar=spec.quote, strict=True), []
+            )
+        except csv.Error:  # a stray carriage return, a field over the csv module's limit
+            fields = None
+    if fields is None:
+        pieces = text.split(spec.delimiter)
+        return spec.delimiter.join(token(p, key) if p.strip() else p for p in pieces)
     width = len(spec.columns)
     positions = set()
     for col in spec.personal_columns:
@@ -503,7 +521,14 @@ def evolve_layouts(
 
 
 def new_files(ctx: JobContext, spec: SourceSpec, landing: str, pattern: str) -> list:
-    """(name, uri) of the files matching `pattern` not yet in the source's bronze table."""
+    """(name, uri) of the files matching `pattern` to ingest now.
+
+    A file is taken when its rows are not in the source's bronze table yet and its bytes are
+    not those of a file already ingested (`ops.landed_files`, the ledger): a copy landed under
+    another name is skipped with one warning and recorded as a duplicate. Every file taken,
+    and every file in bronze the ledger lacks (an older lake, or a run that ended between
+    its bronze commit and its ledger commit), gets a ledger row when the run publishes.
+    """
     files = list_files(ctx.spark, landing, pattern)
     if not files:
         log.warning("source %s: no file matches %s under %s", spec.name, pattern, landing)
@@ -511,9 +536,99 @@ def new_files(ctx: JobContext, spec: SourceSpec, landing: str, pattern: str) -> 
     seen: set[str] = set()
     if ctx.lake.exists(spec.table):
         seen = {r[0] for r in ctx.read(spec.table).select("_source_file").distinct().collect()}
-    new = [(name, uri) for name, uri in files if name not in seen]
+    known = _ledger(ctx, spec.name)
+    ingested = {row["content_sha256"]: f for f, row in known.items() if row["status"] == INGESTED}
+    new = []
+    for name, uri in files:
+        if name in known and known[name]["status"] == INGESTED:
+            continue
+        if name in seen:  # in bronze, not in the ledger: recorded now
+            _record(ctx, spec, name, *file_digest(uri), INGESTED)
+            continue
+        if name in known and known[name]["size_bytes"] == file_digest(uri, content=False)[0]:
+            continue  # a duplicate or an empty file, recorded and warned about once
+        size, digest = file_digest(uri)
+        if digest in ingested:
+            log.warning(
+                "source %s: %s has the same content as %s, already ingested: skipped (recorded "
+                "in ops.landed_files as a duplicate)",
+                spec.name,
+                name,
+                ingested[digest],
+            )
+            _record(ctx, spec, name, size, digest, DUPLICATE, ingested[digest])
+            continue
+        ingested[digest] = name
+        _record(ctx, spec, name, size, digest, INGESTED)
+        new.append((name, uri))
     log.info("source %s: %d file(s), %d new", spec.name, len(files), len(new))
     return new
+
+
+INGESTED, DUPLICATE, EMPTY = "ingested", "duplicate", "empty"
+
+
+def file_digest(uri: str, content: bool = True) -> tuple[int, str]:
+    """(size in bytes, SHA-256 of the bytes as they arrived) of a landing file; the digest
+    is "" when `content` is false (the size alone: no read)."""
+    from pyarrow import fs as pafs
+
+    path = "/" + uri[len("file:") :].lstrip("/") if uri.startswith("file:") else uri
+    if "://" in path:
+        filesystem, path = pafs.FileSystem.from_uri(path)
+    else:
+        filesystem = pafs.LocalFileSystem()
+    if not content:
+        return filesystem.get_file_info(path).size, ""
+    digest, size = hashlib.sha256(), 0
+    with filesystem.open_input_stream(path, compression=None) as stream:  # the bytes landed
+        for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _ledger(ctx: JobContext, source: str) -> dict[str, dict[str, Any]]:
+    """file -> its latest ledger row, for `source` (read once per run)."""
+    if "ledger" not in ctx.state:
+        rows: list[Any] = []
+        if ctx.lake.exists(LANDED_FILES):
+            rows = ctx.read(LANDED_FILES).orderBy("recorded_at").collect()
+        ledger: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in rows:
+            ledger.setdefault(r["source"], {})[r["file"]] = r.asDict()
+        ctx.state["ledger"] = ledger
+    return ctx.state["ledger"].get(source, {})
+
+
+def _record(
+    ctx: JobContext,
+    spec: SourceSpec,
+    name: str,
+    size: int,
+    digest: str,
+    status: str,
+    duplicate_of: str | None = None,
+) -> None:
+    """A ledger row the run publishes after the source's bronze rows (`run`)."""
+    ctx.state.setdefault("landed", []).append(
+        {
+            "source": spec.name,
+            "file": name,
+            "size_bytes": size,
+            "content_sha256": digest,
+            "status": status,
+            "duplicate_of": duplicate_of,
+            "run_id": ctx.run_id,
+            "recorded_at": datetime.now(UTC),
+        }
+    )
+
+
+def _forget(ctx: JobContext, spec: SourceSpec, name: str) -> None:
+    """Drops the ledger row this run holds for `name` (a file found empty after all)."""
+    landed = ctx.state.get("landed", [])
+    ctx.state["landed"] = [r for r in landed if (r["source"], r["file"]) != (spec.name, name)]
 
 
 @dataclass(frozen=True)
@@ -584,8 +699,11 @@ def ingest_source(
                 raise SchemaDriftError(
                     f"{name}: the header line is empty but {records} record(s) follow it"
                 )
-            # Nothing to ingest, and nothing recorded: the file is looked at again next run.
+            # Nothing to ingest: recorded as empty, so it is warned about once (a file that
+            # grows later is looked at again: its size no longer matches).
             log.warning("source %s: %s is empty (no header, no records); skipped", spec.name, name)
+            _forget(ctx, spec, name)
+            _record(ctx, spec, name, *file_digest(uri), EMPTY)
             new.remove((name, uri))
             continue
         if spec.on_drift == "stop" or header == list(spec.columns):
@@ -709,6 +827,14 @@ def run(ctx: JobContext) -> JobResult:
         union = quarantined[0]
         for q in quarantined[1:]:
             union = union.unionByName(q)
-        result.outputs.append(Output(QUARANTINE, union, mode="merge"))
+        # Published first: a run that ends between two commits has left nothing out. Its
+        # broken lines are kept (a re-run merges the same rows again); a file whose bronze
+        # rows were not committed is taken again; the ledger is written last.
+        result.outputs.insert(0, Output(QUARANTINE, union, mode="merge"))
+    landed = ctx.state.get("landed", [])
+    if landed:
+        schema = ctx.registry[LANDED_FILES].spark_schema()
+        content = StructType([f for f in schema.fields if not f.name.startswith("_")])
+        result.outputs.append(Output(LANDED_FILES, local_frame(ctx.spark, landed, content)))
     log.info("ingest: %s", json.dumps(result.rows_read))
     return result

@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
-from retail_lake.contracts import Col, TableContract
+from retail_lake.contracts import Col, TableContract, meta_columns
 
 JOB_RUNS = "ops.job_runs"
 UNIT_STATES = "ops.unit_states"
 QUALITY_RESULTS = "ops.quality_results"
 MODEL_METRICS = "ops.model_metrics"
+LANDED_FILES = "ops.landed_files"
 
 OPS = [
+    TableContract(
+        name=LANDED_FILES,
+        description="The landing-file ledger: one row per file of a source that ingest "
+        "looked at, with its content hash. A file whose content was already ingested under "
+        "another name is recorded as a duplicate and skipped; an empty file is recorded once.",
+        columns=(
+            Col("source", "string", "configured source (sources.<name>)", False),
+            Col("file", "string", "landing file, relative to the landing folder", False),
+            Col("size_bytes", "bigint", "the file's size as it arrived (compressed)", False),
+            Col("content_sha256", "string", "SHA-256 of the file's bytes as they arrived", False),
+            Col(
+                "status",
+                "string",
+                "ingested (its rows are in bronze), duplicate (same bytes as duplicate_of: "
+                "skipped) or empty (no header, no records: skipped)",
+                False,
+            ),
+            Col("duplicate_of", "string", "the ingested file with the same content"),
+            Col("run_id", "string", "the run that recorded it (ops.job_runs.run_id)", False),
+            Col("recorded_at", "timestamp", "when (UTC)", False),
+            *meta_columns(),
+        ),
+        keys=("source", "file"),
+        write_mode="merge",
+        source="ingest",
+        retention_days=365,
+    ),
     TableContract(
         name=JOB_RUNS,
         description="One row per job run: written as 'running' when it starts, completed "

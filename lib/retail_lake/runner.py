@@ -258,6 +258,8 @@ class JobContext:
     # unit -> (status, fingerprint, output versions of an unchanged unit): see `unchanged`.
     units: dict[str, tuple[str, str, dict[str, int]]] = field(default_factory=dict)
     _last_units: dict[str, Any] | None = None
+    # What the job's own functions share during this run (e.g. ingest's file ledger rows).
+    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def registry(self) -> Registry:
