@@ -4,6 +4,7 @@ progress, before and after its commit."""
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import subprocess
 import sys
@@ -32,8 +33,11 @@ def test_a_reader_sees_whole_snapshots_while_a_writer_commits(spark, cfg, tmp_pa
     cfg = load_config("test", [f"paths.root={cfg.root}", f"paths.landing={landing}"])
     run_job(spark, cfg, "ingest", ingest)
     lake = Lake(spark, cfg.root)
-    # A new file arrives: the writer process ingests it while this process reads.
-    shutil.copy(landing / "rossmann" / "train.csv.gz", landing / "rossmann" / "train_2.csv.gz")
+    # A new file arrives (the same days a year on: a byte-identical copy would be skipped as
+    # a duplicate): the writer process ingests it while this process reads.
+    text = gzip.decompress((landing / "rossmann" / "train.csv.gz").read_bytes()).decode()
+    later = gzip.compress(text.replace(",2015-", ",2016-").replace(",2014-", ",2015-").encode())
+    (landing / "rossmann" / "train_2.csv.gz").write_bytes(later)
     landing_set = f"paths.landing={landing}"
     writer = subprocess.Popen(
         [CLI, "run", "ingest", "--profile", "test", "--root", cfg.root, "--set", landing_set],

@@ -15,6 +15,7 @@ from retail_lake.config import load_config
 from retail_lake.ingest import SourceSpec, mask_personal
 from retail_lake.ingest import run as ingest
 from retail_lake.lake import Lake
+from retail_lake.privacy import load_key as token_key
 from retail_lake.privacy import token
 from retail_lake.registry import run_job
 from retail_lake.runner import job_runs
@@ -165,3 +166,17 @@ def test_a_run_that_ends_between_its_commits_loses_no_quarantined_line(
     assert [r["file"] for r in lake.read("ops.landed_files").collect()] == ["online_retail/day.csv"]
     run = job_runs(spark, cfg).where(F.col("run_id") == ctx.run_id).first()
     assert run["status"] == "succeeded"
+
+
+def test_a_huge_broken_line_is_quarantined_cut_with_its_length(spark, root, tmp_path):
+    landing = tmp_path / "landing"
+    huge = "536366,22633," + "W" * 100_000 + ", WARMER,6,2010-12-01 08:28:00,1.85,13047.0,UK\n"
+    _land(landing, "day.csv", HEADER + GOOD + huge)
+    cfg = _config(root, landing)
+    run_job(spark, cfg, "ingest", ingest)
+    (broken,) = Lake(spark, cfg.root).read("silver.quarantine").collect()
+    assert broken["rule"] == "column_count"
+    whole = len(mask_personal(huge.rstrip("\n"), SPEC, token_key(cfg)))
+    assert broken["payload"].endswith(f"... [{whole} characters, cut at 16384]")
+    assert len(broken["payload"]) < 16384 + 50
+    assert "13047" not in broken["payload"]

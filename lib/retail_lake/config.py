@@ -300,6 +300,8 @@ def _finish(data: dict[str, Any]) -> dict[str, Any]:
     data["spark"]["ivy_dir"] = _absolute(data["spark"]["ivy_dir"])
     if data["spark"]["class_archive"]:
         data["spark"]["class_archive"] = _absolute(data["spark"]["class_archive"])
+    if data["ingest"]["max_payload_chars"] < 0:
+        raise ConfigError("ingest.max_payload_chars must be 0 (no cap) or more")
     if data["runner"]["lease_seconds"] < 1:
         raise ConfigError("runner.lease_seconds must be at least 1")
     if data["training"]["num_proc"] < 1:

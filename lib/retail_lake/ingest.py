@@ -37,12 +37,20 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType
 from retail_lake.config import Config
 from retail_lake.contracts import ContractError, TableContract
 from retail_lake.demo import HISTORY
-from retail_lake.lake import Lake, local_frame
+from retail_lake.lake import Lake
+from retail_lake.leases import ops_rows
 from retail_lake.ops import LANDED_FILES
 from retail_lake.privacy import load_key, token
 from retail_lake.quarantine import QUARANTINE
 from retail_lake.record_count import CHUNK_BYTES, count_csv_records, dialect_bytes
-from retail_lake.runner import Conservation, JobContext, JobError, JobResult, Output
+from retail_lake.runner import (
+    Conservation,
+    JobContext,
+    JobError,
+    JobResult,
+    Output,
+    append_ops_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +266,18 @@ def _parse_schema(columns: list[str]) -> StructType:
     )
 
 
+def cap_payload(text: str, limit: int) -> str:
+    """`text` cut at `limit` characters with its whole length noted (0: never cut).
+
+    Example:
+        >>> cap_payload("x" * 100_000, 16384)[-40:]
+        'xxx... [100000 characters, cut at 16384]'
+    """
+    if not limit or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text)} characters, cut at {limit}]"
+
+
 def mask_personal(text: str, spec: SourceSpec, key: bytes) -> str:
     """A broken line with the personal fields replaced by their tokens; never fails.
 
@@ -385,6 +405,7 @@ def _parser(
     max_record_lines: int,
     key: bytes | None,
     layouts: Mapping[str, tuple[int, list[int | None]]],
+    max_payload_chars: int = 0,
 ):
     """The mapInPandas function: rows of (file, uri) in, parsed records out, then per file a
     summary row whose `_line_number` is the file's records counted from its bytes apart from
@@ -392,7 +413,8 @@ def _parser(
 
     `layouts` maps a file whose header differs from the declared one (schema drift that the
     source evolves) to (fields per record, header position of each output column or None).
-    A field equal to one of the source's `null_markers` is null in bronze.
+    A field equal to one of the source's `null_markers` is null in bronze. A broken line's
+    payload is cut at `max_payload_chars` (0: whole), its length noted (`cap_payload`).
     """
     width = len(columns)
     markers = frozenset(spec.null_markers)
@@ -425,6 +447,7 @@ def _parser(
         def broken(line_no: int, rule: str, reason: str, raw: str) -> list:
             if key is not None:
                 raw = mask_personal(raw, spec, key)
+            raw = cap_payload(raw, max_payload_chars)
             return [None] * width + [source_file, line_no, KIND_BROKEN, rule, reason, raw]
 
         fields_per_record, positions = layouts.get(source_file, (width, None))
@@ -591,12 +614,9 @@ def file_digest(uri: str, content: bool = True) -> tuple[int, str]:
 def _ledger(ctx: JobContext, source: str) -> dict[str, dict[str, Any]]:
     """file -> its latest ledger row, for `source` (read once per run)."""
     if "ledger" not in ctx.state:
-        rows: list[Any] = []
-        if ctx.lake.exists(LANDED_FILES):
-            rows = ctx.read(LANDED_FILES).orderBy("recorded_at").collect()
         ledger: dict[str, dict[str, dict[str, Any]]] = {}
-        for r in rows:
-            ledger.setdefault(r["source"], {})[r["file"]] = r.asDict()
+        for r in sorted(ops_rows(ctx.lake, LANDED_FILES), key=lambda r: r["recorded_at"]):
+            ledger.setdefault(r["source"], {})[r["file"]] = r
         ctx.state["ledger"] = ledger
     return ctx.state["ledger"].get(source, {})
 
@@ -725,6 +745,7 @@ def ingest_source(
             max_record_lines,
             key,
             layouts,
+            ctx.cfg.get("ingest.max_payload_chars"),
         ),
         _parse_schema(columns),
     ).cache()
@@ -832,9 +853,9 @@ def run(ctx: JobContext) -> JobResult:
         # rows were not committed is taken again; the ledger is written last.
         result.outputs.insert(0, Output(QUARANTINE, union, mode="merge"))
     landed = ctx.state.get("landed", [])
-    if landed:
-        schema = ctx.registry[LANDED_FILES].spark_schema()
-        content = StructType([f for f in schema.fields if not f.name.startswith("_")])
-        result.outputs.append(Output(LANDED_FILES, local_frame(ctx.spark, landed, content)))
+    if landed:  # after every output is committed: a file is ledgered once its rows are in
+        result.after_publish = lambda writes: append_ops_rows(
+            ctx.lake, LANDED_FILES, landed, ctx.run_id
+        )
     log.info("ingest: %s", json.dumps(result.rows_read))
     return result

@@ -75,24 +75,34 @@ def decide(
 
 
 def running_runs(lake: Lake, job: str | None = None) -> list[dict[str, Any]]:
-    """The 'running' rows of `ops.job_runs` (of `job`, or of every job), as dicts.
+    """The 'running' rows of `ops.job_runs` (of `job`, or of every job), as dicts."""
+    where = {"status": RUNNING} if job is None else {"status": RUNNING, "job": job}
+    return ops_rows(lake, JOB_RUNS, where)
+
+
+def ops_rows(
+    lake: Lake, table: str, where: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The rows of an ops table whose columns equal `where`'s values, as dicts.
 
     Read by the driver with delta-rs on a local lake (no Spark job), else by Spark.
     """
-    if not lake.exists(JOB_RUNS):
+    if not lake.exists(table):
         return []
-    table = driver_table(lake.location(JOB_RUNS))
-    if table is not None:
+    where = where or {}
+    found = driver_table(lake.location(table))
+    if found is not None:
         import pyarrow.compute as pc
 
-        wanted = pc.field("status") == RUNNING
-        if job is not None:
-            wanted = wanted & (pc.field("job") == job)
-        rows = table.to_pyarrow_dataset().to_table(filter=wanted).to_pylist()
+        wanted = None
+        for column, value in where.items():
+            test = pc.field(column) == value
+            wanted = test if wanted is None else wanted & test
+        rows = found.to_pyarrow_dataset().to_table(filter=wanted).to_pylist()
         return [_python(r) for r in rows]
-    frame = lake.read(JOB_RUNS).where(F.col("status") == RUNNING)
-    if job is not None:
-        frame = frame.where(F.col("job") == job)
+    frame = lake.read(table)
+    for column, value in where.items():
+        frame = frame.where(F.col(column) == value)
     return [_python(r.asDict(recursive=True)) for r in frame.collect()]
 
 

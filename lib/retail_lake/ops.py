@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retail_lake.contracts import Col, TableContract, meta_columns
+from retail_lake.contracts import Col, TableContract
 
 JOB_RUNS = "ops.job_runs"
 UNIT_STATES = "ops.unit_states"
@@ -13,9 +13,10 @@ LANDED_FILES = "ops.landed_files"
 OPS = [
     TableContract(
         name=LANDED_FILES,
-        description="The landing-file ledger: one row per file of a source that ingest "
-        "looked at, with its content hash. A file whose content was already ingested under "
-        "another name is recorded as a duplicate and skipped; an empty file is recorded once.",
+        description="The landing-file ledger: a row per file of a source each time ingest "
+        "records it (the latest row of a file counts), with its content hash. A file whose "
+        "content was already ingested under another name is recorded as a duplicate and "
+        "skipped; an empty file is recorded once (again when it grows).",
         columns=(
             Col("source", "string", "configured source (sources.<name>)", False),
             Col("file", "string", "landing file, relative to the landing folder", False),
@@ -31,11 +32,10 @@ OPS = [
             Col("duplicate_of", "string", "the ingested file with the same content"),
             Col("run_id", "string", "the run that recorded it (ops.job_runs.run_id)", False),
             Col("recorded_at", "timestamp", "when (UTC)", False),
-            *meta_columns(),
         ),
-        keys=("source", "file"),
-        write_mode="merge",
-        source="ingest",
+        keys=("source", "file", "recorded_at"),
+        write_mode="append",
+        source="ingest (committed by the driver after the run's bronze rows)",
         retention_days=365,
     ),
     TableContract(

@@ -413,6 +413,12 @@ def _add_missing_columns(lake: Lake, contract: TableContract, driver: Any | None
     return True
 
 
+def append_ops_rows(lake: Lake, table: str, rows: list[dict[str, Any]], run_id: str) -> None:
+    """Appends a few rows to an ops table (`ops.OPS`) as the run journal is written: by the
+    driver with delta-rs on a local lake, else by Spark; each commit tagged with `run_id`."""
+    _ops_write(lake, table, rows, run_id)
+
+
 def _ops_write(
     lake: Lake,
     table: str,
