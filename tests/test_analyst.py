@@ -81,6 +81,7 @@ def test_the_tables_a_statement_names_are_read_from_its_plan(spark, query):
     assert tables_named(spark, query) == NAMED[query]
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_sql_registers_only_the_tables_its_statement_names(spark, cfg, run_cli, tmp_path):
     from retail_lake.session import LAYERS
 
@@ -145,6 +146,7 @@ def test_statements_that_change_the_lake_are_writes(spark, query):
     assert classify(spark, query) == Statement(WRITES[query], writes=True)
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_a_write_is_refused_without_allow_writes_and_recorded_with_it(spark, cfg, capsys):
     def load(ctx):
         return JobResult(outputs=[Output("silver.stores", stores(spark, GOOD))])

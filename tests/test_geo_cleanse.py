@@ -422,6 +422,7 @@ def test_places_are_typed_joined_and_weighted(spark, countries):
     with_metadata(silver, REGISTRY["silver.places"], "run")
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_place_duplicates_by_id_and_by_identity(spark, countries):
     def place(geonameid, name, lat, lon, admin1, population, line):
         return (

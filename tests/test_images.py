@@ -109,6 +109,7 @@ def test_pairing_rule_and_split_names():
     ]
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_pairs_become_one_bronze_row_per_image_then_silver(spark, root, landing):
     cfg = config(root, landing)
     ctx, writes = run_job(spark, cfg, "ingest", ingest)

@@ -274,6 +274,7 @@ def test_records_span_lines_inside_quotes_and_a_stray_quote_swallows_nothing():
     ]
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_header_drift_evolves_bronze_when_the_source_says_so(spark, root, tmp_path):
     folder = tmp_path / "evolve"
     write(

@@ -97,6 +97,7 @@ def test_one_malformed_line_is_quarantined_and_the_load_goes_on(spark, root, tmp
     assert "12583" not in broken["payload"]
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_a_copy_landed_under_another_name_is_skipped_and_recorded_once(
     spark, root, tmp_path, caplog
 ):

@@ -180,6 +180,7 @@ def _build(spark, cfg, lake, run_id):
     return [out.mode for out in outputs]
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_incremental_update_from_the_change_feed_equals_a_rebuild(spark, root):
     # Incremental at any size here (by default only from 1M pairs, where it pays off).
     cfg = load_config("test", [f"paths.root={root}", "recommend.incremental_min_pairs=0"])
