@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from pathlib import Path
 
@@ -272,6 +273,32 @@ def test_records_span_lines_inside_quotes_and_a_stray_quote_swallows_nothing():
         ("broken", 7, None, "undecodable"),
         ("broken", 8, None, "column_count"),
     ]
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_a_line_without_quotes_reads_as_the_csv_module_reads_it(delimiter):
+    """Lines without a quote skip the csv module; their fields must be the module's."""
+    import csv
+
+    from retail_lake.ingest import SourceSpec, records_of
+
+    spec = SourceSpec("s", "csv", "*", "t", delimiter, '"', "utf-8", False, ("a", "b", "c"))
+    cells = ["", " ", "x", " y ", "a\x00b", "é", "1.5", "\t", ",", ";", "\ufeff", "a\rb"]
+    texts = [delimiter.join(combo) for combo in itertools.product(cells, repeat=3)]
+    texts += ["", "x", delimiter * 2, delimiter * 3, f"1{delimiter}2{delimiter}3\r"]
+    lines = [t.encode() + b"\n" for t in texts]
+    got = list(records_of(iter(lines), spec, 1))
+    assert len(got) == len(texts)  # one record per line (none spans lines: no quotes)
+    for (kind, line_no, fields, rule, _, _), text in zip(got, texts, strict=True):
+        try:
+            expected = next(csv.reader([text.rstrip("\r\n") + "\n"], delimiter=delimiter))
+        except csv.Error:
+            assert (kind, rule) == ("broken", "unparseable"), (line_no, text)
+            continue
+        if len(expected) == 3:
+            assert (kind, fields) == ("row", expected), (line_no, text)
+        else:
+            assert (kind, rule) == ("broken", "column_count"), (line_no, text)
 
 
 @pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)

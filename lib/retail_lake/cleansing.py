@@ -20,6 +20,14 @@ from retail_lake.lake import content_hash
 ERRORS = "_errors"
 
 
+Persist = Callable[[DataFrame], DataFrame]
+
+
+def no_persist(df: DataFrame) -> DataFrame:
+    """The default `persist` of a cleanser's helpers: the frame as it is, nothing cached."""
+    return df
+
+
 @dataclass(frozen=True)
 class CleanseEnv:
     """What a cleanse function may use besides its bronze frames."""
@@ -29,7 +37,7 @@ class CleanseEnv:
     # Column -> Column: the keyed pseudonym (HMAC-SHA256) of a personal identifier.
     pseudonymise: Callable[[Column], Column]
     # Caches an intermediate frame several outputs share; released when the run ends.
-    persist: Callable[[DataFrame], DataFrame] = lambda df: df
+    persist: Persist = no_persist
 
 
 @dataclass(frozen=True)
@@ -55,11 +63,12 @@ class Cleanser:
 def single_table(
     silver: str, fn: Callable
 ) -> Callable[[Mapping[str, DataFrame], CleanseEnv], Cleansed]:
-    """Adapts `fn(bronze, at) -> (silver rows, quarantine, duplicates)` of one bronze table."""
+    """Adapts `fn(bronze, at, persist) -> (silver rows, quarantine, duplicates)` of one
+    bronze table (`persist`: see `CleanseEnv`)."""
 
     def run(frames: Mapping[str, DataFrame], env: CleanseEnv) -> Cleansed:
         (bronze,) = frames.values()
-        rows, quarantine, duplicates = fn(bronze, env.at)
+        rows, quarantine, duplicates = fn(bronze, env.at, env.persist)
         return Cleansed({silver: rows}, quarantine, duplicates)
 
     return run
@@ -163,13 +172,19 @@ def quarantine_rows(
 
 
 def deduplicate(
-    df: DataFrame, keys: Sequence[str], content: Sequence[str], keep: str = "latest"
+    df: DataFrame,
+    keys: Sequence[str],
+    content: Sequence[str],
+    keep: str = "latest",
+    persist: Persist = no_persist,
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
     """Splits rows sharing a key into (kept, exact duplicates, conflicting duplicates).
 
     The latest line (by file, then line number) of a key is kept, or the first with
     `keep="first"`. Another line with the same content is an exact duplicate (removed and
     counted); one with different content is a conflict (quarantined, never silently dropped).
+    The three are filters of one ranking (a window sort over every row); `persist` is
+    applied to it, so that counting and writing the three sorts the rows once.
     """
     if keep not in ("latest", "first"):
         raise ValueError(f"keep must be 'latest' or 'first', got {keep!r}")
@@ -177,7 +192,11 @@ def deduplicate(
     if keep == "latest":
         order = tuple(c.desc() for c in order)
     w = Window.partitionBy(*keys).orderBy(*order)
-    ranked = (
+    if tuple(content) == tuple(keys):  # the key is the content: every other line is exact
+        ranked = persist(df.withColumn("_rn", F.row_number().over(w)))
+        extra = ranked.where(F.col("_rn") > 1).drop("_rn")
+        return ranked.where(F.col("_rn") == 1).drop("_rn"), extra, extra.where(F.lit(False))
+    ranked = persist(
         df.withColumn("_h", content_hash(list(content)))
         .withColumn("_rn", F.row_number().over(w))
         .withColumn(

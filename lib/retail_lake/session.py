@@ -116,6 +116,10 @@ def build_session(cfg: Config, app_name: str | None = None, register: bool = Tru
         # trips each, a third of the time cleanse spends building its plans) only to quote it
         # in an error; `spark.conf` can turn it back on (bench/RESULTS.md, "building plans").
         .config("spark.python.sql.dataFrameDebugging.enabled", "false")
+        # Frames a job caches (typed lines, the ranking of duplicates) are built once and read
+        # a few times: compressing their columns cost more than it saved (bench/RESULTS.md,
+        # "ingest + cleanse"); spilled blocks still go to disk. A profile's conf may override.
+        .config("spark.sql.inMemoryColumnarStorage.compressed", "false")
     )
     if not _under_spark_submit():
         builder = builder.master(spark_cfg["master"])

@@ -32,8 +32,10 @@ from retail_lake.cleansing import (
     Cleansed,
     CleanseEnv,
     Cleanser,
+    Persist,
     Rule,
     deduplicate,
+    no_persist,
     parse_rule,
     quarantine_rows,
     required_rule,
@@ -318,17 +320,19 @@ def cleanse_lines(
     at,
     pseudonymise: Callable[[Column], Column],
     non_product_codes: Sequence[Mapping[str, str]],
-    persist: Callable[[DataFrame], DataFrame] = lambda df: df,
+    persist: Persist = no_persist,
 ) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame]:
     """(sales lines, returns, quarantine rows, exact duplicates removed).
 
-    `persist` is applied to the typed lines and to the deduplicated ones, which every
+    `persist` is applied to the typed lines and to the ranking of duplicates, which every
     output is computed from (the job passes one that caches them for its counts and gates).
     """
     typed = persist(typed_lines(bronze, pseudonymise, non_product_codes))
     valid, rejected = split_valid(typed)
-    kept, exact, _ = deduplicate(_lines(valid), ("_row_hash",), ("_row_hash",), keep="first")
-    kept = persist(kept.drop("_row_hash"))
+    kept, exact, _ = deduplicate(
+        _lines(valid), ("_row_hash",), ("_row_hash",), keep="first", persist=persist
+    )
+    kept = kept.drop("_row_hash")
     cancellation = F.col("invoice_no").startswith("C")
     sales = kept.where(~cancellation)
     returns = link_returns(kept.where(cancellation), sales)

@@ -21,9 +21,11 @@ from pyspark.sql import functions as F
 
 from retail_lake.cleansing import (
     Cleanser,
+    Persist,
     Rule,
     conflict_errors,
     deduplicate,
+    no_persist,
     parse_rule,
     quarantine_rows,
     required_rule,
@@ -223,12 +225,15 @@ def _per_store_day(
     raw: tuple[str, ...],
     content: tuple[str, ...],
     at: datetime,
+    persist: Persist,
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
     """(silver rows, quarantine rows, exact duplicates removed) of typed bronze rows keyed by
     (store, date): rows breaking a rule and all but the latest of differing duplicates go
     to quarantine; identical duplicates are removed and counted."""
     valid, rejected = split_valid(typed)
-    kept, exact, conflict = deduplicate(to_silver(valid), ("store", "date"), content)
+    kept, exact, conflict = deduplicate(
+        to_silver(valid), ("store", "date"), content, persist=persist
+    )
     conflicts = conflict_errors(
         conflict.select("_source_file", "_line_number").join(
             bronze.select(*raw, "_source_file", "_line_number"),
@@ -243,10 +248,13 @@ def _per_store_day(
     return kept, quarantine, exact
 
 
-def cleanse_sales(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFrame, DataFrame]:
+def cleanse_sales(
+    bronze: DataFrame, at: datetime, persist: Persist = no_persist
+) -> tuple[DataFrame, DataFrame, DataFrame]:
     """(silver.store_daily_sales rows, quarantine rows, exact duplicates removed)."""
+    typed = type_sales(bronze)
     return _per_store_day(
-        bronze, type_sales(bronze), _silver_sales, SALES_SOURCE, SALES_RAW, SALES_CONTENT, at
+        bronze, typed, _silver_sales, SALES_SOURCE, SALES_RAW, SALES_CONTENT, at, persist
     )
 
 
@@ -286,10 +294,13 @@ def _silver_plans(valid: DataFrame) -> DataFrame:
     )
 
 
-def cleanse_plans(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFrame, DataFrame]:
+def cleanse_plans(
+    bronze: DataFrame, at: datetime, persist: Persist = no_persist
+) -> tuple[DataFrame, DataFrame, DataFrame]:
     """(silver.store_day_plans rows, quarantine rows, exact duplicates removed)."""
+    typed = type_plans(bronze)
     return _per_store_day(
-        bronze, type_plans(bronze), _silver_plans, PLANS_SOURCE, PLANS_RAW, PLANS_CONTENT, at
+        bronze, typed, _silver_plans, PLANS_SOURCE, PLANS_RAW, PLANS_CONTENT, at, persist
     )
 
 
@@ -321,8 +332,11 @@ def promo_months(raw: Column) -> Column:
     return F.transform(parts, lambda p: F.try_element_at(mapping, F.trim(p)))
 
 
-def cleanse_stores(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(silver.stores rows, quarantine rows, exact duplicates removed)."""
+def cleanse_stores(
+    bronze: DataFrame, at: datetime, persist: Persist = no_persist
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(silver.stores rows, quarantine rows, exact duplicates removed); about a thousand
+    stores: nothing is worth persisting."""
     raw_of = {c: c for c in STORES_RAW}
     months = promo_months(F.col("promo_interval"))
     rules = [
