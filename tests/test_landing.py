@@ -181,3 +181,64 @@ def test_a_huge_broken_line_is_quarantined_cut_with_its_length(spark, root, tmp_
     assert broken["payload"].endswith(f"... [{whole} characters, cut at 16384]")
     assert len(broken["payload"]) < 16384 + 50
     assert "13047" not in broken["payload"]
+
+
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
+def test_a_retracted_file_leaves_bronze_quarantine_and_silver_and_stays_out(
+    spark, root, tmp_path, capsys
+):
+    from retail_lake.cli import main
+    from retail_lake.landing import RetractError, retract
+
+    landing = tmp_path / "landing"
+    day2 = GOOD.replace("536365", "536370") + BROKEN
+    _land(landing, "day1.csv", HEADER + GOOD)
+    _land(landing, "day2.csv", HEADER + day2)
+    cfg = _config(root, landing)
+    run_job(spark, cfg, "ingest", ingest)
+    run_job(spark, cfg, "cleanse", cleanse)
+    lake = Lake(spark, cfg.root)
+
+    def invoices() -> list[str]:
+        return sorted(r["invoice_no"] for r in lake.read("silver.transactions").collect())
+
+    assert invoices() == ["536365", "536370"]
+    silver_before = lake.version("silver.transactions")
+
+    args = ["--profile", "test", "--root", str(root), "--set", f"paths.landing={landing}"]
+    assert main(["landing", "retract", "online_retail/day2.csv", *args]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert "bronze.online_retail_raw: 1 rows removed" in printed
+    assert "silver.quarantine: 1 rows removed" in printed  # its broken line (ingest stage)
+    bronze = lake.read("bronze.online_retail_raw").collect()
+    assert [(r["_source_file"], r["invoice_no"]) for r in bronze] == [
+        ("online_retail/day1.csv", "536365")
+    ]
+    assert lake.read("silver.quarantine").where(F.col("stage") == "ingest").count() == 0
+    runs = job_runs(spark, cfg).where(F.col("job") == "retract").collect()
+    assert [(r["status"], r["parameters"]["file"]) for r in runs] == [
+        ("succeeded", "online_retail/day2.csv")
+    ]
+    ledger = lake.read("ops.landed_files").where(F.col("file") == "online_retail/day2.csv")
+    last = ledger.orderBy(F.col("recorded_at").desc()).first()
+    assert (last["status"], last["run_id"]) == ("retracted", runs[0]["run_id"])
+
+    # The cleanse the command ran retired the file's silver rows: the change feed shows it.
+    assert invoices() == ["536365"]
+    changes = lake.changes("silver.transactions", silver_before + 1).collect()
+    assert [(r["invoice_no"], r["_change_type"]) for r in changes] == [("536370", "delete")]
+
+    # The same bytes stay out; a corrected file under the name comes in.
+    _, writes = run_job(spark, cfg, "ingest", ingest)
+    assert "bronze.online_retail_raw" not in writes
+    _land(landing, "day2.csv", HEADER + GOOD.replace("536365", "536371"))
+    _, writes = run_job(spark, cfg, "ingest", ingest)
+    assert writes["bronze.online_retail_raw"].inserted == 1
+
+    # What is not an ingested file is refused, naming it.
+    with pytest.raises(RetractError, match="nothing.csv is not in the landing ledger"):
+        run_job(spark, cfg, "retract", retract("online_retail/nothing.csv"))
+    _land(landing, "copy.csv", HEADER + GOOD)  # day1's bytes: recorded as a duplicate
+    run_job(spark, cfg, "ingest", ingest)
+    with pytest.raises(RetractError, match="recorded as duplicate"):
+        run_job(spark, cfg, "retract", retract("online_retail/copy.csv"))

@@ -6,6 +6,7 @@
     retail-lake sql "SELECT ..."
     retail-lake history <layer.table>
     retail-lake runs [--job J] [--limit N]
+    retail-lake landing retract FILE [--no-cleanse]
     retail-lake catalog [--readme README.md] [--check]
 
 Every command but `catalog` takes `--profile P` (conf/profiles/P.yaml, default local),
@@ -28,6 +29,7 @@ Example:
         retail-lake sql "SELECT * FROM ops.job_runs ORDER BY started_at DESC" --limit 5
         retail-lake history silver.stores --limit 5
         retail-lake runs --job cleanse                      # and marks runs whose lease expired
+        retail-lake landing retract online_retail/day2.csv  # its rows out, then cleanse
         retail-lake catalog --readme README.md --check
 
     From Python (`main` takes the same arguments):
@@ -138,6 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job", help="only this job's runs")
     p.add_argument("--limit", type=int, default=20)
     _common(p)
+
+    p = sub.add_parser("landing", help="the landing-file ledger (ops.landed_files)")
+    actions = p.add_subparsers(dest="action", required=True)
+    r = actions.add_parser(
+        "retract",
+        help="take a landed file's rows out of bronze and quarantine (recorded), then cleanse",
+    )
+    r.add_argument("file", help="the file as ops.landed_files names it (source folder/name)")
+    r.add_argument(
+        "--no-cleanse",
+        action="store_true",
+        help="leave silver as it is until the next cleanse run",
+    )
+    _common(r)
 
     p = sub.add_parser("catalog", help="print the table catalog (markdown) from the contracts")
     p.add_argument("--readme", help="rewrite the catalog section of this README")
@@ -370,7 +386,26 @@ def cmd_runs(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_landing(args: argparse.Namespace, cfg: Config) -> int:
+    """`retail-lake landing retract FILE`: the file's rows out of bronze and quarantine (one
+    recorded run, `retail_lake.landing`), then cleanse rebuilds silver without them."""
+    from retail_lake.landing import retract
+    from retail_lake.pipeline import run_single
+    from retail_lake.registry import run_job
+    from retail_lake.session import build_session
+
+    spark = build_session(cfg, "retail-lake landing retract", register=False)
+    ctx, writes = run_job(spark, cfg, "retract", retract(args.file), params={"file": args.file})
+    for table, write in sorted(writes.items()):
+        print(f"{table}: {write.deleted} rows removed" if not write.skipped else f"{table}: -")
+    if not args.no_cleanse:
+        run_single(cfg, "cleanse", overrides=args.overrides, spark=spark)
+        print("cleanse: silver rebuilt from bronze; features and models follow on their next run")
+    return 0
+
+
 COMMANDS = {
+    "landing": cmd_landing,
     "runs": cmd_runs,
     "run": cmd_run,
     "pipeline": cmd_pipeline,

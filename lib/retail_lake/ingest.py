@@ -559,7 +559,8 @@ def new_files(ctx: JobContext, spec: SourceSpec, landing: str, pattern: str) -> 
 
     A file is taken when its rows are not in the source's bronze table yet and its bytes are
     not those of a file already ingested (`ops.landed_files`, the ledger): a copy landed under
-    another name is skipped with one warning and recorded as a duplicate. Every file taken,
+    another name is skipped with one warning and recorded as a duplicate; a retracted file
+    (`retail_lake.landing`) is skipped while its bytes are the same. Every file taken,
     and every file in bronze the ledger lacks (an older lake, or a run that ended between
     its bronze commit and its ledger commit), gets a ledger row when the run publishes.
     """
@@ -579,9 +580,18 @@ def new_files(ctx: JobContext, spec: SourceSpec, landing: str, pattern: str) -> 
         if name in seen:  # in bronze, not in the ledger: recorded now
             _record(ctx, spec, name, *file_digest(uri), INGESTED)
             continue
-        if name in known and known[name]["size_bytes"] == file_digest(uri, content=False)[0]:
+        retracted = name in known and known[name]["status"] == RETRACTED
+        if (
+            name in known
+            and not retracted
+            and known[name]["size_bytes"] == file_digest(uri, content=False)[0]
+        ):
             continue  # a duplicate or an empty file, recorded and warned about once
         size, digest = file_digest(uri)
+        if retracted and digest == known[name]["content_sha256"]:
+            log.info("source %s: %s was retracted (run %s): skipped while its bytes are the same",
+                     spec.name, name, known[name]["run_id"])  # fmt: skip
+            continue
         if digest in ingested:
             log.warning(
                 "source %s: %s has the same content as %s, already ingested: skipped (recorded "
@@ -599,7 +609,7 @@ def new_files(ctx: JobContext, spec: SourceSpec, landing: str, pattern: str) -> 
     return new
 
 
-INGESTED, DUPLICATE, EMPTY = "ingested", "duplicate", "empty"
+INGESTED, DUPLICATE, EMPTY, RETRACTED = "ingested", "duplicate", "empty", "retracted"
 
 
 def file_digest(uri: str, content: bool = True) -> tuple[int, str]:

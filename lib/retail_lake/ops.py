@@ -26,7 +26,8 @@ OPS = [
                 "status",
                 "string",
                 "ingested (its rows are in bronze), duplicate (same bytes as duplicate_of: "
-                "skipped) or empty (no header, no records: skipped)",
+                "skipped), empty (no header, no records: skipped) or retracted (its rows "
+                "taken out by `retail-lake landing retract`; the same bytes are skipped)",
                 False,
             ),
             Col("duplicate_of", "string", "the ingested file with the same content"),
