@@ -56,6 +56,7 @@ def test_tables_and_history_describe_the_lake(demo_lake, run_cli):
     assert "numTargetRowsInserted=10936" in out
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_history_names_the_run_of_each_commit(spark, tmp_path, run_cli):
     from retail_lake.lake import Lake
     from retail_lake.registry import REGISTRY

@@ -223,6 +223,7 @@ def test_a_broken_pair_stops_the_job_naming_the_file(spark, root, landing, case)
     assert run["error"].startswith("IdxFormatError: ")
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_ingest_is_incremental_and_a_broken_pair_changes_nothing_until_fixed(spark, root, tmp_path):
     folder = tmp_path / "landing"
     put_test(folder)

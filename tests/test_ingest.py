@@ -88,6 +88,7 @@ def test_ingest_keeps_text_and_provenance_and_quarantines_broken_lines(spark, ro
     assert run["rows_written"]["bronze.rossmann_stores_raw"] == 1
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_ingest_is_incremental(spark, root, landing):
     cfg = config(root, landing)
     run_job(spark, cfg, "ingest", ingest)

@@ -89,23 +89,16 @@ def retract(file: str) -> Callable[[JobContext], JobResult]:
         mine = F.col("_source_file") == F.lit(file)
         rows = bronze.where(mine).count()
         result = JobResult(rows_read={table: rows})
-        contract = ctx.registry[table]
-        extra = tuple(c for c in bronze.columns if c not in contract.column_names)
-        # No rows where the file's were: one atomic replaceWhere commit deletes them.
+        declared = [c for c in ctx.registry[table].column_names if c in bronze.columns]
+        # No rows where the file's were: one atomic replaceWhere commit deletes them (the
+        # columns a drifting source added stay in the table's schema).
         predicate = "_source_file = '" + file.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        result.outputs.append(
-            Output(
-                table,
-                bronze.where(F.lit(False)),
-                mode="replace_where",
-                replace_where=predicate,
-                extra_columns=extra,
-            )
-        )
+        no_rows = bronze.where(F.lit(False)).select(*declared)
+        result.outputs.append(Output(table, no_rows, mode="replace_where", replace_where=predicate))
         if ctx.lake.exists(QUARANTINE):
             owned = (F.col("stage") == "ingest") & (F.col("source") == source) & mine
-            none = ctx.read(QUARANTINE).where(F.lit(False)).drop("_run_id", "_content_hash")
-            result.outputs.insert(0, Output(QUARANTINE, none, mode="merge", retire=owned))
+            no_lines = ctx.read(QUARANTINE).where(F.lit(False)).drop("_run_id", "_content_hash")
+            result.outputs.insert(0, Output(QUARANTINE, no_lines, mode="merge", retire=owned))
         ledger = {**row, "status": RETRACTED, "duplicate_of": None, "run_id": ctx.run_id}
 
         def record(writes) -> None:
