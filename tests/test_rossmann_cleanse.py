@@ -184,3 +184,23 @@ def test_iso_week_monday_matches_python(spark):
     )
     got = {(r["y"], r["w"]): r["monday"] for r in df.collect()}
     assert got == {(y, w): date.fromisocalendar(y, w, 1) for y, w in cases}
+
+
+def test_a_key_seen_twice_keeps_the_later_arrival_whatever_the_file_names(spark):
+    """b.csv arrived first, a.csv (the same store-day, other sales) a day later: a.csv's
+    line is kept although its name sorts first; b.csv's is the conflict."""
+    line = ("1", "5", "2015-07-31", "5263", "555", "1", "1", "0", "1")
+    other = ("1", "5", "2015-07-31", "9999", "555", "1", "1", "0", "1")
+    first, later = datetime(2026, 1, 1), datetime(2026, 1, 2)
+    bronze = spark.createDataFrame(
+        [(*line, "b.csv", 2, first), (*other, "a.csv", 2, later)],
+        SALES_RAW + ", _ingested_at timestamp",
+    )
+    silver, quarantine, _ = cleanse_sales(bronze, AT)
+    assert [(r["sales"], r["_source_file"]) for r in silver.collect()] == [(9999, "a.csv")]
+    assert [(r["_source_file"], r["rule"]) for r in quarantine.collect()] == [
+        ("b.csv", "conflicting_duplicate")
+    ]
+    # Without arrival times (rows made by hand), the file name decides as before.
+    silver, _, _ = cleanse_sales(bronze.drop("_ingested_at"), AT)
+    assert [r["_source_file"] for r in silver.collect()] == ["b.csv"]

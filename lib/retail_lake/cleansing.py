@@ -171,29 +171,46 @@ def quarantine_rows(
     )
 
 
+ARRIVED = "_arrived"
+
+
+def arrivals(bronze: DataFrame) -> DataFrame | None:
+    """Each landing file of `bronze` with when it arrived (`_ingested_at`, as `_arrived`),
+    for `deduplicate`; None for rows without `_ingested_at` (ordered by file name then)."""
+    if "_ingested_at" not in bronze.columns:
+        return None
+    return bronze.groupBy("_source_file").agg(F.min("_ingested_at").alias(ARRIVED))
+
+
 def deduplicate(
     df: DataFrame,
     keys: Sequence[str],
     content: Sequence[str],
     keep: str = "latest",
     persist: Persist = no_persist,
+    arrived: DataFrame | None = None,
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
     """Splits rows sharing a key into (kept, exact duplicates, conflicting duplicates).
 
-    The latest line (by file, then line number) of a key is kept, or the first with
-    `keep="first"`. Another line with the same content is an exact duplicate (removed and
-    counted); one with different content is a conflict (quarantined, never silently dropped).
-    The three are filters of one ranking (a window sort over every row); `persist` is
-    applied to it, so that counting and writing the three sorts the rows once.
+    The latest line of a key is kept, or the first with `keep="first"`: lines are ordered
+    by when their file arrived (`arrived`, from `arrivals`: a file landed later wins
+    whatever its name), then by file name and line number. Another line with the same
+    content is an exact duplicate (removed and counted); one with different content is a
+    conflict (quarantined, never silently dropped). The three are filters of one ranking (a
+    window sort over every row); `persist` is applied to it, so that counting and writing
+    the three sorts the rows once.
     """
     if keep not in ("latest", "first"):
         raise ValueError(f"keep must be 'latest' or 'first', got {keep!r}")
-    order = (F.col("_source_file"), F.col("_line_number"))
+    order = [F.col("_source_file"), F.col("_line_number")]
+    if arrived is not None:  # one row per file: broadcast
+        df = df.join(F.broadcast(arrived), on="_source_file", how="left")
+        order.insert(0, F.col(ARRIVED))
     if keep == "latest":
-        order = tuple(c.desc() for c in order)
+        order = [c.desc() for c in order]
     w = Window.partitionBy(*keys).orderBy(*order)
     if tuple(content) == tuple(keys):  # the key is the content: every other line is exact
-        ranked = persist(df.withColumn("_rn", F.row_number().over(w)))
+        ranked = persist(df.withColumn("_rn", F.row_number().over(w))).drop(ARRIVED)
         extra = ranked.where(F.col("_rn") > 1).drop("_rn")
         return ranked.where(F.col("_rn") == 1).drop("_rn"), extra, extra.where(F.lit(False))
     ranked = persist(
@@ -203,7 +220,7 @@ def deduplicate(
             "_kept_h",
             F.first("_h").over(w.rowsBetween(Window.unboundedPreceding, Window.currentRow)),
         )
-    )
+    ).drop(ARRIVED)
     kept = ranked.where(F.col("_rn") == 1).drop("_h", "_rn", "_kept_h")
     extra = ranked.where(F.col("_rn") > 1)
     exact = extra.where(F.col("_h") == F.col("_kept_h")).drop("_h", "_rn", "_kept_h")

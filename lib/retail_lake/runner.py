@@ -674,9 +674,7 @@ def _audit(
 ) -> list[ExpectationResult]:
     """Checks conservation and every output's suite before anything is written.
 
-    Each output is persisted with its metadata columns as `Lake.write` adds them (the same
-    plan, so the write reads the cache: the content hash is computed once) and added to
-    `persisted`.
+    Each output is persisted (validated, then written) and added to `persisted`.
     """
     broken = [c for c in result.conservation if not c.holds]
     if broken:
@@ -689,8 +687,8 @@ def _audit(
         contract = ctx.registry[out.table]
         # The contract check (columns, types) runs here, before any write.
         rows = with_metadata(out.df, contract, ctx.run_id, out.extra_columns)
-        rows.persist(StorageLevel.MEMORY_AND_DISK)
-        persisted.append(rows)
+        out.df.persist(StorageLevel.MEMORY_AND_DISK)
+        persisted.append(out.df)
         specs = [spec.resolved(result.rows_read) for spec in load_suite(contract)]
         log.info("[%s] validating %s against %d expectations", ctx.run_id, out.table, len(specs))
         results.extend(validate(rows, contract, specs, docs, engine=ctx.cfg.get("quality.engine")))

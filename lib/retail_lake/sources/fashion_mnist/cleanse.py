@@ -8,7 +8,7 @@ Rules (documented in the table catalog through the contract's comments):
 - a row breaking a rule is quarantined naming the column; its payload is small (id, split,
   index, label, pixel count and range), not the 784 values;
 - one image_id seen twice (a file ingested under two names): identical images are removed
-  and counted, differing ones quarantine all but the latest line (by file, then line).
+  and counted, differing ones quarantine all but the latest line (by arrival, then file, then line).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from retail_lake.cleansing import (
     CleanseEnv,
     Cleanser,
     Rule,
+    arrivals,
     conflict_errors,
     deduplicate,
     quarantine_rows,
@@ -151,7 +152,7 @@ def cleanse_images(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataFram
         "_source_file",
         "_line_number",
     )
-    kept, exact, conflict = deduplicate(silver, KEYS, CONTENT)
+    kept, exact, conflict = deduplicate(silver, KEYS, CONTENT, arrived=arrivals(bronze))
     quarantine = quarantine_rows(rejected, SOURCE, _payload(), at).unionByName(
         quarantine_rows(conflict_errors(conflict, KEYS), SOURCE, _payload(), at)
     )

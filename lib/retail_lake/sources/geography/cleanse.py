@@ -51,6 +51,7 @@ from retail_lake.cleansing import (
     CleanseEnv,
     Cleanser,
     Rule,
+    arrivals,
     conflict_errors,
     deduplicate,
     parse_rule,
@@ -304,7 +305,7 @@ def cleanse_countries(bronze: DataFrame, at: datetime) -> tuple[DataFrame, DataF
     raw_of = {c: c for c in COUNTRIES_RAW_COLS}
     valid, rejected = split_valid(with_errors(typed, _country_rules(), raw_of))
     content = [f"t_{c}" for c in COUNTRY_COLUMNS]
-    kept, exact, conflict = deduplicate(valid, ("t_iso",), content)
+    kept, exact, conflict = deduplicate(valid, ("t_iso",), content, arrived=arrivals(bronze))
     quarantine = _quarantine(rejected, conflict, ("iso",), COUNTRIES_SOURCE, COUNTRIES_RAW_COLS, at)
     return _renamed(kept, COUNTRY_COLUMNS), quarantine, exact
 
@@ -409,9 +410,10 @@ def cleanse_places(
     valid, rejected = split_valid(with_errors(typed, _place_rules(), raw_of))
     valid = with_demand(valid)
     content = [f"t_{c}" for c in PLACE_COLUMNS]
-    by_id, exact_id, conflict_id = deduplicate(valid, ("t_geonameid",), content)
+    arrived = arrivals(bronze)
+    by_id, exact_id, conflict_id = deduplicate(valid, ("t_geonameid",), content, arrived=arrived)
     kept, exact_place, conflict_place = deduplicate(
-        by_id, PLACE_IDENTITY, PLACE_FACTS, keep="first"
+        by_id, PLACE_IDENTITY, PLACE_FACTS, keep="first", arrived=arrived
     )
     quarantine = _quarantine(
         rejected, conflict_id, ("geonameid",), PLACES_SOURCE, PLACES_RAW_COLS, at
@@ -513,7 +515,9 @@ def cleanse_stores(
     raw_of = {c: c for c in STORES_RAW_COLS} | {"country_code": "country"}
     valid, rejected = split_valid(with_errors(typed, _store_rules(), raw_of))
     content = [f"t_{c}" for c in STORE_COLUMNS]
-    kept, exact, conflict = deduplicate(valid, ("t_store_number",), content)
+    kept, exact, conflict = deduplicate(
+        valid, ("t_store_number",), content, arrived=arrivals(bronze)
+    )
     quarantine = _quarantine(
         rejected, conflict, ("store_number",), STORES_SOURCE, STORES_RAW_COLS, at
     )

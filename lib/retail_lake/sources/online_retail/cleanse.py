@@ -10,8 +10,9 @@ table catalog through the contracts:
 - any other line with quantity <= 0 (stock adjustments such as `damaged`, `check`) or
   unit price <= 0 (free lines, price 0) is quarantined with the reason;
 - exact duplicate lines (same raw fields) among the valid ones are removed and counted; the
-  first occurrence (by file, then line) is kept, so a later file repeating a line changes
-  nothing already in silver. Duplicates among quarantined lines are all quarantined;
+  first occurrence (by its file's arrival, then file, then line) is kept, so a later file
+  repeating a line changes nothing already in silver. Duplicates among quarantined lines
+  are all quarantined;
 - stock codes are upper-cased (85123a is 85123A); codes matching the configured
   `online_retail.non_product_codes` are flagged with their kind and kept out of
   `silver.products`;
@@ -34,6 +35,7 @@ from retail_lake.cleansing import (
     Cleanser,
     Persist,
     Rule,
+    arrivals,
     deduplicate,
     no_persist,
     parse_rule,
@@ -330,7 +332,12 @@ def cleanse_lines(
     typed = persist(typed_lines(bronze, pseudonymise, non_product_codes))
     valid, rejected = split_valid(typed)
     kept, exact, _ = deduplicate(
-        _lines(valid), ("_row_hash",), ("_row_hash",), keep="first", persist=persist
+        _lines(valid),
+        ("_row_hash",),
+        ("_row_hash",),
+        keep="first",
+        persist=persist,
+        arrived=arrivals(bronze),
     )
     kept = kept.drop("_row_hash")
     cancellation = F.col("invoice_no").startswith("C")

@@ -23,6 +23,7 @@ from retail_lake.cleansing import (
     Cleanser,
     Persist,
     Rule,
+    arrivals,
     conflict_errors,
     deduplicate,
     no_persist,
@@ -232,7 +233,7 @@ def _per_store_day(
     to quarantine; identical duplicates are removed and counted."""
     valid, rejected = split_valid(typed)
     kept, exact, conflict = deduplicate(
-        to_silver(valid), ("store", "date"), content, persist=persist
+        to_silver(valid), ("store", "date"), content, persist=persist, arrived=arrivals(bronze)
     )
     conflicts = conflict_errors(
         conflict.select("_source_file", "_line_number").join(
@@ -460,7 +461,7 @@ def cleanse_stores(
         "promo2_since",
         "promo2_months",
     )
-    kept, exact, conflict = deduplicate(silver, ("store",), content)
+    kept, exact, conflict = deduplicate(silver, ("store",), content, arrived=arrivals(bronze))
     conflicts = conflict_errors(
         conflict.select("_source_file", "_line_number").join(
             bronze.select(*STORES_RAW, "_source_file", "_line_number"),
