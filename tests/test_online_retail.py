@@ -79,11 +79,8 @@ def test_hmac_in_spark_equals_rfc_2104(spark):
     values = ["17850", "12346", "", "ü-ñ", "x" * 200]
     long_key = b"k" * 100  # longer than a block: hashed first, as RFC 2104 says
     for key in (KEY, long_key):
-        got = (
-            spark.createDataFrame([(v,) for v in values], "v string")
-            .select("v", hmac_column(F.col("v"), key).alias("h"))
-            .collect()
-        )
+        df = spark.createDataFrame([(v,) for v in values], "v string")
+        got = pseudonymiser(key).keyed(df).select("v", hmac_column(F.col("v")).alias("h")).collect()
         assert {r["v"]: r["h"] for r in got} == {
             v: hmac.new(key, v.encode(), hashlib.sha256).hexdigest() for v in values
         }
@@ -93,8 +90,34 @@ def test_token_is_stable_and_ignores_the_float_export(spark):
     assert token("17850.0", KEY) == token("17850", KEY) == token(" 17850 ", KEY)
     assert token("17850", KEY) != token("17850", b"another-key-0123456789")
     df = spark.createDataFrame([("17850.0",), ("17850",), ("",), (None,)], "c string")
-    got = [r[0] for r in df.select(pseudonymiser(KEY)(F.col("c"))).collect()]
+    pseudonymise = pseudonymiser(KEY)
+    got = [r[0] for r in pseudonymise.keyed(df).select(pseudonymise(F.col("c"))).collect()]
     assert got == [token("17850", KEY), token("17850", KEY), None, None]
+
+
+def _secret_forms(key: bytes) -> list[str]:
+    """The key and its HMAC pads as they could appear in text: raw, hex, base64."""
+    import base64
+
+    from retail_lake.privacy import _pads
+
+    forms = []
+    for secret in (key, *_pads(key)):
+        forms += [secret.hex(), secret.hex().upper(), base64.b64encode(secret).decode()]
+    return [*forms, key.decode()]
+
+
+def test_the_key_is_in_no_plan_that_spark_shows(cleansed, capsys):
+    """explain (parsed, analysed, optimised and physical plans, before and after running,
+    as the UI and the event log show queries) holds neither the key nor its pads."""
+    for df in cleansed:  # sales, returns, quarantine, duplicates
+        df.explain(mode="extended")
+        df.collect()  # the plan as executed (adaptive execution's final plan)
+        df.explain(mode="extended")
+        text = capsys.readouterr().out
+        assert "Physical Plan" in text
+        leaked = [form for form in _secret_forms(KEY) if form in text]
+        assert leaked == [], leaked
 
 
 def test_sales_lines_are_typed_normalised_and_pseudonymised(spark, cleansed):

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from retail_lake.config import Config
 from retail_lake.lake import content_hash
+from retail_lake.privacy import Pseudonymiser
 
 ERRORS = "_errors"
 
@@ -34,8 +35,9 @@ class CleanseEnv:
 
     at: datetime
     cfg: Config
-    # Column -> Column: the keyed pseudonym (HMAC-SHA256) of a personal identifier.
-    pseudonymise: Callable[[Column], Column]
+    # The keyed pseudonym (HMAC-SHA256) of a personal identifier: `pseudonymise.keyed(df)`
+    # first, then `pseudonymise(column)` (the key stays out of the plan).
+    pseudonymise: Pseudonymiser
     # Caches an intermediate frame several outputs share; released when the run ends.
     persist: Persist = no_persist
 

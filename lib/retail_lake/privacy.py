@@ -13,6 +13,9 @@ not match the ones already in the lake.
 
 The token is computed inside Spark from built-in functions (no Python UDF):
 HMAC(K, m) = SHA256((K' ^ opad) || SHA256((K' ^ ipad) || m)), as RFC 2104 defines it.
+The two pads (which give the key back) are never literals of a query: `Pseudonymiser.keyed`
+joins them to the rows from a one-row frame that Spark broadcasts, so `explain`, the Spark
+UI and the event log show a `LocalTableScan` of two columns, not their values.
 `token()` computes the same value in Python (used where ingest masks a broken line).
 """
 
@@ -25,10 +28,10 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from retail_lake.config import Config, ConfigError
@@ -141,12 +144,16 @@ def _pads(key: bytes) -> tuple[bytes, bytes]:
     return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
 
 
-def hmac_column(value: Column, key: bytes) -> Column:
-    """HMAC-SHA256 of `value` (as UTF-8 text) in lower-case hex; null stays null."""
-    inner_pad, outer_pad = _pads(key)
+INNER_PAD, OUTER_PAD = "_hmac_inner_pad", "_hmac_outer_pad"
+
+
+def hmac_column(value: Column) -> Column:
+    """HMAC-SHA256 of `value` (as UTF-8 text) in lower-case hex; null stays null. The key's
+    pads are read from the row's `_hmac_inner_pad` / `_hmac_outer_pad` columns, which
+    `Pseudonymiser.keyed` adds."""
     text = F.encode(value.cast("string"), "UTF-8")
-    inner = F.unhex(F.sha2(F.concat(F.unhex(F.lit(inner_pad.hex())), text), 256))
-    return F.sha2(F.concat(F.unhex(F.lit(outer_pad.hex())), inner), 256)
+    inner = F.unhex(F.sha2(F.concat(F.col(INNER_PAD), text), 256))
+    return F.sha2(F.concat(F.col(OUTER_PAD), inner), 256)
 
 
 def canonical_id(value: Column) -> Column:
@@ -168,11 +175,38 @@ def token(value: str, key: bytes) -> str:
     return hmac.new(key, canonical_id_text(value).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def pseudonymiser(key: bytes) -> Callable[[Column], Column]:
-    """Column -> token column with `key` (null or blank identifiers stay null)."""
+class Pseudonymiser:
+    """Tokens of personal identifiers with one key, the key kept out of every query plan.
 
-    def pseudonymise(value: Column) -> Column:
+    `keyed(df)` adds the key's HMAC pads to each row (a broadcast join of a one-row frame:
+    data, not literals); `self(column)` is then the column's token (null or blank
+    identifiers stay null); select the columns you keep, and the pads are gone.
+
+    Example:
+        >>> pseudonymise = Pseudonymiser(load_key(cfg))
+        >>> keyed = pseudonymise.keyed(bronze)
+        >>> tokens = keyed.select(pseudonymise(F.col("customer_id")).alias("customer_token"))
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:  # never the key itself
+        return f"Pseudonymiser(key id {key_id(self._key)})"
+
+    def keyed(self, df: DataFrame) -> DataFrame:
+        """`df` with the two pad columns `self(...)` reads."""
+        inner, outer = _pads(self._key)
+        pads = df.sparkSession.createDataFrame(
+            [(bytearray(inner), bytearray(outer))], f"{INNER_PAD} binary, {OUTER_PAD} binary"
+        )
+        return df.crossJoin(F.broadcast(pads))
+
+    def __call__(self, value: Column) -> Column:
         canonical = canonical_id(value)
-        return F.when(canonical != "", hmac_column(canonical, key))
+        return F.when(canonical != "", hmac_column(canonical))
 
-    return pseudonymise
+
+def pseudonymiser(key: bytes) -> Pseudonymiser:
+    """The `Pseudonymiser` of `key`."""
+    return Pseudonymiser(key)

@@ -24,7 +24,7 @@ table catalog through the contracts:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -44,6 +44,7 @@ from retail_lake.cleansing import (
     split_valid,
     with_errors,
 )
+from retail_lake.privacy import Pseudonymiser
 from retail_lake.sources.online_retail.tables import (
     CUSTOMERS,
     ONLINE_RETAIL_RAW,
@@ -168,7 +169,7 @@ def _rules() -> list[Rule]:
 
 def typed_lines(
     bronze: DataFrame,
-    pseudonymise: Callable[[Column], Column],
+    pseudonymise: Pseudonymiser,
     non_product_codes: Sequence[Mapping[str, str]],
 ) -> DataFrame:
     """Bronze rows with their typed line columns and `_errors` (one entry per broken rule)."""
@@ -178,7 +179,7 @@ def typed_lines(
     invoice_date = _timestamp("invoice_date")
     token = pseudonymise(F.col("customer_id"))
     line_total = F.when(quantity.isNotNull() & price.isNotNull(), quantity * price)
-    typed = bronze.select(
+    typed = pseudonymise.keyed(bronze).select(  # the key's pads: data, dropped here
         *RAW,
         *LINEAGE,
         "_row_hash",
@@ -320,7 +321,7 @@ def products(sales: DataFrame) -> DataFrame:
 def cleanse_lines(
     bronze: DataFrame,
     at,
-    pseudonymise: Callable[[Column], Column],
+    pseudonymise: Pseudonymiser,
     non_product_codes: Sequence[Mapping[str, str]],
     persist: Persist = no_persist,
 ) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame]:
@@ -344,7 +345,7 @@ def cleanse_lines(
     sales = kept.where(~cancellation)
     returns = link_returns(kept.where(cancellation), sales)
     payload = [pseudonymise(F.col(c)).alias(c) if c == "customer_id" else F.col(c) for c in RAW]
-    quarantine = quarantine_rows(rejected, SOURCE, payload, at)
+    quarantine = quarantine_rows(pseudonymise.keyed(rejected), SOURCE, payload, at)
     return sales.select(*LINE_COLUMNS, *LINEAGE), returns, quarantine, exact.drop("_row_hash")
 
 
