@@ -17,10 +17,12 @@ failing job) copies the lake with `copy_lake` or makes its own small one.
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import os
 import random
 import shutil
+import tempfile
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,10 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Keys the tests' lakes generate stay in a folder of the session (and child processes').
+_KEYS = tempfile.mkdtemp(prefix="retail-lake-test-keys-")
+os.environ.setdefault("RETAIL_LAKE_KEY_DIR", _KEYS)
+atexit.register(shutil.rmtree, _KEYS, ignore_errors=True)
 SHARED_DATA = Path(os.environ.get("RETAIL_LAKE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 # The test (pytest item) running now, so that shared_data() can check its markers.

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import stat
 from datetime import date, datetime
 from decimal import Decimal
@@ -17,8 +18,9 @@ from pyspark.testing import assertDataFrameEqual
 from retail_lake.config import ConfigError, load_config
 from retail_lake.lake import content_hash
 from retail_lake.privacy import (
-    KEY_FILE,
     KEY_ID_FILE,
+    LAKE_ID_FILE,
+    LEGACY_KEY_FILE,
     hmac_column,
     key_id,
     load_key,
@@ -304,11 +306,15 @@ def test_customers_are_known_tokens_with_their_main_country(spark, cleansed):
     assertDataFrameEqual(got, expected)
 
 
-def test_local_key_is_generated_once_with_mode_0600(tmp_path):
-    cfg = load_config("test", [f"paths.root={tmp_path}"])
+def test_local_key_is_generated_once_outside_the_lake_with_mode_0600(tmp_path):
+    lake, keys = tmp_path / "lake", tmp_path / "keys"
+    cfg = load_config("test", [f"paths.root={lake}", f"privacy.key_dir={keys}"])
     first = load_key(cfg, environ={})
     assert load_key(cfg, environ={}) == first and len(first) == 64
-    assert stat.S_IMODE(os.stat(tmp_path / KEY_FILE).st_mode) == 0o600
+    (key_file,) = keys.iterdir()
+    assert key_file.name == (lake / LAKE_ID_FILE).read_text().strip() + ".key"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert not [p for p in lake.rglob("*") if p.is_file() and first in p.read_bytes()]
     var = cfg.get("privacy.key_env")
     with pytest.raises(ConfigError, match="at least 16 bytes"):
         load_key(cfg, environ={var: "short"})
@@ -317,27 +323,42 @@ def test_local_key_is_generated_once_with_mode_0600(tmp_path):
         load_key(cfg, environ={var: "cluster-secret-value-1234"})
     assert key_id(first) in str(e.value) and first.decode() not in str(e.value)
     # A mistyped privacy.key_env falls back to the file: the same key, accepted.
-    typo = load_config("test", [f"paths.root={tmp_path}", "privacy.key_env=RETAIL_LAKE_TYPO"])
+    typo = load_config(
+        "test", [f"paths.root={lake}", f"privacy.key_dir={keys}", "privacy.key_env=TYPO_KEY"]
+    )
     assert load_key(typo, environ={var: "cluster-secret-value-1234"}) == first
+    # A copy of the lake on a machine without its key file: refused, naming the key id.
+    copy = shutil.copytree(lake, tmp_path / "copy")
+    elsewhere = load_config("test", [f"paths.root={copy}", f"privacy.key_dir={tmp_path / 'k2'}"])
+    with pytest.raises(ConfigError, match="a copy of a lake does not carry its key") as e:
+        load_key(elsewhere, environ={})
+    assert key_id(first) in str(e.value)
     # A fresh root takes the environment's key and records it; the file is never made.
-    fresh = load_config("test", [f"paths.root={tmp_path / 'fresh'}"])
+    fresh = load_config("test", [f"paths.root={tmp_path / 'fresh'}", f"privacy.key_dir={keys}"])
     key = load_key(fresh, environ={var: "cluster-secret-value-1234"})
     assert key == b"cluster-secret-value-1234"
     assert (tmp_path / "fresh" / KEY_ID_FILE).read_text().strip() == key_id(key)
-    assert not (tmp_path / "fresh" / KEY_FILE).exists()
-    with pytest.raises(ConfigError, match="made with a key from the environment"):
+    with pytest.raises(ConfigError, match="not at"):
         load_key(fresh, environ={})  # the variable unset: a generated key would differ
-    assert not (tmp_path / "fresh" / KEY_FILE).exists()
+    assert [p.name for p in keys.iterdir()] == [key_file.name]
     # A lake made before key ids were recorded: its key file's id is recorded first, so
     # another key is refused there too.
-    (tmp_path / KEY_ID_FILE).unlink()
+    (lake / KEY_ID_FILE).unlink()
     with pytest.raises(ConfigError, match="not the key this lake's tokens were made with"):
         load_key(cfg, environ={var: "cluster-secret-value-1234"})
-    assert (tmp_path / KEY_ID_FILE).read_text().strip() == key_id(first)
-    assert sorted(p.name for p in (tmp_path / KEY_FILE).parent.iterdir()) == [
+    assert (lake / KEY_ID_FILE).read_text().strip() == key_id(first)
+    assert sorted(p.name for p in (lake / KEY_ID_FILE).parent.iterdir()) == [
         "key_id",
-        "pseudonymisation.key",
-    ]  # no temporary file left behind
+        "lake_id",
+    ]  # no temporary file left behind, no key
+    # A lake an older release made keeps its key, moved out of the root.
+    old = tmp_path / "old"
+    (old / LEGACY_KEY_FILE).parent.mkdir(parents=True)
+    (old / LEGACY_KEY_FILE).write_text("legacy-key-0123456789abcdef\n")
+    legacy = load_config("test", [f"paths.root={old}", f"privacy.key_dir={keys}"])
+    assert load_key(legacy, environ={}) == b"legacy-key-0123456789abcdef"
+    assert not (old / LEGACY_KEY_FILE).exists()
+    assert load_key(legacy, environ={}) == b"legacy-key-0123456789abcdef"
     remote = load_config("test", ["paths.root=hdfs://nn:8020/lake"])
     with pytest.raises(ConfigError, match=f"set \\${var}"):
         load_key(remote, environ={})

@@ -8,6 +8,7 @@ Mappings that are empty in base (such as `spark.conf`) are free-form.
 Environment variables (read at load time):
     RETAIL_LAKE_CONF_DIR   the conf folder (default: ./conf, else the one beside the package)
     RETAIL_LAKE_ROOT       overrides paths.root
+    RETAIL_LAKE_KEY_DIR    overrides privacy.key_dir
     RETAIL_LAKE_IVY_DIR    overrides spark.ivy_dir
     RETAIL_LAKE_CLASS_ARCHIVE  overrides spark.class_archive
 Secrets are never stored in config: keys name the environment variable that holds them.
@@ -32,6 +33,7 @@ ENV_OVERRIDES = {
     "RETAIL_LAKE_ROOT": "paths.root",
     "RETAIL_LAKE_IVY_DIR": "spark.ivy_dir",
     "RETAIL_LAKE_CLASS_ARCHIVE": "spark.class_archive",
+    "RETAIL_LAKE_KEY_DIR": "privacy.key_dir",
 }
 
 
@@ -300,6 +302,12 @@ def _finish(data: dict[str, Any]) -> dict[str, Any]:
     data["spark"]["ivy_dir"] = _absolute(data["spark"]["ivy_dir"])
     if data["spark"]["class_archive"]:
         data["spark"]["class_archive"] = _absolute(data["spark"]["class_archive"])
+    key_dir = data["privacy"]["key_dir"]
+    if not isinstance(key_dir, str) or not key_dir.strip() or "://" in key_dir:
+        raise ConfigError(f"privacy.key_dir must be a local folder, got {key_dir!r}")
+    data["privacy"]["key_dir"] = _absolute(key_dir)
+    if data["privacy"]["key_dir"] == "/":
+        raise ConfigError("privacy.key_dir is the filesystem's root: give a folder for keys")
     if data["ingest"]["max_payload_chars"] < 0:
         raise ConfigError("ingest.max_payload_chars must be 0 (no cap) or more")
     if data["runner"]["lease_seconds"] < 1:

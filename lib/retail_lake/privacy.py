@@ -4,9 +4,12 @@ The same identifier always gets the same token (so joins and counts still work),
 without the key a token cannot be traced back to the identifier or recomputed from a
 guess. The key comes from the environment variable named by `privacy.key_env` (a cluster
 sets it from its secret store). Without it, and only when the lake root is a local folder,
-a random key is generated once into `<root>/_secrets/pseudonymisation.key` (mode 0600) and
-reused by every later run on that root. The key is never written to the repository or
-`conf/`. A local root also records the key's id (a hash of it, not the key) in
+a random key is generated once into `<privacy.key_dir>/<lake id>.key` (mode 0600; the lake's
+id is `<root>/_secrets/lake_id`) and reused by every later run on that root: outside the
+lake, so a copy of the lake does not carry its key. A key a lake made before under
+`<root>/_secrets/pseudonymisation.key` is moved there on first use. The key is never
+written to the repository or `conf/`. A local root also records the key's id (a hash of
+it, not the key) in
 `<root>/_secrets/key_id` on first use, and a later run with another key (a mistyped
 `privacy.key_env` that falls back to the file, another secret) is refused: its tokens would
 not match the ones already in the lake.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -36,10 +40,12 @@ from pyspark.sql import functions as F
 
 from retail_lake.config import Config, ConfigError
 
-KEY_FILE = "_secrets/pseudonymisation.key"
+LEGACY_KEY_FILE = "_secrets/pseudonymisation.key"  # where older lakes generated theirs
 KEY_ID_FILE = "_secrets/key_id"
+LAKE_ID_FILE = "_secrets/lake_id"
 MIN_KEY_BYTES = 16
 _BLOCK = 64  # SHA-256 block size in bytes
+log = logging.getLogger(__name__)
 _INTEGRAL = re.compile(r"^\s*(\d+)(?:\.0+)?\s*$")
 
 
@@ -65,27 +71,57 @@ def load_key(cfg: Config, environ: Mapping[str, str] | None = None) -> bytes:
         if len(key) < MIN_KEY_BYTES:
             raise ConfigError(f"${var}: the pseudonymisation key must be at least 16 bytes")
         if local is not None:
-            _check_key_id(local, key, f"${var}", var)
+            path = key_path(cfg)
+            _move_legacy_key(local, path)
+            _check_key_id(local, key, f"${var}", var, path)
         return key
     if local is None:
         raise ConfigError(
             f"no pseudonymisation key: set ${var} (the lake root {cfg.root} is not a local "
             "folder, so no key is generated there)"
         )
-    path = local / KEY_FILE
+    path = key_path(cfg)
+    _move_legacy_key(local, path)
     recorded = local / KEY_ID_FILE
     if not path.exists() and recorded.exists():
         raise ConfigError(
-            f"${var} is not set, and this lake's tokens were made with a key from the "
-            f"environment (key id {recorded.read_text().strip()}, recorded in {recorded}): "
-            f"set ${var} (privacy.key_env names it) to that key"
+            f"${var} is not set, and this lake's tokens were made with key id "
+            f"{recorded.read_text().strip()} (recorded in {recorded}), which is not at {path}: "
+            f"set ${var} (privacy.key_env names it) to that key, or put its key file there "
+            "(a copy of a lake does not carry its key)"
         )
     _write_once(path, secrets.token_hex(32))
     key = _file_key(path)
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(f"{path}: the pseudonymisation key is shorter than 16 bytes")
-    _check_key_id(local, key, f"{path} (${var} is not set)", var)
+    _check_key_id(local, key, f"{path} (${var} is not set)", var, path)
     return key
+
+
+def key_path(cfg: Config) -> Path:
+    """Where a local root's generated key is kept: `<privacy.key_dir>/<lake id>.key`; the
+    lake's id (random, made once) is read from `<root>/_secrets/lake_id`."""
+    local = _local_path(cfg.root)
+    if local is None:
+        raise ConfigError(f"the lake root {cfg.root} is not a local folder: it has no key file")
+    _write_once(local / LAKE_ID_FILE, secrets.token_hex(8) + "\n")
+    lake_id = (local / LAKE_ID_FILE).read_text().strip()
+    return Path(cfg.get("privacy.key_dir")) / f"{lake_id}.key"
+
+
+def _move_legacy_key(local: Path, path: Path) -> None:
+    """A key an older release generated under the lake root, moved to `path` (the same key:
+    the lake's tokens stay as they are)."""
+    legacy = local / LEGACY_KEY_FILE
+    if not legacy.exists():
+        return
+    if not path.exists():
+        _write_once(path, legacy.read_text())
+    if _file_key(path) != _file_key(legacy):
+        raise ConfigError(f"{legacy} and {path} hold different keys: keep the one of key id "
+                          f"in {local / KEY_ID_FILE} and remove the other")  # fmt: skip
+    legacy.unlink()
+    log.warning("the pseudonymisation key was moved out of the lake root to %s", path)
 
 
 def _file_key(path: Path) -> bytes:
@@ -119,11 +155,11 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"retail-lake key id:" + key).hexdigest()[:16]
 
 
-def _check_key_id(local: Path, key: bytes, origin: str, var: str) -> None:
-    """Records the key's id on a local root's first use; refuses another key afterwards."""
+def _check_key_id(local: Path, key: bytes, origin: str, var: str, made: Path) -> None:
+    """Records the key's id on a local root's first use; refuses another key afterwards.
+    `made`: where the root's generated key is (or would be) kept."""
     path = local / KEY_ID_FILE
     mine = key_id(key)
-    made = local / KEY_FILE
     if made.exists() and not path.exists():
         # A lake from before key ids were recorded: its tokens were made with its key file.
         _write_once(path, key_id(_file_key(made)) + "\n")
