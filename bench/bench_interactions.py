@@ -32,7 +32,7 @@ from retail_lake.recommend.als import RecommendConfig
 from retail_lake.recommend.interactions import new_indices
 from retail_lake.recommend.job import interaction_outputs
 from retail_lake.recommend.model_tables import INTERACTIONS
-from retail_lake.registry import COMPONENTS, REGISTRY
+from retail_lake.registry import COMPONENTS, CONTRACTS
 from retail_lake.runner import JobContext
 from retail_lake.session import build_session
 
@@ -77,7 +77,7 @@ def _update(spark, cfg, lake, run_id, as_of):
     customers, products = _indices(sales)
     outputs = interaction_outputs(ctx, sales, returns, as_of, conf, customers, products)
     for out in outputs:
-        lake.write(out.df, REGISTRY[out.table], run_id, mode=out.mode)
+        lake.write(out.df, CONTRACTS[out.table], run_id, mode=out.mode)
     return [o.mode for o in outputs], time.monotonic() - started
 
 
@@ -91,7 +91,7 @@ def main() -> None:
     spark = build_session(cfg0)
     source = Lake(spark, args.source_root)
     keep = {
-        t: [c.name for c in REGISTRY[t].columns if c.name not in ("_run_id", "_content_hash")]
+        t: [c.name for c in CONTRACTS[t].columns if c.name not in ("_run_id", "_content_hash")]
         for t in (SALES, RETURNS)
     }
     sales_all = source.read(SALES).select(*keep[SALES]).cache()
@@ -108,7 +108,7 @@ def main() -> None:
             lakes = [(Lake(spark, c.root), c) for c in (inc_cfg, reb_cfg)]
             for lake, _ in lakes:
                 for table, df in ((SALES, sales_all), (RETURNS, returns_all)):
-                    lake.write(df.where(F.col("invoice_day") <= F.lit(cut)), REGISTRY[table], "r0")
+                    lake.write(df.where(F.col("invoice_day") <= F.lit(cut)), CONTRACTS[table], "r0")
             inc_lake, _ = lakes[0]
             reb_lake, _ = lakes[1]
             _update(spark, inc_cfg, inc_lake, "r1", last)
@@ -118,7 +118,7 @@ def main() -> None:
                 for table, df in ((SALES, sales_all), (RETURNS, returns_all)):
                     new = df.where(F.col("invoice_day") > F.lit(cut))
                     added = new.count() if table == SALES else added
-                    lake.write(new, REGISTRY[table], "r2")
+                    lake.write(new, CONTRACTS[table], "r2")
             inc_modes, inc_s = _update(spark, inc_cfg, inc_lake, "r3", last)
             reb_modes, reb_s = _update(spark, reb_cfg, reb_lake, "r3", last)
             a = inc_lake.read(INTERACTIONS).select(*COLUMNS)

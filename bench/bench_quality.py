@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from retail_lake.config import load_config
 from retail_lake.lake import with_metadata
 from retail_lake.quality import ExpectationResult, load_suite, validate
-from retail_lake.registry import REGISTRY
+from retail_lake.registry import CONTRACTS
 from retail_lake.session import build_session
 
 TABLE = "silver.transactions"
@@ -97,7 +97,7 @@ def main() -> None:
         args.profile, [f"paths.root={root}", "spark.log_level=ERROR", "spark.ui_enabled=false"]
     )
     spark = build_session(cfg, "bench quality")
-    contract = REGISTRY[TABLE]
+    contract = CONTRACTS[TABLE]
     pending = sales_lines(spark, args.rows).persist(StorageLevel.MEMORY_AND_DISK)
     pending.count()
     rows = with_metadata(pending, contract, "bench")

@@ -22,11 +22,11 @@ STORES_SCHEMA = (
 
 def stores_lake(spark, root: Path, stores: int):
     from retail_lake.lake import Lake
-    from retail_lake.registry import REGISTRY
+    from retail_lake.registry import CONTRACTS
 
     lake = Lake(spark, str(root))
     rows = [(i, "a", "a", 100.0, None, False, None, [], "store.csv", i + 1) for i in range(stores)]
-    lake.write(spark.createDataFrame(rows, STORES_SCHEMA), REGISTRY["silver.stores"], "run-a")
+    lake.write(spark.createDataFrame(rows, STORES_SCHEMA), CONTRACTS["silver.stores"], "run-a")
     return lake
 
 
@@ -59,12 +59,12 @@ def test_tables_and_history_describe_the_lake(demo_lake, run_cli):
 @pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_history_names_the_run_of_each_commit(spark, tmp_path, run_cli):
     from retail_lake.lake import Lake
-    from retail_lake.registry import REGISTRY
+    from retail_lake.registry import CONTRACTS
 
     lake = Lake(spark, str(tmp_path))
     for run_id, store_type in (("run-a", "a"), ("run-b", "b")):
         row = (1, store_type, "a", 100.0, None, False, None, [], "store.csv", 2)
-        lake.write(spark.createDataFrame([row], STORES_SCHEMA), REGISTRY["silver.stores"], run_id)
+        lake.write(spark.createDataFrame([row], STORES_SCHEMA), CONTRACTS["silver.stores"], run_id)
     code, out, err = run_cli(
         "history", "silver.stores", "--profile", "test", "--root", str(tmp_path)
     )

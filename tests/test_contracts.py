@@ -11,7 +11,7 @@ from retail_lake.config import ConfigError
 from retail_lake.contracts import Col, ContractError, TableContract
 from retail_lake.demo import HISTORY, generate, online_retail_history
 from retail_lake.quality import load_suite
-from retail_lake.registry import REGISTRY
+from retail_lake.registry import CONTRACTS
 
 from .conftest import shared_data
 
@@ -27,13 +27,13 @@ def test_readme_catalog_is_generated_from_the_contracts():
 def test_every_suite_file_belongs_to_a_table_and_loads():
     for path in sorted((REPO / "conf" / "suites").glob("*.yaml")):
         table = path.stem
-        assert table in REGISTRY, f"{path.name}: no table contract named {table}"
-        specs = load_suite(REGISTRY[table])
-        assert len(specs) > len(REGISTRY[table].keys), f"{path.name} adds no expectation"
+        assert table in CONTRACTS, f"{path.name}: no table contract named {table}"
+        specs = load_suite(CONTRACTS[table])
+        assert len(specs) > len(CONTRACTS[table].keys), f"{path.name} adds no expectation"
 
 
 def test_layers_carry_their_delta_properties():
-    for contract in REGISTRY:
+    for contract in CONTRACTS:
         props = contract.delta_properties
         # Column mapping where columns may be renamed or added; the run journal (ops) goes
         # without it, so the driver appends its rows with delta-rs.
@@ -52,11 +52,11 @@ def test_contract_errors_are_named():
     with pytest.raises(ContractError, match="layer.name"):
         TableContract("x", "d", (Col("a", "int", "a"),))
     with pytest.raises(ContractError, match="no table contract named 'silver.nope'"):
-        REGISTRY["silver.nope"]
+        CONTRACTS["silver.nope"]
 
 
 def test_suite_with_unknown_column_or_expectation_is_a_config_error(tmp_path):
-    contract = REGISTRY["silver.stores"]
+    contract = CONTRACTS["silver.stores"]
     (tmp_path / "suites").mkdir()
     suite = tmp_path / "suites" / "silver.stores.yaml"
     suite.write_text(

@@ -166,9 +166,9 @@ def test_writers_at_once_all_land_on_one_index(tmp_path):
     import pandas as pd
 
     from retail_lake.quality import _gx_context
-    from retail_lake.registry import REGISTRY
+    from retail_lake.registry import CONTRACTS
 
-    contract = REGISTRY["silver.stores"]
+    contract = CONTRACTS["silver.stores"]
     context = _gx_context()
     asset = context.data_sources.add_pandas("p").add_dataframe_asset("stores")
     suite = context.suites.add(gx.ExpectationSuite(name=contract.name))

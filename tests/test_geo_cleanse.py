@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from retail_lake.lake import with_metadata
-from retail_lake.registry import REGISTRY
+from retail_lake.registry import CONTRACTS
 from retail_lake.sources.geography.cleanse import (
     CLEANSERS,
     cleanse_countries,
@@ -213,7 +213,7 @@ def test_countries_are_typed_and_na_stays_text(spark):
     assert duplicates.count() == 0
     payload = json.loads(quarantine.where("_line_number = 5").first()["payload"])
     assert (payload["iso"], payload["iso_numeric"]) == ("XX", "12a")
-    with_metadata(silver, REGISTRY["silver.countries"], "run")  # matches its contract
+    with_metadata(silver, CONTRACTS["silver.countries"], "run")  # matches its contract
 
 
 def test_country_duplicates_are_removed_or_quarantined(spark):
@@ -419,7 +419,7 @@ def test_places_are_typed_joined_and_weighted(spark, countries):
         ),
     )
     assert duplicates.count() == 0
-    with_metadata(silver, REGISTRY["silver.places"], "run")
+    with_metadata(silver, CONTRACTS["silver.places"], "run")
 
 
 @pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
@@ -713,7 +713,7 @@ def test_stores_are_typed_and_broken_rows_quarantined(spark, countries):
     assert duplicates.count() == 0
     payload = json.loads(quarantine.where("_line_number = 5").first()["payload"])
     assert (payload["ownership_type"], payload["country"], payload["postcode"]) == ("4", "M", "GR")
-    with_metadata(silver, REGISTRY["silver.store_locations"], "run")
+    with_metadata(silver, CONTRACTS["silver.store_locations"], "run")
 
 
 def test_store_duplicates_are_removed_or_quarantined(spark, countries):

@@ -229,9 +229,9 @@ def test_local_frames_hold_the_rows_spark_would_build_from_them(spark):
     from datetime import UTC, datetime
 
     from retail_lake.lake import local_frame
-    from retail_lake.registry import REGISTRY
+    from retail_lake.registry import CONTRACTS
 
-    schema = REGISTRY["ops.job_runs"].spark_schema()
+    schema = CONTRACTS["ops.job_runs"].spark_schema()
     started = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     full = {c: None for c in schema.fieldNames()}
     full.update(

@@ -21,7 +21,7 @@ from retail_lake.recommend.als import (
 from retail_lake.recommend.interactions import interactions, new_indices, preference_py
 from retail_lake.recommend.job import interaction_outputs
 from retail_lake.recommend.model_tables import INTERACTIONS
-from retail_lake.registry import COMPONENTS, REGISTRY
+from retail_lake.registry import COMPONENTS, CONTRACTS
 from retail_lake.runner import JobContext
 
 UK = "United Kingdom"
@@ -51,7 +51,7 @@ def line(n, invoice, code, qty, at, price, customer, country=UK, product=True):
 
 
 def frame(spark, table, rows, **extra):
-    contract = REGISTRY[table]
+    contract = CONTRACTS[table]
     names = [
         c.name
         for c in contract.columns
@@ -176,7 +176,7 @@ def _build(spark, cfg, lake, run_id):
         ctx, sales, returns, date(2011, 12, 31), conf, customers, products
     )
     for out in outputs:
-        lake.write(out.df, REGISTRY[out.table], run_id, mode=out.mode)
+        lake.write(out.df, CONTRACTS[out.table], run_id, mode=out.mode)
     return [out.mode for out in outputs]
 
 
@@ -185,8 +185,8 @@ def test_incremental_update_from_the_change_feed_equals_a_rebuild(spark, root):
     # Incremental at any size here (by default only from 1M pairs, where it pays off).
     cfg = load_config("test", [f"paths.root={root}", "recommend.incremental_min_pairs=0"])
     lake = Lake(spark, str(root))
-    lake.write(frame(spark, "silver.transactions", SALES), REGISTRY["silver.transactions"], "r0")
-    lake.write(frame(spark, "silver.returns", RETURNS), REGISTRY["silver.returns"], "r0")
+    lake.write(frame(spark, "silver.transactions", SALES), CONTRACTS["silver.transactions"], "r0")
+    lake.write(frame(spark, "silver.returns", RETURNS), CONTRACTS["silver.returns"], "r0")
     assert _build(spark, cfg, lake, "r1") == ["overwrite"]
     assert _build(spark, cfg, lake, "r2") == []  # silver unchanged: nothing to do
     # New sales (a new pair, a repeat of an old pair) and a return of another pair.
@@ -195,13 +195,13 @@ def test_incremental_update_from_the_change_feed_equals_a_rebuild(spark, root):
         line(11, "I7", "P2", 1, "2011-03-02 10:00", "4.000", "c2", "France"),
         line(12, "I8", "P4", 1, "2011-03-02 10:00", "1.000", "c4"),
     ]
-    lake.write(frame(spark, "silver.transactions", more), REGISTRY["silver.transactions"], "r3")
+    lake.write(frame(spark, "silver.transactions", more), CONTRACTS["silver.transactions"], "r3")
     back = [
         return_line(13, "C2", "P3", -1, "2011-03-05 10:00", "7.000", "c3"),
         # A return of a product the customer bought before the data starts: no pair.
         return_line(14, "C3", "P9", -1, "2011-03-06 10:00", "3.000", "c2"),
     ]
-    lake.write(frame(spark, "silver.returns", back), REGISTRY["silver.returns"], "r3")
+    lake.write(frame(spark, "silver.returns", back), CONTRACTS["silver.returns"], "r3")
     before = lake.version(INTERACTIONS)
     assert _build(spark, cfg, lake, "r4") == ["merge"]
     metrics = lake.history(INTERACTIONS, 1).first()["operationMetrics"]

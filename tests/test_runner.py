@@ -73,11 +73,11 @@ def test_the_run_journal_is_committed_by_the_driver_or_by_spark(spark, cfg, root
     """A new lake's ops tables are plain Delta tables whose rows the driver commits with
     delta-rs; a journal an older release created with column mapping is written by Spark.
     Either way each commit carries the run id and the rows are the same."""
-    from retail_lake.registry import REGISTRY
+    from retail_lake.registry import CONTRACTS
     from retail_lake.session import register_table
 
     if journal == "column_mapped":
-        contract = REGISTRY["ops.job_runs"]
+        contract = CONTRACTS["ops.job_runs"]
         location = f"{root}/ops/job_runs"
         spark.sql(
             f"CREATE TABLE delta.`{location}` ({contract.ddl_columns()}) USING DELTA "
@@ -114,7 +114,7 @@ def test_the_run_journal_is_committed_by_the_driver_or_by_spark(spark, cfg, root
     # contract's columns, nullability and comments whoever created it.
     lake = Lake(spark, cfg.root)
     assert len(lake.history("ops.job_runs").collect()) == 5
-    assert lake.read("ops.job_runs").schema == REGISTRY["ops.job_runs"].spark_schema()
+    assert lake.read("ops.job_runs").schema == CONTRACTS["ops.job_runs"].spark_schema()
     # A journal table this release creates is created by the driver too.
     created = _commits(root / "ops" / "quality_results")[0]
     assert created["operation"] == "CREATE TABLE"

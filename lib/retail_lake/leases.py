@@ -66,12 +66,16 @@ def decide(
         >>> decide(me, [old], now=t, lease_s=120).abandoned[0]["run_id"]
         'a'
     """
-    expired = now - timedelta(seconds=lease_s)
     others = [r for r in others if r["run_id"] != own["run_id"]]
-    dead = tuple(r for r in others if last_sign(r) < expired)
-    live = [r for r in others if last_sign(r) >= expired]
+    dead = tuple(r for r in others if expired(r, now, lease_s))
+    live = [r for r in others if not expired(r, now, lease_s)]
     first = min([own, *live], key=lambda r: (r["started_at"], r["run_id"]))
     return Decision(dead, None if first is own else first)
+
+
+def expired(row: Mapping[str, Any], now: datetime, lease_s: float) -> bool:
+    """Whether a 'running' row's lease ran out: no sign of life for `lease_s` seconds."""
+    return last_sign(row) < now - timedelta(seconds=lease_s)
 
 
 def running_runs(lake: Lake, job: str | None = None) -> list[dict[str, Any]]:

@@ -109,8 +109,6 @@ CONTRACT_LIST: tuple[TableContract, ...] = (
     *ops.OPS,
 )
 CONTRACTS = Registry(CONTRACT_LIST)
-# The name the rest of the code base has used for the contracts.
-REGISTRY = CONTRACTS
 
 COMPONENTS = runner.Components(CONTRACTS, FORMATS, CLEANSERS)
 

@@ -41,7 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -62,6 +62,7 @@ from retail_lake.leases import (
     abandoned_row,
     conflict_message,
     decide,
+    expired,
     last_sign,
     running_runs,
 )
@@ -519,8 +520,7 @@ def _claim_lease(lake: Lake, running: dict[str, Any], lease_s: float) -> None:
 def expire_leases(lake: Lake, lease_s: float) -> list[str]:
     """Records every run of the lake whose lease expired as abandoned; their run ids."""
     now = utc_now()
-    expired = now - timedelta(seconds=lease_s)
-    dead = [r for r in running_runs(lake) if last_sign(r) < expired]
+    dead = [r for r in running_runs(lake) if expired(r, now, lease_s)]
     for row in dead:
         _ops_write(lake, JOB_RUNS, [abandoned_row(row, now, lease_s)], row["run_id"], True)
     return [r["run_id"] for r in dead]
