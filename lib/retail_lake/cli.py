@@ -7,6 +7,7 @@
     retail-lake history <layer.table>
     retail-lake runs [--job J] [--limit N]
     retail-lake landing retract FILE [--no-cleanse]
+    retail-lake vacuum [--table T ...] [--retain-hours H] [--dry-run]
     retail-lake catalog [--readme README.md] [--check]
 
 Every command but `catalog` takes `--profile P` (conf/profiles/P.yaml, default local),
@@ -154,6 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave silver as it is until the next cleanse run",
     )
     _common(r)
+
+    p = sub.add_parser(
+        "vacuum",
+        help="delete files the tables no longer reference, older than each table's retention",
+    )
+    p.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
+    p.add_argument(
+        "--retain-hours",
+        type=float,
+        help="keep files younger than this (default: each table's retention_days); under "
+        "168 Delta's safety check is lifted for this run: readers of older versions fail",
+    )
+    p.add_argument("--dry-run", action="store_true", help="count the files, delete nothing")
+    _common(p)
 
     p = sub.add_parser("catalog", help="print the table catalog (markdown) from the contracts")
     p.add_argument("--readme", help="rewrite the catalog section of this README")
@@ -404,7 +419,24 @@ def cmd_landing(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_vacuum(args: argparse.Namespace, cfg: Config) -> int:
+    """`retail-lake vacuum`: Delta's VACUUM on the lake's tables in one recorded run."""
+    from retail_lake.maintenance import vacuum
+    from retail_lake.registry import run_job
+    from retail_lake.session import build_session
+
+    spark = build_session(cfg, "retail-lake vacuum", register=False)
+    params = {"tables": ",".join(args.table) or "all", "retain_hours": str(args.retain_hours)}
+    job = vacuum(args.table, args.retain_hours, args.dry_run)
+    ctx, _ = run_job(spark, cfg, "vacuum", job, params={**params, "dry_run": str(args.dry_run)})
+    verb = "to delete" if args.dry_run else "deleted"
+    rows = [(t, n) for t, n in sorted(ctx.state["vacuumed"].items())]
+    print(format_table(["table", f"files {verb}"], rows))
+    return 0
+
+
 COMMANDS = {
+    "vacuum": cmd_vacuum,
     "landing": cmd_landing,
     "runs": cmd_runs,
     "run": cmd_run,

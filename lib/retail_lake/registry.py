@@ -29,7 +29,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from retail_lake import cleanse, features, ingest, ops, quarantine, runner
+from retail_lake import cleanse, features, ingest, maintenance, ops, quarantine, runner
 from retail_lake.config import Config, ConfigError
 from retail_lake.contracts import Registry, TableContract, raw_table
 from retail_lake.forecasting import score as forecast_job
@@ -65,6 +65,8 @@ JOBS: dict[str, Callable[[runner.JobContext], runner.JobResult]] = {
     "recommend": recommend_job.run,
     "train_image_classifier": train_image_classifier_job.run,
     "classify_images": classify_images_job.run,
+    # Every table, each keeping its contract's retention (`retail-lake vacuum` for options).
+    "vacuum": maintenance.vacuum(),
 }
 
 # Jobs whose results depend on a logical date / as-of snapshot.
