@@ -80,6 +80,7 @@ def test_history_names_the_run_of_each_commit(spark, tmp_path, run_cli):
     ]
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_tables_counts_by_a_scan_only_what_file_statistics_cannot(spark, tmp_path, run_cli):
     from retail_lake.delta_log import read_lake
 

@@ -171,6 +171,7 @@ RETAIL_HEADER = (
 )
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_truncated_gzip_fails_naming_the_file_and_keeps_what_was_committed(spark, root, landing):
     cfg = config(root, landing)
     run_job(spark, cfg, "ingest", ingest)
@@ -194,6 +195,7 @@ def test_truncated_gzip_fails_naming_the_file_and_keeps_what_was_committed(spark
     assert "UnreadableFileError" in failed["error"]
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_empty_file_is_skipped_and_header_only_file_adds_nothing(spark, root, landing):
     write(landing / "rossmann" / "train_empty.csv", b"")
     write(landing / "rossmann" / "train_header_only.csv", SALES_HEADER.encode())

@@ -256,6 +256,7 @@ def test_local_frames_hold_the_rows_spark_would_build_from_them(spark):
         local_frame(spark, [("r1", "ingest")], schema)
 
 
+@pytest.mark.slow  # a multi-run test: the full suite only (inner loop under 5 min)
 def test_a_summary_from_the_log_counts_what_a_scan_counts(spark, lake):
     from delta.tables import DeltaTable
 
