@@ -9,10 +9,9 @@ id is `<root>/_secrets/lake_id`) and reused by every later run on that root: out
 lake, so a copy of the lake does not carry its key. A key a lake made before under
 `<root>/_secrets/pseudonymisation.key` is moved there on first use. The key is never
 written to the repository or `conf/`. A local root also records the key's id (a hash of
-it, not the key) in
-`<root>/_secrets/key_id` on first use, and a later run with another key (a mistyped
-`privacy.key_env` that falls back to the file, another secret) is refused: its tokens would
-not match the ones already in the lake.
+it, not the key) in `<root>/_secrets/key_id` on first use, and a later run with another key
+(a mistyped `privacy.key_env` that falls back to the file, another secret, a copied lake
+without its key file) is refused: its tokens would not match the ones already in the lake.
 
 The token is computed inside Spark from built-in functions (no Python UDF):
 HMAC(K, m) = SHA256((K' ^ opad) || SHA256((K' ^ ipad) || m)), as RFC 2104 defines it.
