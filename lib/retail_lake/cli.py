@@ -410,7 +410,7 @@ def cmd_landing(args: argparse.Namespace, cfg: Config) -> int:
     from retail_lake.session import build_session
 
     spark = build_session(cfg, "retail-lake landing retract", register=False)
-    ctx, writes = run_job(spark, cfg, "retract", retract(args.file), params={"file": args.file})
+    _, writes = run_job(spark, cfg, "retract", retract(args.file), params={"file": args.file})
     for table, write in sorted(writes.items()):
         print(f"{table}: {write.deleted} rows removed" if not write.skipped else f"{table}: -")
     if not args.no_cleanse:
@@ -430,8 +430,7 @@ def cmd_vacuum(args: argparse.Namespace, cfg: Config) -> int:
     job = vacuum(args.table, args.retain_hours, args.dry_run)
     ctx, _ = run_job(spark, cfg, "vacuum", job, params={**params, "dry_run": str(args.dry_run)})
     verb = "to delete" if args.dry_run else "deleted"
-    rows = [(t, n) for t, n in sorted(ctx.state["vacuumed"].items())]
-    print(format_table(["table", f"files {verb}"], rows))
+    print(format_table(["table", f"files {verb}"], sorted(ctx.state["vacuumed"].items())))
     return 0
 
 
