@@ -209,10 +209,14 @@ def test_centroids_are_named_by_their_rfm_scores_or_their_returns(spark):
         (2, 11.0, 2.0, 12.0, 0.2),  # worse 2, 2, 2: R3 F3 M3 -> need_attention
         (3, 0.0, 9.0, 500.0, 0.6),  # returns >= 0.5 -> heavy_returners (else champions)
         (4, 50.0, 1.5, 50.0, 0.49),  # worse 1, 2, 3: R2 F3 M4 -> FM 4 -> at_risk
+        # Beyond every customer (k-means' float error puts a centroid of the top customers
+        # a hair above them): worse 5, 5, 5 -> scores capped at 5 -> champions, not null.
+        (5, -1e-9, 9.000000000000002, 500.0000001, 0.0),
     ]
     named = centroid_segments(customers, centroids, 5).collect()
     assert dict(named) == {
         0: "champions", 1: "lost", 2: "need_attention", 3: "heavy_returners", 4: "at_risk",
+        5: "champions",
     }  # fmt: skip
 
 

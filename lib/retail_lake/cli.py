@@ -8,6 +8,8 @@
     retail-lake runs [--job J] [--limit N]
     retail-lake landing retract FILE [--no-cleanse]
     retail-lake vacuum [--table T ...] [--retain-hours H] [--dry-run]
+    retail-lake privacy erase --customer ID [--request REF]
+    retail-lake privacy rotate-key
     retail-lake catalog [--readme README.md] [--check]
 
 Every command but `catalog` takes `--profile P` (conf/profiles/P.yaml, default local),
@@ -31,6 +33,7 @@ Example:
         retail-lake history silver.stores --limit 5
         retail-lake runs --job cleanse                      # and marks runs whose lease expired
         retail-lake landing retract online_retail/day2.csv  # its rows out, then cleanse
+        retail-lake privacy erase --customer 17850 --request DSR-42  # every row, old files
         retail-lake catalog --readme README.md --check
 
     From Python (`main` takes the same arguments):
@@ -153,6 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-cleanse",
         action="store_true",
         help="leave silver as it is until the next cleanse run",
+    )
+    _common(r)
+
+    p = sub.add_parser("privacy", help="erase a person, rotate the pseudonymisation key")
+    actions = p.add_subparsers(dest="action", required=True)
+    r = actions.add_parser(
+        "erase",
+        help="delete one customer's rows from every table and their old files (recorded "
+        "without the id), then rebuild the features",
+    )
+    r.add_argument("--customer", required=True, help="the customer id as the source files write it")
+    r.add_argument("--request", help="your reference for the request, kept in ops.erasures")
+    _common(r)
+    r = actions.add_parser(
+        "rotate-key",
+        help="re-make every token with a new pseudonymisation key (one recorded run); the "
+        "old key is gone afterwards",
     )
     _common(r)
 
@@ -419,6 +439,48 @@ def cmd_landing(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_privacy(args: argparse.Namespace, cfg: Config) -> int:
+    """`retail-lake privacy erase`: one customer out of every table and old file
+    (`retail_lake.erasure`), the features rebuilt as a child run; `privacy rotate-key`:
+    every token re-made with a new key (`retail_lake.rotation`)."""
+    from retail_lake.erasure import erase
+    from retail_lake.pipeline import run_single
+    from retail_lake.registry import run_job
+    from retail_lake.rotation import rotate_key
+    from retail_lake.runner import ROTATE_KEY
+    from retail_lake.session import build_session
+
+    spark = build_session(cfg, f"retail-lake privacy {args.action}", register=False)
+    if args.action == "rotate-key":
+        ctx, writes = run_job(spark, cfg, ROTATE_KEY, rotate_key())
+        rows = [(t, w.rows_changed) for t, w in sorted(writes.items())]
+        print(format_table(["table", "rows re-tokenised"], rows))
+        state = ctx.state["rotation"]
+        print(f"key id {state['from']} -> {state['to']} (run {ctx.run_id})")
+        return 0
+
+    def rebuild(ctx) -> None:
+        if ctx.lake.exists("silver.transactions"):
+            run_single(
+                cfg, "features", overrides=args.overrides, parent_run_id=ctx.run_id, spark=spark
+            )
+
+    params = {"request": args.request or ""}  # never the id
+    job = erase(args.customer, args.request, rebuild)
+    ctx, _ = run_job(spark, cfg, "erase", job, params=params)
+    done = ctx.state["erasure"]
+    rows = [
+        (table, n, done["files_vacuumed"].get(table, 0))
+        for table, n in sorted(done["rows_deleted"].items())
+    ]
+    print(format_table(["table", "rows deleted", "old files deleted"], rows))
+    print(
+        f"erasure recorded in ops.erasures (run {ctx.run_id}); the recommender forgets the "
+        "customer when it retrains on its next run"
+    )
+    return 0
+
+
 def cmd_vacuum(args: argparse.Namespace, cfg: Config) -> int:
     """`retail-lake vacuum`: Delta's VACUUM on the lake's tables in one recorded run."""
     from retail_lake.maintenance import vacuum
@@ -435,6 +497,7 @@ def cmd_vacuum(args: argparse.Namespace, cfg: Config) -> int:
 
 
 COMMANDS = {
+    "privacy": cmd_privacy,
     "vacuum": cmd_vacuum,
     "landing": cmd_landing,
     "runs": cmd_runs,

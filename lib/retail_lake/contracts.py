@@ -87,6 +87,10 @@ class Col:
     type: str
     comment: str
     nullable: bool = True
+    # Holds a person's pseudonym (a customer token): `retail-lake privacy erase` deletes the
+    # person's rows by it, `privacy rotate-key` re-tokenises it, and it never has Delta
+    # statistics (the transaction log would keep its values after an erasure).
+    pseudonym: bool = False
 
 
 def meta_columns() -> tuple[Col, ...]:
@@ -212,7 +216,8 @@ class TableContract:
     @property
     def stats_columns(self) -> tuple[str, ...]:
         """The columns whose min/max/null counts each file records in the log: the keys
-        (merges and run lookups) and the dates and times (what queries filter by).
+        (merges and run lookups) and the dates and times (what queries filter by), but never
+        a pseudonym: a random token's min/max prunes no file, and the log keeps them.
 
         Delta's default is every one of the first 32 columns, and collecting them is a
         projection per written row whose cost grows with the square of their number
@@ -222,9 +227,15 @@ class TableContract:
             c.name
             for c in self.columns
             if c.name not in self.partition_by
+            and not c.pseudonym  # min/max tokens in the log would outlive an erasure
             and (c.name in self.keys or c.type in ("date", "timestamp"))
             and c.type.split("(")[0] in STATS_TYPES
         )
+
+    @property
+    def pseudonyms(self) -> tuple[str, ...]:
+        """The columns holding a person's pseudonym (`Col.pseudonym`)."""
+        return tuple(c.name for c in self.columns if c.pseudonym)
 
     @property
     def has_content_hash(self) -> bool:

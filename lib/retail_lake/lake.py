@@ -486,6 +486,39 @@ class Lake:
         )
         return result
 
+    def delete_matching(
+        self, table: str, source: DataFrame, condition: str | Column, run_id: str
+    ) -> WriteResult:
+        """Deletes the rows of `table` that match a row of `source`, in one MERGE commit
+        tagged with `run_id`; nothing is committed when no row matches.
+
+        `condition` names the table's columns `t.` and the source's `s.`. The values sought
+        come from `source`'s rows, so neither the commit's recorded predicate (the Delta log)
+        nor a query plan holds them: how a person's rows are erased.
+
+        Example:
+            >>> gone = spark.createDataFrame([(token,)], "token string")
+            >>> lake.delete_matching("silver.customers", gone, "t.customer_token = s.token",
+            ...                      "erase-1").deleted
+            1
+        """
+        cond = F.expr(condition) if isinstance(condition, str) else condition
+        target = self.read(table).alias("t")
+        matched = target.join(F.broadcast(source.alias("s")), cond, "left_semi").count()
+        if not matched:
+            return WriteResult(table, "delete", None, skipped=True)
+        before = self.version(table)
+        with self.tagged(run_id):
+            merge = self.delta_table(table).alias("t").merge(source.alias("s"), cond)
+            merge.whenMatchedDelete().execute()
+        own = self._own_commit(table, run_id, before)
+        if own is None:  # pragma: no cover - a MERGE that deleted rows commits
+            return WriteResult(table, "delete", None)
+        version, metrics = own
+        return WriteResult(
+            table, "delete", version, deleted=int(metrics.get("numTargetRowsDeleted", matched))
+        )
+
     def _first_load(
         self,
         rows: DataFrame,

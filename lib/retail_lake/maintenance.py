@@ -48,46 +48,55 @@ def vacuum(
         unknown = [t for t in names if t not in ctx.registry or not ctx.lake.exists(t)]
         if unknown:
             raise JobError(f"vacuum: no such table in {ctx.cfg.root}: {', '.join(unknown)}")
-        conf = ctx.spark.conf
-        # VACUUM lists the table's folders with this many tasks: Spark's default (10,000)
-        # made a 3-file table take 40 s here; a few per core took 0.8 s.
-        listing = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
-        check = "spark.databricks.delta.retentionDurationCheck.enabled"
-        before = {key: conf.get(key, None) for key in (listing, check)}
-        vacuumed: dict[str, int] = {}
-        try:
-            conf.set(listing, str(max(8, 4 * ctx.spark.sparkContext.defaultParallelism)))
-            if retain_hours is not None and retain_hours < SAFETY_FLOOR_HOURS:
-                conf.set(check, "false")  # asked for explicitly
-            for name in names:
-                hours = retain_hours
-                if hours is None:
-                    hours = ctx.registry[name].retention_days * 24
-                path = ctx.lake.location(name).replace("`", "``")
-                statement = f"VACUUM delta.`{path}` RETAIN {float(hours)} HOURS"
-                listed = ctx.spark.sql(f"{statement} DRY RUN").collect()
-                files = _files(ctx, [r["path"] for r in listed])
-                if files and not dry_run:
-                    with ctx.lake.tagged(ctx.run_id):
-                        ctx.spark.sql(statement).collect()
-                vacuumed[name] = files
-                log.info(
-                    "vacuum %s: %d file(s) older than %g hours %s",
-                    name,
-                    files,
-                    hours,
-                    "would be deleted (dry run)" if dry_run else "deleted",
-                )
-        finally:
-            for key, value in before.items():
-                if value is None:
-                    conf.unset(key)
-                else:
-                    conf.set(key, value)
-        ctx.state["vacuumed"] = vacuumed
+        ctx.state["vacuumed"] = vacuum_tables(ctx, names, retain_hours, dry_run)
         return JobResult()
 
     return run
+
+
+def vacuum_tables(
+    ctx: JobContext, names: Sequence[str], retain_hours: float | None, dry_run: bool = False
+) -> dict[str, int]:
+    """Delta's VACUUM on each of `names` (tables that exist), keeping files younger than
+    `retain_hours` (None: each table's `retention_days`); each VACUUM commit carries the run
+    id. Returns table -> files deleted (with `dry_run`: that would be)."""
+    conf = ctx.spark.conf
+    # VACUUM lists the table's folders with this many tasks: Spark's default (10,000)
+    # made a 3-file table take 40 s here; a few per core took 0.8 s.
+    listing = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
+    check = "spark.databricks.delta.retentionDurationCheck.enabled"
+    before = {key: conf.get(key, None) for key in (listing, check)}
+    vacuumed: dict[str, int] = {}
+    try:
+        conf.set(listing, str(max(8, 4 * ctx.spark.sparkContext.defaultParallelism)))
+        if retain_hours is not None and retain_hours < SAFETY_FLOOR_HOURS:
+            conf.set(check, "false")  # asked for explicitly
+        for name in names:
+            hours = retain_hours
+            if hours is None:
+                hours = ctx.registry[name].retention_days * 24
+            path = ctx.lake.location(name).replace("`", "``")
+            statement = f"VACUUM delta.`{path}` RETAIN {float(hours)} HOURS"
+            listed = ctx.spark.sql(f"{statement} DRY RUN").collect()
+            files = _files(ctx, [r["path"] for r in listed])
+            if files and not dry_run:
+                with ctx.lake.tagged(ctx.run_id):
+                    ctx.spark.sql(statement).collect()
+            vacuumed[name] = files
+            log.info(
+                "vacuum %s: %d file(s) older than %g hours %s",
+                name,
+                files,
+                hours,
+                "would be deleted (dry run)" if dry_run else "deleted",
+            )
+    finally:
+        for key, value in before.items():
+            if value is None:
+                conf.unset(key)
+            else:
+                conf.set(key, value)
+    return vacuumed
 
 
 def _files(ctx: JobContext, paths: list[str]) -> int:

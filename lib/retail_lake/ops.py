@@ -9,6 +9,7 @@ UNIT_STATES = "ops.unit_states"
 QUALITY_RESULTS = "ops.quality_results"
 MODEL_METRICS = "ops.model_metrics"
 LANDED_FILES = "ops.landed_files"
+ERASURES = "ops.erasures"
 
 OPS = [
     TableContract(
@@ -37,6 +38,32 @@ OPS = [
         keys=("source", "file", "recorded_at"),
         write_mode="append",
         source="ingest (committed by the driver after the run's bronze rows)",
+        retention_days=365,
+    ),
+    TableContract(
+        name=ERASURES,
+        description="One row per erasure of a person (`retail-lake privacy erase`), written "
+        "once every table holding them has lost their rows and its old files: what was "
+        "removed where, never who (no identifier, no token).",
+        columns=(
+            Col("run_id", "string", "the erase run (ops.job_runs.run_id)", False),
+            Col("request", "string", "the operator's reference for the request, if given"),
+            Col("key_id", "string", "id of the pseudonymisation key the tokens were made with"),
+            Col("rows_deleted", "map<string,bigint>", "rows deleted per table", False),
+            Col("values_redacted", "map<string,bigint>", "values redacted per table or folder"),
+            Col(
+                "files_vacuumed",
+                "map<string,bigint>",
+                "files deleted per table (old versions, change data)",
+                False,
+            ),
+            Col(
+                "retain_hours", "double", "the VACUUM retention used (privacy.erasure_retain_hours)"
+            ),
+            Col("erased_at", "timestamp", "when the erasure completed (UTC)", False),
+        ),
+        write_mode="append",
+        source="privacy erase (committed by the driver last)",
         retention_days=365,
     ),
     TableContract(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -41,6 +42,7 @@ from retail_lake.config import Config, ConfigError
 
 LEGACY_KEY_FILE = "_secrets/pseudonymisation.key"  # where older lakes generated theirs
 KEY_ID_FILE = "_secrets/key_id"
+ROTATION_FILE = "_secrets/rotation"  # a key rotation begun and not finished (JSON)
 LAKE_ID_FILE = "_secrets/lake_id"
 MIN_KEY_BYTES = 16
 _BLOCK = 64  # SHA-256 block size in bytes
@@ -48,7 +50,8 @@ log = logging.getLogger(__name__)
 _INTEGRAL = re.compile(r"^\s*(\d+)(?:\.0+)?\s*$")
 
 
-def _local_path(root: str) -> Path | None:
+def local_path(root: str) -> Path | None:
+    """The folder of a local lake root (a path or a file: URI); None for a remote one."""
     if root.startswith("file:"):
         return Path("/" + root[len("file:") :].lstrip("/"))
     if "://" in root:
@@ -56,15 +59,35 @@ def _local_path(root: str) -> Path | None:
     return Path(root)
 
 
-def load_key(cfg: Config, environ: Mapping[str, str] | None = None) -> bytes:
+def load_key(
+    cfg: Config, environ: Mapping[str, str] | None = None, rotating: bool = False
+) -> bytes:
     """The pseudonymisation key: from the environment, else the local root's key file.
 
+    `rotating`: for the key rotation itself, which may find the lake between two keys (the
+    key's id is then not checked against the lake's).
+
     Raises:
-        ConfigError: the key is too short, or the root is not local and no key is set.
+        ConfigError: the key is too short, the root is not local and no key is set, the key
+            is not the one the lake's tokens were made with, or a key rotation has not
+            finished (`retail-lake privacy rotate-key` finishes it).
     """
     env = os.environ if environ is None else environ
     var = cfg.get("privacy.key_env")
-    local = _local_path(cfg.root)
+    local = local_path(cfg.root)
+    pending = rotation_pending(cfg)
+    if pending and not rotating:
+        raise ConfigError(
+            f"a rotation of the pseudonymisation key (key id {pending['from']} -> "
+            f"{pending['to']}, run {pending['run_id']}) has not finished: its tables hold "
+            "both keys' tokens. Run `retail-lake privacy rotate-key` again to finish it"
+        )
+    if rotating:
+        if env.get(var):
+            return env[var].encode("utf-8")
+        if local is None:
+            raise ConfigError(f"no pseudonymisation key: set ${var}")
+        return _file_key(key_path(cfg))
     if env.get(var):
         key = env[var].encode("utf-8")
         if len(key) < MIN_KEY_BYTES:
@@ -100,12 +123,22 @@ def load_key(cfg: Config, environ: Mapping[str, str] | None = None) -> bytes:
 def key_path(cfg: Config) -> Path:
     """Where a local root's generated key is kept: `<privacy.key_dir>/<lake id>.key`; the
     lake's id (random, made once) is read from `<root>/_secrets/lake_id`."""
-    local = _local_path(cfg.root)
+    local = local_path(cfg.root)
     if local is None:
         raise ConfigError(f"the lake root {cfg.root} is not a local folder: it has no key file")
     _write_once(local / LAKE_ID_FILE, secrets.token_hex(8) + "\n")
     lake_id = (local / LAKE_ID_FILE).read_text().strip()
     return Path(cfg.get("privacy.key_dir")) / f"{lake_id}.key"
+
+
+def rotation_pending(cfg: Config) -> dict | None:
+    """The key rotation begun on this (local) lake and not finished, if any: its run id and
+    the ids of the key it replaces (`from`) and of the new one (`to`)."""
+    local = local_path(cfg.root)
+    path = None if local is None else local / ROTATION_FILE
+    if path is None or not path.exists():
+        return None
+    return json.loads(path.read_text())
 
 
 def _move_legacy_key(local: Path, path: Path) -> None:

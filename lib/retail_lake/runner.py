@@ -67,10 +67,13 @@ from retail_lake.leases import (
     running_runs,
 )
 from retail_lake.ops import JOB_RUNS, OPS, QUALITY_RESULTS, UNIT_STATES
+from retail_lake.privacy import rotation_pending
 from retail_lake.quality import ExpectationResult, gate, load_suite, utc_now, validate
 from retail_lake.redaction import redact, redact_text
 
 log = logging.getLogger(__name__)
+
+ROTATE_KEY = "rotate_key"  # the one job that runs while a key rotation is pending
 
 OPS_CONTRACTS = Registry(OPS)
 # Config sections that do not shape any table's rows (how Spark runs, Data Docs, the DAG).
@@ -592,6 +595,12 @@ def run_job(
     persisted: list[DataFrame] = []
     try:
         _claim_lease(lake, running, lease_s)
+        pending = rotation_pending(cfg)
+        if pending and job != ROTATE_KEY:  # its tables hold both keys' tokens
+            raise JobError(
+                f"a rotation of the pseudonymisation key (run {pending['run_id']}) has not "
+                "finished: run `retail-lake privacy rotate-key` again to finish it first"
+            )
         with Heartbeat(beat, lease_s / 4, utc_now):
             result = fn(ctx)
             quality = _audit(ctx, result, persisted)

@@ -348,8 +348,11 @@ def centroid_segments(
     centres = customers.sparkSession.createDataFrame(list(centroids), schema)
 
     def score(worse: Column) -> Column:
+        # A centroid beyond every customer (all of them worse) scores `bins`, not bins + 1.
         below = F.sum(F.when(worse, 1).otherwise(0))
-        return (F.floor(F.lit(bins) * below / F.count(F.lit(1))) + 1).cast("int")
+        return F.least(F.floor(F.lit(bins) * below / F.count(F.lit(1))) + 1, F.lit(bins)).cast(
+            "int"
+        )
 
     scored = (
         customers.select("recency_days", "frequency", "monetary")

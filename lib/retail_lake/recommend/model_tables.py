@@ -3,9 +3,12 @@ products (gold)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from retail_lake.contracts import Col, TableContract, meta_columns
 from retail_lake.sources.online_retail.tables import (
     CUSTOMER_TOKEN,
+    CUSTOMER_TOKEN_COL,
     RETURNS,
     STOCK_CODE,
     TRANSACTIONS,
@@ -42,7 +45,7 @@ MODEL_TABLES = [
         "keeps their index across runs; a new customer gets the next number, in order of "
         "first purchase then token.",
         columns=(
-            Col(CUSTOMER_TOKEN, "string", "customer pseudonym (silver.customers)", False),
+            replace(CUSTOMER_TOKEN_COL, comment="customer pseudonym (silver.customers)"),
             Col("customer_idx", "int", "ALS user index: 0, 1, 2, ... never reused", False),
             Col("first_purchase_at", "timestamp", "first product purchase (sets the order)", False),
             *meta_columns(),
@@ -79,7 +82,7 @@ MODEL_TABLES = [
         "Data Feed (only the (customer, product) pairs with new or changed lines are "
         "recomputed); smaller, rebuilt.",
         columns=(
-            Col(CUSTOMER_TOKEN, "string", "customer pseudonym", False),
+            replace(CUSTOMER_TOKEN_COL, comment="customer pseudonym"),
             Col(STOCK_CODE, "string", "product stock code", False),
             Col("customer_idx", "int", "gold.customer_index.customer_idx", False),
             Col("product_idx", "int", "gold.product_index.product_idx", False),
@@ -115,7 +118,7 @@ MODEL_TABLES = [
         "know (no product purchase by the snapshot) get the popularity list; `source` says "
         "which. Rebuilt whole by each published model.",
         columns=(
-            Col(CUSTOMER_TOKEN, "string", "customer pseudonym", False),
+            replace(CUSTOMER_TOKEN_COL, comment="customer pseudonym"),
             Col("rank", "int", "1 = best", False),
             Col(STOCK_CODE, "string", "recommended product", False),
             Col("description", "string", "its canonical description (silver.products)"),

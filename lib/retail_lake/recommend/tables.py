@@ -13,6 +13,7 @@ from __future__ import annotations
 from retail_lake.contracts import Col, TableContract, meta_columns
 from retail_lake.sources.online_retail.tables import (
     CUSTOMER_TOKEN,
+    CUSTOMER_TOKEN_COL,
     PRODUCTS,
     RETURNS,
     STOCK_CODE,
@@ -43,7 +44,7 @@ FEATURE_TABLES = [
         "behaviour, RFM quantile scores with a readable segment, and a k-means cluster. "
         "`segment` holds the labelling chosen by recommend.segments.method.",
         columns=(
-            Col(CUSTOMER_TOKEN, "string", "HMAC-SHA256 pseudonym of the customer id", False),
+            CUSTOMER_TOKEN_COL,
             AS_OF_DATE,
             Col(
                 "country",

@@ -12,6 +12,11 @@ PRODUCTS = "silver.products"
 
 # Keys other packages read (recommend): the customer pseudonym and the product.
 CUSTOMER_TOKEN = "customer_token"
+# The customer pseudonym as every table that holds it declares it (erased and re-tokenised
+# by `retail-lake privacy`; no Delta statistics).
+CUSTOMER_TOKEN_COL = Col(
+    CUSTOMER_TOKEN, "string", "HMAC-SHA256 pseudonym of the customer id", False, pseudonym=True
+)
 STOCK_CODE = "stock_code"
 
 RAW_COLUMNS = (
@@ -57,6 +62,7 @@ def _line_columns(quantity_comment: str, total_comment: str) -> tuple[Col, ...]:
             CUSTOMER_TOKEN,
             "string",
             "HMAC-SHA256 pseudonym of the customer id; null for guest sales",
+            pseudonym=True,
         ),
         Col(
             "is_guest",
@@ -145,7 +151,7 @@ SILVER = [
         name=CUSTOMERS,
         description="One row per known customer (guests have no row), by pseudonym.",
         columns=(
-            Col(CUSTOMER_TOKEN, "string", "HMAC-SHA256 pseudonym of the customer id", False),
+            CUSTOMER_TOKEN_COL,
             Col(
                 "country",
                 "string",
