@@ -3,6 +3,8 @@
 #
 #   ./setup_cluster.sh install                 venv + pinned stack + horovod build + Delta jars
 #   ./setup_cluster.sh start [--workers N]     master + N workers (loopback by default)
+#   ./setup_cluster.sh start --workers N --netns   each worker in a network namespace of its
+#                                              own (root): hosts that share only a network
 #   ./setup_cluster.sh status                  what is running, and the spark-submit line
 #   ./setup_cluster.sh stop                    stops every process `start` began
 #   ./setup_cluster.sh submit-line             prints the spark-submit line for the cluster
@@ -31,10 +33,13 @@
 #   SPARK_WORKER_CORES    cores per worker               (1)
 #   SPARK_WORKER_MEMORY   memory per worker              (2g: the cluster profile's executors)
 #   SPARK_WORKER_WEBUI_PORT  first worker UI port, +1 each (8081)
+#   RETAIL_LAKE_NETNS_SUBNET  --netns: the bridge's /24, first three octets (10.213.0)
+#   RETAIL_LAKE_NETNS_BRIDGE, RETAIL_LAKE_NETNS_PREFIX  --netns: the bridge's name (rlbr0)
+#                         and the namespaces' prefix (rl-w: rl-w1, rl-w2, ...)
 #   RETAIL_LAKE_WORKER_HOSTS  file with one host per line: workers are started there over
 #                         ssh (multi-host; the same venv path must exist on every host, and
-#                         SPARK_MASTER_HOST must be an address those hosts reach). Only the
-#                         single-host cluster is tested.
+#                         SPARK_MASTER_HOST must be an address those hosts reach). Tested:
+#                         workers on this host, each in a namespace of its own (--netns).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -269,6 +274,10 @@ make_class_archive() {
 
 # ---------------------------------------------------------------------------- cluster
 MASTER_HOST="${SPARK_MASTER_HOST:-127.0.0.1}"
+# A cluster started with --netns listens on its bridge's address (status, stop, submit-line).
+if [ -f "$CLUSTER_DIR/master.host" ]; then
+  MASTER_HOST="$(cat "$CLUSTER_DIR/master.host")"
+fi
 MASTER_PORT="${SPARK_MASTER_PORT:-7077}"
 MASTER_UI="${SPARK_MASTER_WEBUI_PORT:-8080}"
 WORKER_CORES="${SPARK_WORKER_CORES:-1}"
@@ -284,16 +293,19 @@ delta_version() {
 }
 
 spawn() {  # spawn NAME CLASS ARGS... : a JVM leading its own session; pid and log in CLUSTER_DIR
+  # SPAWN_NETNS / SPAWN_IP (optional): the network namespace it runs in and its address.
   local name="$1"; shift
   local sh; sh="$(spark_home)"
+  local -a inside=()
+  [ -z "${SPAWN_NETNS:-}" ] || inside=(ip netns exec "$SPAWN_NETNS")
   mkdir -p "$CLUSTER_DIR"
   rm -f "$CLUSTER_DIR/$name.pid"
   # The child writes its own pid before exec'ing spark-class (which execs java): the pid
   # file names the JVM, and the JVM leads a session holding everything it starts (executors,
   # Python workers), which is what `stop` signals.
-  SPARK_HOME="$sh" PYSPARK_PYTHON="$VENV/bin/python" SPARK_LOCAL_IP="$MASTER_HOST" \
+  SPARK_HOME="$sh" PYSPARK_PYTHON="$VENV/bin/python" SPARK_LOCAL_IP="${SPAWN_IP:-$MASTER_HOST}" \
     PIDFILE="$CLUSTER_DIR/$name.pid" \
-    setsid bash -c 'echo $$ >"$PIDFILE"; exec "$0" "$@"' "$sh/bin/spark-class" "$@" \
+    "${inside[@]}" setsid bash -c 'echo $$ >"$PIDFILE"; exec "$0" "$@"' "$sh/bin/spark-class" "$@" \
     >"$CLUSTER_DIR/$name.log" 2>&1 </dev/null &
   local i
   for i in $(seq 1 50); do [ -s "$CLUSTER_DIR/$name.pid" ] && return 0; sleep 0.1; done
@@ -336,18 +348,83 @@ else:
     print(sum(1 for w in data.get("workers", []) if w.get("state") == "ALIVE"))'
 }
 
+# ---------------------------------------------------------------------------- --netns
+# Each worker in a network namespace of its own (rl-w<i>), joined to a bridge on the host
+# (rlbr0, <subnet>.1) by a veth pair: the workers reach the master, the driver and each
+# other only over that network, as separate hosts would. The master (and the driver, which
+# the submit line binds there) listen on the bridge's address. `stop` removes all of it.
+NETNS_SUBNET="${RETAIL_LAKE_NETNS_SUBNET:-10.213.0}"
+NETNS_BRIDGE="${RETAIL_LAKE_NETNS_BRIDGE:-rlbr0}"
+NETNS_PREFIX="${RETAIL_LAKE_NETNS_PREFIX:-rl-w}"
+netns_name() { echo "$NETNS_PREFIX$1"; }
+netns_veth() { echo "${NETNS_PREFIX}v$1"; }
+netns_ip() { echo "$NETNS_SUBNET.$(($1 + 1))"; }
+
+netns_up() {  # netns_up N: the bridge and N namespaces (kept when already there)
+  [ "$(id -u)" = 0 ] || die "--netns needs root (it creates network namespaces)"
+  command -v ip >/dev/null 2>&1 || die "--netns needs iproute2's 'ip' (Debian: apt-get install iproute2)"
+  mkdir -p "$CLUSTER_DIR"
+  if ! ip link show "$NETNS_BRIDGE" >/dev/null 2>&1; then
+    ip link add "$NETNS_BRIDGE" type bridge || die "could not create the bridge $NETNS_BRIDGE"
+    ip addr add "$NETNS_SUBNET.1/24" dev "$NETNS_BRIDGE"
+    ip link set "$NETNS_BRIDGE" up
+  fi
+  echo "$NETNS_BRIDGE" >"$CLUSTER_DIR/netns.bridge"
+  local i ns
+  for i in $(seq 1 "$1"); do
+    ns="$(netns_name "$i")"
+    if ! ip netns list | grep -qx "$ns\( .*\)\?"; then
+      ip netns add "$ns"
+      ip link add "$(netns_veth "$i")" type veth peer name eth0 netns "$ns"
+      ip link set "$(netns_veth "$i")" master "$NETNS_BRIDGE" up
+      ip -n "$ns" addr add "$(netns_ip "$i")/24" dev eth0
+      ip -n "$ns" link set eth0 up
+      ip -n "$ns" link set lo up
+    fi
+    echo "$ns" >>"$CLUSTER_DIR/netns.list"
+  done
+  sort -u -o "$CLUSTER_DIR/netns.list" "$CLUSTER_DIR/netns.list"
+  MASTER_HOST="$NETNS_SUBNET.1"
+  echo "$MASTER_HOST" >"$CLUSTER_DIR/master.host"
+  log "network: bridge $NETNS_BRIDGE at $MASTER_HOST/24, $1 worker namespace(s)"
+}
+
+netns_down() {  # the namespaces and the bridge netns_up made
+  local ns i
+  if [ -f "$CLUSTER_DIR/netns.list" ]; then
+    while read -r ns; do
+      [ -n "$ns" ] || continue
+      i="${ns#"$NETNS_PREFIX"}"
+      ip link del "$(netns_veth "$i")" 2>/dev/null || true
+      ip netns del "$ns" 2>/dev/null || true
+    done <"$CLUSTER_DIR/netns.list"
+    rm -f "$CLUSTER_DIR/netns.list"
+  fi
+  if [ -f "$CLUSTER_DIR/netns.bridge" ]; then
+    ip link del "$(cat "$CLUSTER_DIR/netns.bridge")" 2>/dev/null || true
+    rm -f "$CLUSTER_DIR/netns.bridge"
+  fi
+  rm -f "$CLUSTER_DIR/master.host"
+}
+
 cluster_start() {
-  local workers=2
+  local workers=2 netns=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --workers) [ $# -ge 2 ] || die "--workers needs a number"; workers="$2"; shift 2 ;;
       --workers=*) workers="${1#*=}"; shift ;;
-      *) die "start: unknown option '$1' (use --workers N)" ;;
+      --netns) netns=1; shift ;;
+      *) die "start: unknown option '$1' (use --workers N [--netns])" ;;
     esac
   done
   [[ "$workers" =~ ^[0-9]+$ ]] && [ "$workers" -ge 1 ] || die "--workers must be a positive integer (got '$workers')"
+  [ "$workers" -le 250 ] || die "--workers: at most 250"
   [ -x "$VENV/bin/python" ] || die "no virtual environment at $VENV: run './setup_cluster.sh install' first"
   check_java
+  if [ "$netns" = 1 ]; then
+    [ -z "${RETAIL_LAKE_WORKER_HOSTS:-}" ] || die "--netns starts the workers here: unset RETAIL_LAKE_WORKER_HOSTS"
+    netns_up "$workers"
+  fi
   if alive "$CLUSTER_DIR/master.pid"; then
     log "master already running (pid $(cat "$CLUSTER_DIR/master.pid"))"
   else
@@ -369,8 +446,10 @@ cluster_start() {
         log "worker $i already running (pid $(cat "$CLUSTER_DIR/worker-$i.pid"))"
         continue
       fi
-      spawn "worker-$i" org.apache.spark.deploy.worker.Worker \
-        --host "$MASTER_HOST" --cores "$WORKER_CORES" --memory "$WORKER_MEMORY" \
+      local host="$MASTER_HOST" ns=""
+      if [ "$netns" = 1 ]; then host="$(netns_ip "$i")"; ns="$(netns_name "$i")"; fi
+      SPAWN_NETNS="$ns" SPAWN_IP="$host" spawn "worker-$i" org.apache.spark.deploy.worker.Worker \
+        --host "$host" --cores "$WORKER_CORES" --memory "$WORKER_MEMORY" \
         --webui-port "$((WORKER_UI + i - 1))" --work-dir "$CLUSTER_DIR/work-$i" "$(master_url)"
     done
   fi
@@ -461,6 +540,7 @@ cluster_stop() {
     done <"$RETAIL_LAKE_WORKER_HOSTS"
   fi
   rm -rf "$CLUSTER_DIR"/work-*
+  netns_down
   # Check: nothing of this cluster may remain (daemons are found by their pid files' sessions
   # above, and here by their command lines, in case a pid file was lost).
   left="$(pgrep -f "org\.apache\.spark\.deploy\.(master\.Master|worker\.Worker) .*(--port $MASTER_PORT|$MASTER_HOST:$MASTER_PORT)( |$)" || true)"
@@ -494,6 +574,11 @@ cluster_submit_line() {
   # Python workers run it. The Delta jars come from the Ivy cache `install` filled; the two
   # Delta SQL settings are static, so they must be set before the session exists. The driver
   # starts from the class archive `install` made, when there is one (retail_lake.class_archive).
+  local driver=""
+  if [ -f "$CLUSTER_DIR/netns.bridge" ]; then  # workers reach the driver over the bridge only
+    driver="    --conf spark.driver.host=$MASTER_HOST \\
+"
+  fi
   if [ -f "$CLASS_ARCHIVE" ]; then
     archive="    --driver-java-options \"-XX:SharedArchiveFile=$CLASS_ARCHIVE -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off\" \\
 "
@@ -507,7 +592,7 @@ Submit jobs to this cluster from the checkout ($HERE); the library travels as an
   PYSPARK_PYTHON=$VENV/bin/python $VENV/bin/spark-submit --master $(master_url) \\
     --py-files dist/retail_lake.zip \\
     --packages io.delta:delta-spark_2.13:$delta --conf spark.jars.ivy=$IVY_DIR \\
-${archive}    --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \\
+${driver}${archive}    --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \\
     --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \\
     jobs/pipeline.py --profile cluster --set spark.master=$(master_url) \\
     --set paths.root=$HERE/lake --set paths.landing=$HERE/lib/retail_lake/demo_data

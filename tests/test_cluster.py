@@ -1,4 +1,7 @@
-"""The Spark standalone cluster of `setup_cluster.sh`: a master and two workers on this host.
+"""The Spark standalone cluster of `setup_cluster.sh`: a master and two workers on this host,
+each worker in a network namespace of its own (`start --netns`, as root; on loopback
+otherwise), so that they reach the master and the driver only over a network, as separate
+hosts would. One worker is killed in the middle of a job, which still completes correctly.
 
 A job submitted the way `setup_cluster.sh` prints (the library shipped as the archive
 `retail_lake.package` builds, from a directory that is not the checkout, PYTHONPATH cleared)
@@ -20,6 +23,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -36,7 +40,11 @@ CLASS_ARCHIVE = Path(os.environ.get("RETAIL_LAKE_CLASS_ARCHIVE", CACHE / "jvm" /
 DEMO_DATA = REPO / "lib" / "retail_lake" / "demo_data"
 SALES_FILE = DEMO_DATA / "rossmann" / "train.csv.gz"
 
-HOST, PORT, MASTER_UI, WORKER_UI = "127.0.0.1", 17077, 18080, 18081
+# Namespaces need root and iproute2; the test's own subnet, bridge and names.
+NETNS = os.geteuid() == 0 and shutil.which("ip") is not None
+SUBNET, BRIDGE, PREFIX = "10.213.77", "rltbr0", "rlt-w"
+HOST = f"{SUBNET}.1" if NETNS else "127.0.0.1"
+PORT, MASTER_UI, WORKER_UI = 17077, 18080, 18081
 MASTER = f"spark://{HOST}:{PORT}"
 DAEMON_PATTERNS = (
     rf"org\.apache\.spark\.deploy\.master\.Master .*--port {PORT}( |$)",
@@ -44,8 +52,11 @@ DAEMON_PATTERNS = (
 )
 
 # Imports retail_lake before any Spark context exists (as a job does), then asks an executor.
+# Then a job whose tasks wait (each marks its start in `marker`) until `marker/go` exists:
+# the test kills a worker while both executors hold a task, then lets them go.
 PROBE = """\
-import json
+import json, os, sys, time
+
 import retail_lake
 from pyspark.sql import SparkSession
 
@@ -56,7 +67,17 @@ executors = spark.sparkContext.parallelize([0, 1], 2).map(
 pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
 mapped = [line.split()[-1] for line in open(f"/proc/{pid}/maps") if line.rstrip().endswith(".jsa")]
 print("PROBE " + json.dumps(
-    {"driver": retail_lake.__file__, "executors": executors, "archives": sorted(set(mapped))}))
+    {"driver": retail_lake.__file__, "executors": executors, "archives": sorted(set(mapped))}),
+    flush=True)
+marker = sys.argv[1]
+
+def work(i):
+    open(os.path.join(marker, f"started-{i}-{os.getpid()}"), "w").close()
+    while not os.path.exists(os.path.join(marker, "go")):
+        time.sleep(0.1)
+    return sum(range(i * 1000, (i + 1) * 1000))
+
+print("LOSS " + str(spark.sparkContext.parallelize(range(8), 8).map(work).sum()), flush=True)
 spark.stop()
 """
 
@@ -89,9 +110,25 @@ def _cluster_env(home: Path) -> dict[str, str]:
             "SPARK_WORKER_WEBUI_PORT": str(WORKER_UI),
             "SPARK_WORKER_CORES": "1",
             "SPARK_WORKER_MEMORY": "1g",
+            "RETAIL_LAKE_NETNS_SUBNET": SUBNET,
+            "RETAIL_LAKE_NETNS_BRIDGE": BRIDGE,
+            "RETAIL_LAKE_NETNS_PREFIX": PREFIX,
         }
     )
     return env
+
+
+START = ("start", "--workers", "2", *(("--netns",) if NETNS else ()))
+
+
+def _network_leftovers() -> list[str]:
+    """The test's namespaces and bridge, if any are left."""
+    if not NETNS:
+        return []
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    left = [n.split()[0] for n in names.splitlines() if n.startswith(PREFIX)]
+    bridge = subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True, text=True)
+    return left + ([BRIDGE] if bridge.returncode == 0 else [])
 
 
 def _setup_cluster(
@@ -179,7 +216,7 @@ def cluster(tmp_path_factory):
     env = _cluster_env(home)
     cluster_dir = home / "cluster"
     try:
-        started = _setup_cluster("start", "--workers", "2", env=env)
+        started = _setup_cluster(*START, env=env)
         yield {
             "env": env,
             "dir": cluster_dir,
@@ -203,7 +240,7 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(spark, cluster
     assert _master_state()["aliveworkers"] == 2
 
     # start is idempotent: the same daemons stay.
-    again = _setup_cluster("start", "--workers", "2", env=env)
+    again = _setup_cluster(*START, env=env)
     assert "already running" in again.stderr
     assert _pids(cluster_dir) == pids
     status = _setup_cluster("status", env=env).stdout
@@ -248,10 +285,38 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(spark, cluster
     # No RETAIL_LAKE_CONF_DIR and no conf/ in the working folder: the configuration is the
     # archive's own `retail_lake/_conf`.
 
-    # Driver and executors import retail_lake from the archive, not the editable checkout.
+    if NETNS:  # each worker in a network namespace of its own, at its own address
+        mine = os.readlink("/proc/self/ns/net")
+        spaces = {os.readlink(f"/proc/{pids[w]}/ns/net") for w in ("worker-1", "worker-2")}
+        assert len(spaces) == 2 and mine not in spaces
+        hosts = sorted(w["host"] for w in _master_state()["workers"])
+        assert hosts == [f"{SUBNET}.2", f"{SUBNET}.3"]
+        assert f"spark.driver.host={HOST}" in submit  # the driver listens on the bridge
+
+    # Driver and executors import retail_lake from the archive, not the editable checkout;
+    # then a worker is lost in the middle of a job (its JVM and executor killed, as a machine
+    # that dies), and the job completes on the other with the right result.
     (work / "probe.py").write_text(PROBE)
-    probe = _run([*submit, "probe.py"], env=job_env, cwd=work, timeout=600)
-    line = next(x for x in probe.stdout.splitlines() if x.startswith("PROBE "))
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    proc = subprocess.Popen(
+        [*submit, "probe.py", str(marker)], env=job_env, cwd=work, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(marker.glob("started-*"))) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, "the tasks did not start"
+            time.sleep(0.2)
+        os.killpg(pids["worker-1"], signal.SIGKILL)
+        (marker / "go").touch()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-4000:]
+    assert f"LOSS {sum(range(8000))}" in out.splitlines()
+    line = next(x for x in out.splitlines() if x.startswith("PROBE "))
     found = json.loads(line.removeprefix("PROBE "))
     for path in [found["driver"], *found["executors"]]:
         assert Path(path).parts[-3:] == ("retail_lake.zip", "retail_lake", "__init__.py"), path
@@ -320,5 +385,6 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(spark, cluster
     stopped = _setup_cluster("stop", env=env)
     assert "nothing of" in stopped.stderr
     assert _cluster_leftovers(pids) == []
+    assert _network_leftovers() == []
     assert not list(cluster_dir.glob("*.pid"))
     assert "no cluster started" in _setup_cluster("status", env=env).stdout

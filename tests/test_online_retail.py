@@ -122,6 +122,57 @@ def test_the_key_is_in_no_plan_that_spark_shows(cleansed, capsys):
         assert leaked == [], leaked
 
 
+# A session of its own with Spark's event log on: Online Retail lines cleansed (tokens made
+# with the key from the environment, as on a cluster), the log written as the session stops.
+EVENT_LOG_RUN = """
+import sys
+from retail_lake.config import load_config
+from retail_lake.privacy import load_key, pseudonymiser
+from retail_lake.session import build_session
+from retail_lake.sources.online_retail.cleanse import cleanse_lines
+from tests.test_online_retail import AT, CODES, ROWS, bronze
+
+root, events = sys.argv[1], sys.argv[2]
+cfg = load_config("test", [f"paths.root={root}", "spark.conf.spark.eventLog.enabled=true",
+                           f"spark.conf.spark.eventLog.dir={events}",
+                           "spark.conf.spark.eventLog.compress=false"])
+spark = build_session(cfg, "event log", register=False)
+for df in cleanse_lines(bronze(spark, ROWS), AT, pseudonymiser(load_key(cfg)), CODES):
+    df.collect()
+spark.stop()
+"""
+
+
+@pytest.mark.slow  # a session of its own (a JVM start)
+def test_the_key_is_in_no_event_log(tmp_path):
+    """Spark's event log (what the history server shows: every query's plans, the
+    environment) of a session that made tokens holds neither the key nor its pads."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    events = tmp_path / "events"
+    events.mkdir()
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(EVENT_LOG_RUN))
+    repo = Path(__file__).resolve().parents[1]
+    path = f"{repo / 'lib'}:{repo}"
+    env = {**os.environ, "PYTHONPATH": path, "RETAIL_LAKE_PSEUDONYM_KEY": KEY.decode()}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "lake"), f"file://{events}"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Spark 4 writes rolling logs: a folder of events_<n>_<app> files.
+    logs = sorted(p for p in events.rglob("events_*") if not p.name.endswith(".crc"))
+    assert logs, done.stderr[-2000:]
+    text = "".join(p.read_text() for p in logs)
+    assert "SparkListenerSQLExecutionStart" in text and "physicalPlanDescription" in text
+    leaked = [form for form in _secret_forms(KEY) if form in text]
+    assert leaked == [], leaked
+
+
 def test_sales_lines_are_typed_normalised_and_pseudonymised(spark, cleansed):
     sales, _, _, _ = cleansed
     expected = spark.createDataFrame(
