@@ -46,11 +46,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import reduce
+from operator import or_
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from retail_lake.contracts import TableContract
 from retail_lake.ingest import bronze_name
 from retail_lake.maintenance import vacuum_tables
 from retail_lake.ops import ERASURES, QUALITY_RESULTS
@@ -124,35 +127,40 @@ def erase(
     return run
 
 
-def _holders(ctx: JobContext, pseudonymise: Pseudonymiser) -> list[tuple[str, Column]]:
-    """(table, condition) for every table of the lake that can hold a person: the condition
-    matches a row of theirs against the sought row `s`."""
-    found: list[tuple[str, Column]] = []
-    for name in ctx.cfg.sources:  # bronze: the raw id, tokenised as cleanse does
+def personal_bronze(ctx: JobContext) -> dict[str, list[str]]:
+    """The bronze tables the lake has that hold raw personal ids, with those columns (a
+    source's `personal_columns`, by their bronze names)."""
+    found: dict[str, list[str]] = {}
+    for name in ctx.cfg.sources:
         spec = ctx.cfg.get(f"sources.{name}")
-        personal = spec.get("personal_columns") or []
-        table = spec.get("table")
-        if not personal or not ctx.lake.exists(table):
-            continue
-        columns = [bronze_name(c) for c in personal]
-        matches = [pseudonymise(F.col(f"t.{c}")) == F.col(f"s.{TOKEN}") for c in columns]
-        found.append((table, _any(matches)))
-    for contract in ctx.registry:
-        if contract.pseudonyms and ctx.lake.exists(contract.name):
-            matches = [F.col(f"t.{c}") == F.col(f"s.{TOKEN}") for c in contract.pseudonyms]
-            found.append((contract.name, _any(matches)))
-    if ctx.lake.exists(QUARANTINE):  # a payload holds the tokens of the fields it masked
-        found.append((QUARANTINE, F.instr(F.col("t.payload"), F.col(f"s.{TOKEN}")) > 0))
-    if not found:
-        raise ErasureError(f"erase: no table under {ctx.cfg.root} holds personal data")
+        personal = [bronze_name(c) for c in spec.get("personal_columns") or []]
+        if personal and ctx.lake.exists(spec.get("table")):
+            found[spec.get("table")] = personal
     return found
 
 
-def _any(conditions: list[Column]) -> Column:
-    out = conditions[0]
-    for c in conditions[1:]:
-        out = out | c
-    return out
+def pseudonym_tables(ctx: JobContext) -> list[TableContract]:
+    """The contracts of the tables the lake has with a pseudonym column (`Col.pseudonym`)."""
+    return [c for c in ctx.registry if c.pseudonyms and ctx.lake.exists(c.name)]
+
+
+def _holders(ctx: JobContext, pseudonymise: Pseudonymiser) -> list[tuple[str, Column]]:
+    """(table, condition) for every table of the lake that can hold a person: the condition
+    matches a row of theirs against the sought row `s`."""
+    sought = F.col(f"s.{TOKEN}")
+    found = [  # bronze: the raw id, tokenised as cleanse does
+        (table, reduce(or_, [pseudonymise(F.col(f"t.{c}")) == sought for c in columns]))
+        for table, columns in personal_bronze(ctx).items()
+    ]
+    found += [
+        (c.name, reduce(or_, [F.col(f"t.{p}") == sought for p in c.pseudonyms]))
+        for c in pseudonym_tables(ctx)
+    ]
+    if ctx.lake.exists(QUARANTINE):  # a payload holds the tokens of the fields it masked
+        found.append((QUARANTINE, F.instr(F.col("t.payload"), sought) > 0))
+    if not found:
+        raise ErasureError(f"erase: no table under {ctx.cfg.root} holds personal data")
+    return found
 
 
 def _redact_results(ctx: JobContext, sought: DataFrame) -> dict[str, int]:

@@ -47,7 +47,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from retail_lake.config import Config
-from retail_lake.ingest import bronze_name
+from retail_lake.erasure import personal_bronze, pseudonym_tables
 from retail_lake.maintenance import vacuum_tables
 from retail_lake.privacy import (
     KEY_ID_FILE,
@@ -100,11 +100,11 @@ def rotate_key(environ: Mapping[str, str] | None = None) -> Callable[[JobContext
         ctx.state["rotation"] = state
         log.info("rotating the pseudonymisation key: key id %s -> %s", state["from"], state["to"])
         mapping = _mapping(ctx, Pseudonymiser(old), Pseudonymiser(new)).persist()
-        outputs = [_retokenised(ctx, c, mapping) for c in _holders(ctx)]
+        outputs = [_retokenised(ctx, c, mapping) for c in pseudonym_tables(ctx)]
         if ctx.lake.exists(QUARANTINE):
             outputs.append(_quarantine(ctx, mapping))
         # The row-count expectations of silver are relative to the bronze rows read.
-        read = {t: ctx.read(t).count() for t in _bronze_tables(ctx)}
+        read = {t: ctx.read(t).count() for t in personal_bronze(ctx)}
         result = JobResult(outputs=outputs, cached=[mapping], rows_read=read)
 
         def switch(writes) -> None:
@@ -175,22 +175,10 @@ def _write_json(path: Path, value: dict | None, text: str | None = None) -> None
     tmp.replace(path)
 
 
-def _bronze_tables(ctx: JobContext) -> dict[str, list[str]]:
-    """The bronze tables that exist with their personal columns (a source's
-    `personal_columns`, by their bronze names)."""
-    found: dict[str, list[str]] = {}
-    for name in ctx.cfg.sources:
-        spec = ctx.cfg.get(f"sources.{name}")
-        personal = [bronze_name(c) for c in spec.get("personal_columns") or []]
-        if personal and ctx.lake.exists(spec.get("table")):
-            found[spec.get("table")] = personal
-    return found
-
-
 def _mapping(ctx: JobContext, old: Pseudonymiser, new: Pseudonymiser) -> DataFrame:
     """(old token, new token) of every personal id in bronze."""
     ids = None
-    for table, columns in _bronze_tables(ctx).items():
+    for table, columns in personal_bronze(ctx).items():
         for column in columns:
             found = ctx.read(table).select(canonical_id(F.col(column)).alias("id"))
             ids = found if ids is None else ids.unionByName(found)
@@ -199,10 +187,6 @@ def _mapping(ctx: JobContext, old: Pseudonymiser, new: Pseudonymiser) -> DataFra
     ids = ids.where(F.col("id").isNotNull() & (F.col("id") != "")).distinct()
     with_old = old.keyed(ids).select("id", old(F.col("id")).alias(OLD))
     return new.keyed(with_old).select(OLD, new(F.col("id")).alias(NEW))
-
-
-def _holders(ctx: JobContext) -> list:
-    return [c for c in ctx.registry if c.pseudonyms and ctx.lake.exists(c.name)]
 
 
 def _retokenised(ctx: JobContext, contract, mapping: DataFrame) -> Output:
