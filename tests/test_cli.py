@@ -141,3 +141,16 @@ def test_the_console_script_exits_with_one_line_errors(spark, tmp_path):
     assert unknown.returncode == 1
     assert "unknown job 'nope' (jobs: ingest, cleanse, features" in unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 1 and "Traceback" not in unknown.stderr
+
+
+def test_only_the_newest_jvm_logs_are_kept(tmp_path):
+    from retail_lake.session import _prune_logs
+
+    names = [f"jvm-20261203T0{h}0000-{100 + h}.log" for h in range(1, 6)]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    (tmp_path / "notes.log").write_text("not a JVM log")
+    _prune_logs(str(tmp_path), 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [*names[3:], "notes.log"]
+    _prune_logs(str(tmp_path), 0)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.log"]

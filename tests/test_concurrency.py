@@ -5,6 +5,7 @@ progress, before and after its commit."""
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from retail_lake.registry import run_job
 CLI = str(Path(sys.executable).parent / "retail-lake")
 REPO = Path(__file__).resolve().parents[1]
 ROWS = 10937  # the bundled Rossmann demo file's bronze rows
+# A line the CLI's logging prints: time, level, a retail_lake logger.
+OWN_LINE = re.compile(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) retail_lake[.\w]*: ")
 
 
 @pytest.mark.slow
@@ -39,8 +42,10 @@ def test_a_reader_sees_whole_snapshots_while_a_writer_commits(spark, cfg, tmp_pa
     later = gzip.compress(text.replace(",2015-", ",2016-").replace(",2014-", ",2015-").encode())
     (landing / "rossmann" / "train_2.csv.gz").write_bytes(later)
     landing_set = f"paths.landing={landing}"
+    logs = tmp_path / "logs"
+    command = [CLI, "run", "ingest", "--profile", "test", "--root", cfg.root]
     writer = subprocess.Popen(
-        [CLI, "run", "ingest", "--profile", "test", "--root", cfg.root, "--set", landing_set],
+        [*command, "--set", landing_set, "--set", f"spark.jvm_log_dir={logs}"],
         cwd=REPO,
         text=True,
         stdout=subprocess.PIPE,
@@ -65,6 +70,13 @@ def test_a_reader_sees_whole_snapshots_while_a_writer_commits(spark, cfg, tmp_pa
             writer.kill()
         _, err = writer.communicate(timeout=60)
     assert writer.returncode == 0, err[-3000:]
+    # The writer's console holds its own progress lines only; what its JVM printed (Ivy's
+    # report, Spark's start-up warnings) is in its log file.
+    strays = [line for line in err.splitlines() if not OWN_LINE.match(line)]
+    assert strays == [], strays
+    assert "ingest succeeded" in err
+    (jvm_log,) = logs.glob("jvm-*.log")
+    assert "log4j" in jvm_log.read_text()
     # Every read saw a whole snapshot, and never the old one after the new one.
     counts = [n for _, n in seen]
     assert set(counts) <= {ROWS, 2 * ROWS}

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -210,6 +211,8 @@ def setup_logging(verbose: bool) -> None:
         force=True,
     )
     logging.getLogger("retail_lake").setLevel(logging.DEBUG if verbose else logging.INFO)
+    if verbose:  # MLflow sets its own level when first imported
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO"
     for noisy in (
         "py4j",
         "petastorm",
@@ -236,6 +239,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides)
     if args.root:
         overrides.append(f"paths.root={args.root}")
+    if getattr(args, "verbose", False):
+        overrides.append("spark.jvm_log_dir=")  # everything on the console
     return load_config(args.profile, overrides)
 
 

@@ -300,6 +300,8 @@ def _finish(data: dict[str, Any]) -> dict[str, Any]:
     if data["paths"]["landing"]:
         data["paths"]["landing"] = _absolute(data["paths"]["landing"])
     data["spark"]["ivy_dir"] = _absolute(data["spark"]["ivy_dir"])
+    if data["spark"]["jvm_log_dir"]:
+        data["spark"]["jvm_log_dir"] = _absolute(data["spark"]["jvm_log_dir"])
     if data["spark"]["class_archive"]:
         data["spark"]["class_archive"] = _absolute(data["spark"]["class_archive"])
     key_dir = data["privacy"]["key_dir"]

@@ -14,11 +14,13 @@ the Delta jars into the configured Ivy folder (setup_cluster.sh calls it at inst
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
 import sys
 from collections.abc import Collection
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from retail_lake.config import Config, load_config
@@ -141,7 +143,7 @@ def build_session(cfg: Config, app_name: str | None = None, register: bool = Tru
     elif not _under_spark_submit():
         builder = builder.config("spark.jars.packages", delta_package())
 
-    spark = builder.getOrCreate()
+    spark = _get_or_create(builder, spark_cfg["jvm_log_dir"], spark_cfg["jvm_logs_kept"])
     spark.sparkContext.setLogLevel(spark_cfg["log_level"])
     # Settings a pre-existing (spark-submit) session still accepts at run time.
     spark.conf.set("spark.sql.session.timeZone", "UTC")
@@ -152,6 +154,58 @@ def build_session(cfg: Config, app_name: str | None = None, register: bool = Tru
     if register and not spark_cfg["metastore_uri"]:
         register_tables(spark, cfg.root)
     return spark
+
+
+# The file the JVM this process started writes its output to (None: the console).
+jvm_log: str | None = None
+_JVM_LOG = re.compile(r"jvm-\d{8}T\d{6}-\d+\.log")
+
+
+def _get_or_create(builder: SparkSession.Builder, log_dir: str, kept: int) -> SparkSession:
+    """`builder.getOrCreate()`; a JVM it starts writes its output to a file in `log_dir`.
+
+    The JVM inherits the process's stdout and stderr when it starts: for that moment both
+    point at the file, so whatever the JVM prints for its whole life (Ivy's resolution
+    report, Spark's start-up warnings, Delta's VACUUM messages, Python workers' stderr) lands
+    there and the console keeps the job's own progress lines. An existing JVM, one started
+    by spark-submit, or an empty `log_dir` keeps the console.
+    """
+    global jvm_log
+    from pyspark import SparkContext
+
+    if not log_dir or SparkContext._gateway is not None or _under_spark_submit():
+        return builder.getOrCreate()
+    os.makedirs(log_dir, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    path = os.path.join(log_dir, f"jvm-{stamp}-{os.getpid()}.log")
+    _prune_logs(log_dir, max(kept - 1, 0))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    saved = (os.dup(1), os.dup(2))
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        spark = builder.getOrCreate()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, target):
+            os.close(fd)
+    jvm_log = path
+    log.debug("the JVM writes its output to %s", path)
+    return spark
+
+
+def _prune_logs(log_dir: str, keep: int) -> None:
+    """Deletes all but the newest `keep` JVM logs in `log_dir`."""
+    # Names start with the UTC start time: sorted by name is oldest first.
+    logs = sorted(e.path for e in os.scandir(log_dir) if _JVM_LOG.fullmatch(e.name))
+    for path in logs[: max(len(logs) - keep, 0)]:
+        with contextlib.suppress(FileNotFoundError):  # another process pruned it first
+            os.unlink(path)
 
 
 def _under_spark_submit() -> bool:

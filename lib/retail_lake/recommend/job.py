@@ -67,7 +67,12 @@ from retail_lake.recommend.tables import CUSTOMER_FEATURES, PRODUCT_FEATURES
 from retail_lake.recommend.topn import ITEM, RANK, SCORE, USER, top_n
 from retail_lake.runner import JobContext, JobError, JobResult, Output
 from retail_lake.sources.online_retail.tables import CUSTOMERS, PRODUCTS, RETURNS, TRANSACTIONS
-from retail_lake.training.tracking import metric_rows, registered_with, setup_mlflow
+from retail_lake.training.tracking import (
+    metric_rows,
+    quiet_registration,
+    registered_with,
+    setup_mlflow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +362,10 @@ def _log_mlflow(
         if model is not None:
             import mlflow.spark
 
-            with tempfile.TemporaryDirectory(prefix="retail-lake-als-") as tmp:
+            with (
+                quiet_registration(),
+                tempfile.TemporaryDirectory(prefix="retail-lake-als-") as tmp,
+            ):
                 info = mlflow.spark.log_model(
                     model,
                     artifact_path="model",

@@ -35,7 +35,12 @@ from retail_lake.runner import JobContext, JobError, Output
 from retail_lake.training.data import make_converter, steps_per_epoch
 from retail_lake.training.launcher import launch, world_size
 from retail_lake.training.loop import LoopParams
-from retail_lake.training.tracking import metric_rows, registered_with, setup_mlflow
+from retail_lake.training.tracking import (
+    metric_rows,
+    quiet_registration,
+    registered_with,
+    setup_mlflow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -233,14 +238,15 @@ def record(
         )
         mlflow.log_dict(dict(prep), "preprocessing.json")
         if net is not None:
-            info = mlflow.pytorch.log_model(
-                net,
-                name="model",
-                registered_model_name=model_name,
-                serialization_format="pickle",
-                input_example=input_example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            )
+            with quiet_registration():
+                info = mlflow.pytorch.log_model(
+                    net,
+                    name="model",
+                    registered_model_name=model_name,
+                    serialization_format="pickle",
+                    input_example=input_example,
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                )
             version = str(info.registered_model_version)
     return run.info.run_id, version
 

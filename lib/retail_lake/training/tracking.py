@@ -6,9 +6,11 @@ Locally the tracking store is a sqlite database and the artifacts a folder under
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,10 @@ log = logging.getLogger(__name__)
 def setup_mlflow(cfg: Config) -> str:
     """Points MLflow at the configured store; returns the experiment id."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow sets its loggers' level when imported (INFO: its database migrations on every
+    # new store, a warning on the pickled format chosen on purpose); the jobs log what a
+    # user needs. `retail-lake --verbose` sets INFO.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     import mlflow
 
     uri = cfg.get("mlflow.tracking_uri")
@@ -41,6 +47,21 @@ def setup_mlflow(cfg: Config) -> str:
     if experiment is None:
         return mlflow.create_experiment(name, artifact_location=artifact_location)
     return experiment.experiment_id
+
+
+@contextlib.contextmanager
+def quiet_registration() -> Iterator[None]:
+    """MLflow prints its registrations ("Successfully registered model ...", "Created
+    version ...") straight to stderr; inside this block they go to this module's debug log
+    (the job logs the version it registered)."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            yield
+    finally:
+        for line in printed.getvalue().splitlines():
+            if line.strip():
+                log.debug("mlflow: %s", line)
 
 
 def metric_rows(
