@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import json
 import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -40,6 +44,8 @@ SHARED_DATA = Path(os.environ.get("RETAIL_LAKE_SHARED_DATA", REPO.parent / "shar
 # The test (pytest item) running now, so that shared_data() can check its markers.
 _CURRENT: ContextVar[Any] = ContextVar("current_test", default=None)
 IMPLIES_SLOW = ("realdata", "pipeline", "horovod", "cluster", "notebooks", "gx")
+# The demo lake's build (two pipeline runs) takes 4-6 minutes beside other tests.
+DEMO_BUILD_TIMEOUT = 1800
 
 
 def shared_data(*parts: str) -> Path:
@@ -92,6 +98,10 @@ def pytest_collection_modifyitems(config, items) -> None:
     seed = config.getoption("--shuffle")
     if seed is not None:
         random.Random(seed).shuffle(items)
+    else:
+        # The demo lake's tests last: its process (started when collection ends) builds it
+        # beside the tests that come first, on the CPU time they leave idle.
+        items.sort(key=lambda item: "demo_lake" in getattr(item, "fixturenames", ()))
     for item in items:
         if _reads_shared_data(item):
             item.add_marker(pytest.mark.realdata)
@@ -194,33 +204,74 @@ class DemoLake:
         return self.cfg.root
 
 
+@dataclass
+class _DemoBuild:
+    """The process building the demo lake (tests/demo_lake_build.py) and where it writes."""
+
+    process: subprocess.Popen
+    folder: Path
+
+    @property
+    def root(self) -> Path:
+        return self.folder / "lake"
+
+
+_DEMO_BUILD: list[_DemoBuild] = []
+
+
+def pytest_collection_finish(session) -> None:
+    """Starts building the demo lake when a selected test needs it."""
+    if not any("demo_lake" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    folder = Path(tempfile.mkdtemp(prefix="retail-lake-demo-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    command = [sys.executable, str(REPO / "tests" / "demo_lake_build.py")]
+    with open(folder / "build.log", "wb") as out:
+        process = subprocess.Popen(
+            [*command, str(folder / "lake"), str(folder / "versions.json")],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _DEMO_BUILD.append(_DemoBuild(process, folder))
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    for build in _DEMO_BUILD:  # a run stopped early (-x, ^C) leaves no build behind
+        if build.process.poll() is None:
+            os.killpg(build.process.pid, signal.SIGKILL)
+            build.process.wait()
+
+
 @pytest.fixture(scope="session")
-def demo_lake(spark, tmp_path_factory) -> DemoLake:
+def demo_lake(spark) -> DemoLake:
     """The whole pipeline run twice on the bundled demo data, shared read-only.
 
-    The second run (nothing new landed) happens here, not in a test, so every test sees the
+    Built in a process of its own, started when collection ended (tests/demo_lake_build.py):
+    the second run (nothing new landed) happens there, not in a test, so every test sees the
     same lake whatever the order: versions and unit states of both runs are recorded.
     """
     from retail_lake.config import load_config
     from retail_lake.lake import Lake
-    from retail_lake.pipeline import run_pipeline
     from retail_lake.runner import job_runs
 
-    root = tmp_path_factory.mktemp("demo_lake")
-    cfg = load_config("test", [f"paths.root={root}"])  # landing "": the bundled demo data
-    run_pipeline(cfg)
+    if not _DEMO_BUILD:
+        pytest.fail("the demo lake's build was not started (pytest_collection_finish)")
+    build = _DEMO_BUILD[0]
+    try:
+        code = build.process.wait(timeout=DEMO_BUILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(build.process.pid, signal.SIGKILL)
+        build.process.wait()
+        code = f"killed after {DEMO_BUILD_TIMEOUT} s"
+    if code != 0:
+        log = (build.folder / "build.log").read_text(errors="replace")
+        pytest.fail(f"building the demo lake failed ({code}):\n{log[-4000:]}")
+    versions = json.loads((build.folder / "versions.json").read_text())
+    cfg = load_config("test", [f"paths.root={build.root}"])
     lake = Lake(spark, cfg.root)
-
-    def data_versions() -> dict[str, int]:
-        names = []
-        for layer in ("bronze", "silver", "gold"):
-            folder = Path(cfg.root) / layer
-            names += [f"{layer}.{p.name}" for p in sorted(folder.iterdir()) if p.is_dir()]
-        return {t: lake.version(t) for t in names if lake.exists(t)}
-
-    demo = DemoLake(cfg, versions_before=data_versions())
-    run_pipeline(cfg)
-    demo.versions_after = data_versions()
+    demo = DemoLake(cfg, **versions)
     runs = job_runs(spark, cfg)
     demo.pipeline_runs = [r.asDict() for r in runs.where("job = 'pipeline'").collect()]
     steps = runs.select("run_id", "parent_run_id")
