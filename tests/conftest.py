@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +45,9 @@ SHARED_DATA = Path(os.environ.get("RETAIL_LAKE_SHARED_DATA", REPO.parent / "shar
 # The test (pytest item) running now, so that shared_data() can check its markers.
 _CURRENT: ContextVar[Any] = ContextVar("current_test", default=None)
 IMPLIES_SLOW = ("realdata", "pipeline", "horovod", "cluster", "notebooks", "gx")
-# The demo lake's build (two pipeline runs) takes 4-6 minutes beside other tests.
-DEMO_BUILD_TIMEOUT = 1800
+# The shared lakes' builds (the demo's two pipeline runs, two real files) take 6-10 minutes
+# beside other tests.
+LAKE_BUILD_TIMEOUT = 1800
 
 
 def shared_data(*parts: str) -> Path:
@@ -99,9 +101,10 @@ def pytest_collection_modifyitems(config, items) -> None:
     if seed is not None:
         random.Random(seed).shuffle(items)
     else:
-        # The demo lake's tests last: its process (started when collection ends) builds it
-        # beside the tests that come first, on the CPU time they leave idle.
-        items.sort(key=lambda item: "demo_lake" in getattr(item, "fixturenames", ()))
+        # The shared lakes' tests last, in the order the lakes are built: their process
+        # (started when collection ends) builds them beside the tests that come first.
+        order = ("online_retail_real", "fashion_real", "demo")
+        items.sort(key=lambda item: max(map(order.index, _shared_lakes(item)), default=-1))
     for item in items:
         if _reads_shared_data(item):
             item.add_marker(pytest.mark.realdata)
@@ -204,51 +207,91 @@ class DemoLake:
         return self.cfg.root
 
 
+def _shared_lakes(item: pytest.Item) -> list[str]:
+    """The shared lakes (tests/lake_builds.py) the test reads, in the order they are built."""
+    names = getattr(item, "fixturenames", ())
+    needs = {
+        "online_retail_real": getattr(item, "module", None) is not None
+        and item.module.__name__.endswith("test_online_retail_real"),
+        "fashion_real": "real_fashion_lake" in names,
+        "demo": "demo_lake" in names,
+    }
+    return [lake for lake, needed in needs.items() if needed]
+
+
+# The real data each shared lake reads (none: the bundled demo data).
+SHARED_LAKE_SOURCES = {"online_retail_real": "online_retail", "fashion_real": "fashion_mnist"}
+
+
 @dataclass
-class _DemoBuild:
-    """The process building the demo lake (tests/demo_lake_build.py) and where it writes."""
+class _LakeBuilds:
+    """The process building the shared lakes (tests/lake_builds.py) and its folder."""
 
     process: subprocess.Popen
     folder: Path
 
-    @property
-    def root(self) -> Path:
-        return self.folder / "lake"
+    def wait(self, name: str) -> tuple[Path, dict]:
+        """(the lake's root, its build's result) once built; fails the test if it cannot be."""
+        target = self.folder / name
+        deadline = time.monotonic() + LAKE_BUILD_TIMEOUT
+        while not (target / "result.json").exists():
+            if (target / "failed").exists() or self.process.poll() is not None:
+                if (target / "result.json").exists():
+                    break
+                log = (self.folder / "build.log").read_text(errors="replace")
+                pytest.fail(f"building the {name} lake failed:\n{log[-4000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the {name} lake was not built in {LAKE_BUILD_TIMEOUT} s")
+            time.sleep(0.5)
+        return target / "lake", json.loads((target / "result.json").read_text())
 
 
-_DEMO_BUILD: list[_DemoBuild] = []
+_BUILDS: list[_LakeBuilds] = []
 
 
 def pytest_collection_finish(session) -> None:
-    """Starts building the demo lake when a selected test needs it."""
-    if not any("demo_lake" in getattr(item, "fixturenames", ()) for item in session.items):
+    """Starts building the shared lakes the selected tests read (real data that is there)."""
+    needed = {lake for item in session.items for lake in _shared_lakes(item)}
+    names = [
+        lake
+        for lake in ("online_retail_real", "fashion_real", "demo")
+        if lake in needed and (SHARED_DATA / SHARED_LAKE_SOURCES.get(lake, "")).exists()
+    ]
+    if not names:
         return
-    folder = Path(tempfile.mkdtemp(prefix="retail-lake-demo-"))
+    folder = Path(tempfile.mkdtemp(prefix="retail-lake-shared-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    command = [sys.executable, str(REPO / "tests" / "demo_lake_build.py")]
+    script = REPO / "tests" / "lake_builds.py"
     with open(folder / "build.log", "wb") as out:
         process = subprocess.Popen(
-            [*command, str(folder / "lake"), str(folder / "versions.json")],
+            [sys.executable, str(script), str(folder), str(SHARED_DATA), *names],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    _DEMO_BUILD.append(_DemoBuild(process, folder))
+    _BUILDS.append(_LakeBuilds(process, folder))
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    for build in _DEMO_BUILD:  # a run stopped early (-x, ^C) leaves no build behind
+    for build in _BUILDS:  # a run stopped early (-x, ^C) leaves no build behind
         if build.process.poll() is None:
             os.killpg(build.process.pid, signal.SIGKILL)
             build.process.wait()
+
+
+def shared_lake(name: str) -> tuple[Path, dict]:
+    """The root and build result of a shared lake (tests/lake_builds.py)."""
+    if not _BUILDS:
+        pytest.fail(f"the {name} lake's build was not started (pytest_collection_finish)")
+    return _BUILDS[0].wait(name)
 
 
 @pytest.fixture(scope="session")
 def demo_lake(spark) -> DemoLake:
     """The whole pipeline run twice on the bundled demo data, shared read-only.
 
-    Built in a process of its own, started when collection ended (tests/demo_lake_build.py):
+    Built in a process of its own from the start of the session (tests/lake_builds.py):
     the second run (nothing new landed) happens there, not in a test, so every test sees the
     same lake whatever the order: versions and unit states of both runs are recorded.
     """
@@ -256,20 +299,8 @@ def demo_lake(spark) -> DemoLake:
     from retail_lake.lake import Lake
     from retail_lake.runner import job_runs
 
-    if not _DEMO_BUILD:
-        pytest.fail("the demo lake's build was not started (pytest_collection_finish)")
-    build = _DEMO_BUILD[0]
-    try:
-        code = build.process.wait(timeout=DEMO_BUILD_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(build.process.pid, signal.SIGKILL)
-        build.process.wait()
-        code = f"killed after {DEMO_BUILD_TIMEOUT} s"
-    if code != 0:
-        log = (build.folder / "build.log").read_text(errors="replace")
-        pytest.fail(f"building the demo lake failed ({code}):\n{log[-4000:]}")
-    versions = json.loads((build.folder / "versions.json").read_text())
-    cfg = load_config("test", [f"paths.root={build.root}"])
+    root, versions = shared_lake("demo")
+    cfg = load_config("test", [f"paths.root={root}"])
     lake = Lake(spark, cfg.root)
     demo = DemoLake(cfg, **versions)
     runs = job_runs(spark, cfg)
@@ -297,23 +328,14 @@ class RealLake:
 
 
 @pytest.fixture(scope="session")
-def real_fashion_lake(spark, tmp_path_factory) -> RealLake:
+def real_fashion_lake(spark) -> RealLake:
     """All 70,000 real Fashion-MNIST images ingested and cleansed once, then both jobs
-    re-run with nothing new (their writes recorded); shared read-only."""
-    from retail_lake.cleanse import run as cleanse
+    re-run with nothing new (their writes recorded); shared read-only. Built in a process
+    of its own from the start of the session (tests/lake_builds.py)."""
     from retail_lake.config import load_config
-    from retail_lake.ingest import run as ingest
-    from retail_lake.registry import run_job
 
-    source = shared_data("fashion_mnist")
-    base = tmp_path_factory.mktemp("real_fashion")
-    (base / "landing").mkdir()
-    (base / "landing" / "fashion_mnist").symlink_to(source, target_is_directory=True)
-    cfg = load_config("test", [f"paths.root={base / 'lake'}", f"paths.landing={base / 'landing'}"])
-    lake = RealLake(cfg)
-    for name, job in (("ingest", ingest), ("cleanse", cleanse)):
-        ctx, _ = run_job(spark, cfg, name, job)
-        lake.runs[name] = ctx.run_id
-    for name, job in (("ingest", ingest), ("cleanse", cleanse)):
-        _, lake.rerun_writes[name] = run_job(spark, cfg, name, job)
-    return lake
+    shared_data("fashion_mnist")  # a skip when the real data is not there
+    root, built = shared_lake("fashion_real")
+    landing = root.parent / "landing"
+    cfg = load_config("test", [f"paths.root={root}", f"paths.landing={landing}"])
+    return RealLake(cfg, runs=built["runs"], rerun_writes=built["rerun_writes"])

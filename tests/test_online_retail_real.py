@@ -16,15 +16,12 @@ from decimal import Decimal
 import pytest
 from pyspark.sql import functions as F
 
-from retail_lake.cleanse import run as cleanse
 from retail_lake.config import load_config
-from retail_lake.ingest import run as ingest
 from retail_lake.lake import Lake
 from retail_lake.privacy import load_key, token
-from retail_lake.registry import run_job
 from retail_lake.runner import job_runs
 
-from .conftest import shared_data
+from .conftest import shared_data, shared_lake
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +38,14 @@ TABLES = (
 
 
 @pytest.fixture(scope="module")
-def retail_lake(spark, tmp_path_factory):
-    source = shared_data("online_retail", "online_retail.csv.gz")
-    landing = tmp_path_factory.mktemp("landing")
-    (landing / "online_retail").symlink_to(source.parent)
-    root = tmp_path_factory.mktemp("retail_lake")
+def retail_lake(spark):
+    """The real file ingested and cleansed, built in a process of its own from the start of
+    the session (tests/lake_builds.py)."""
+    shared_data("online_retail", "online_retail.csv.gz")  # a skip when it is not there
+    root, built = shared_lake("online_retail_real")
+    landing = root.parent / "landing"
     cfg = load_config("test", [f"paths.root={root}", f"paths.landing={landing}"])
-    ingest_ctx, _ = run_job(spark, cfg, "ingest", ingest)
-    cleanse_ctx, _ = run_job(spark, cfg, "cleanse", cleanse)
-    return cfg, Lake(spark, cfg.root), ingest_ctx.run_id, cleanse_ctx.run_id
+    return cfg, Lake(spark, cfg.root), built["runs"]["ingest"], built["runs"]["cleanse"]
 
 
 def test_every_line_is_accounted_for(spark, retail_lake):
