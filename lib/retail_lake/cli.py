@@ -50,6 +50,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import date
 
@@ -211,8 +212,13 @@ def setup_logging(verbose: bool) -> None:
         force=True,
     )
     logging.getLogger("retail_lake").setLevel(logging.DEBUG if verbose else logging.INFO)
-    if verbose:  # MLflow sets its own level when first imported
-        os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO"
+    # MLflow sets its loggers' level when first imported (INFO: its database migrations).
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO" if verbose else "ERROR"
+    if not verbose:
+        # Deprecations inside third-party code (petastorm calls pyarrow's old filesystem
+        # API): nothing a user of this tool can act on.
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category, module=r"petastorm(\.|$)")
     for noisy in (
         "py4j",
         "petastorm",
