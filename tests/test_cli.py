@@ -130,6 +130,11 @@ def test_the_console_script_exits_with_one_line_errors(spark, tmp_path):
     # listing above really started no JVM.
     by_spark = cli_process("tables", "--spark", "--root", str(root), env=no_java)
     assert by_spark.returncode == 1
+    # The reason is on the one error line, though what the JVM's launcher printed went to
+    # its log file.
+    assert len(by_spark.stderr.strip().splitlines()) == 1, by_spark.stderr
+    assert "the Spark JVM did not start" in by_spark.stderr
+    assert "No such file or directory" in by_spark.stderr, by_spark.stderr
 
     bad_key = cli_process("run", "ingest", "--profile", "test", "--set", "spark.mastr=x")
     assert bad_key.returncode == 2

@@ -187,6 +187,10 @@ def _get_or_create(builder: SparkSession.Builder, log_dir: str, kept: int) -> Sp
         os.dup2(target, 1)
         os.dup2(target, 2)
         spark = builder.getOrCreate()
+    except Exception as exc:  # the reason (no Java, a bad option) is in what the JVM printed
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            printed = " | ".join(line.strip() for line in fh.readlines()[-5:] if line.strip())
+        raise RuntimeError(f"the Spark JVM did not start ({exc}); it printed: {printed}") from exc
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
