@@ -103,8 +103,7 @@ def pytest_collection_modifyitems(config, items) -> None:
     else:
         # The shared lakes' tests last, in the order the lakes are built: their process
         # (started when collection ends) builds them beside the tests that come first.
-        order = ("online_retail_real", "fashion_real", "demo")
-        items.sort(key=lambda item: max(map(order.index, _shared_lakes(item)), default=-1))
+        items.sort(key=lambda i: max(map(SHARED_LAKES.index, _shared_lakes(i)), default=-1))
     for item in items:
         if _reads_shared_data(item):
             item.add_marker(pytest.mark.realdata)
@@ -210,16 +209,18 @@ class DemoLake:
 def _shared_lakes(item: pytest.Item) -> list[str]:
     """The shared lakes (tests/lake_builds.py) the test reads, in the order they are built."""
     names = getattr(item, "fixturenames", ())
+    module = getattr(getattr(item, "module", None), "__name__", "")
     needs = {
-        "online_retail_real": getattr(item, "module", None) is not None
-        and item.module.__name__.endswith("test_online_retail_real"),
+        "online_retail_real": module.endswith("test_online_retail_real"),
         "fashion_real": "real_fashion_lake" in names,
         "demo": "demo_lake" in names,
     }
-    return [lake for lake, needed in needs.items() if needed]
+    return [lake for lake in SHARED_LAKES if needs[lake]]
 
 
-# The real data each shared lake reads (none: the bundled demo data).
+# The shared lakes in the order tests/lake_builds.py builds them, and the real data each
+# reads (none: the bundled demo data).
+SHARED_LAKES = ("online_retail_real", "fashion_real", "demo")
 SHARED_LAKE_SOURCES = {"online_retail_real": "online_retail", "fashion_real": "fashion_mnist"}
 
 
@@ -254,7 +255,7 @@ def pytest_collection_finish(session) -> None:
     needed = {lake for item in session.items for lake in _shared_lakes(item)}
     names = [
         lake
-        for lake in ("online_retail_real", "fashion_real", "demo")
+        for lake in SHARED_LAKES
         if lake in needed and (SHARED_DATA / SHARED_LAKE_SOURCES.get(lake, "")).exists()
     ]
     if not names:

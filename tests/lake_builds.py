@@ -40,26 +40,26 @@ def _landing(folder: Path, source: Path) -> Path:
 
 
 def online_retail_real(folder: Path, shared: Path) -> dict:
-    from retail_lake.registry import run_job
+    from retail_lake.registry import JOBS, run_job
 
     cfg = _config(folder, _landing(folder, shared / "online_retail"))
     spark = _session(cfg)
-    ingest_ctx, _ = run_job(spark, cfg, "ingest", _job("ingest"))
-    cleanse_ctx, _ = run_job(spark, cfg, "cleanse", _job("cleanse"))
+    ingest_ctx, _ = run_job(spark, cfg, "ingest", JOBS["ingest"])
+    cleanse_ctx, _ = run_job(spark, cfg, "cleanse", JOBS["cleanse"])
     return {"runs": {"ingest": ingest_ctx.run_id, "cleanse": cleanse_ctx.run_id}}
 
 
 def fashion_real(folder: Path, shared: Path) -> dict:
-    from retail_lake.registry import run_job
+    from retail_lake.registry import JOBS, run_job
 
     cfg = _config(folder, _landing(folder, shared / "fashion_mnist"))
     spark = _session(cfg)
     runs, rerun_writes = {}, {}
     for name in ("ingest", "cleanse"):
-        ctx, _ = run_job(spark, cfg, name, _job(name))
+        ctx, _ = run_job(spark, cfg, name, JOBS[name])
         runs[name] = ctx.run_id
     for name in ("ingest", "cleanse"):
-        _, writes = run_job(spark, cfg, name, _job(name))
+        _, writes = run_job(spark, cfg, name, JOBS[name])
         rerun_writes[name] = {t: dataclasses.asdict(w) for t, w in writes.items()}
     return {"runs": runs, "rerun_writes": rerun_writes}
 
@@ -82,19 +82,12 @@ def _session(cfg):
     return build_session(cfg, register=False)
 
 
-def _job(name: str):
-    from retail_lake.registry import JOBS
-
-    return JOBS[name]
-
-
 def _data_versions(lake) -> dict[str, int]:
     """Every bronze, silver and gold table's Delta version."""
-    names = []
-    for layer in ("bronze", "silver", "gold"):
-        folder = Path(lake.root) / layer
-        names += [f"{layer}.{p.name}" for p in sorted(folder.iterdir()) if p.is_dir()]
-    return {t: lake.version(t) for t in names if lake.exists(t)}
+    from retail_lake.delta_log import table_folders
+
+    tables = table_folders(Path(lake.root))
+    return {t: lake.version(t) for t in tables if not t.startswith("ops.")}
 
 
 BUILDS = {"online_retail_real": online_retail_real, "fashion_real": fashion_real, "demo": demo}

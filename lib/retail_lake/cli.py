@@ -212,7 +212,8 @@ def setup_logging(verbose: bool) -> None:
         force=True,
     )
     logging.getLogger("retail_lake").setLevel(logging.DEBUG if verbose else logging.INFO)
-    # MLflow sets its loggers' level when first imported (INFO: its database migrations).
+    # MLflow sets its loggers' level when first imported (INFO: its database migrations on
+    # every new store, a warning on the pickled format the trainer chooses on purpose).
     os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO" if verbose else "ERROR"
     if not verbose:
         # Deprecations inside third-party code (petastorm calls pyarrow's old filesystem

@@ -23,10 +23,6 @@ log = logging.getLogger(__name__)
 def setup_mlflow(cfg: Config) -> str:
     """Points MLflow at the configured store; returns the experiment id."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # MLflow sets its loggers' level when imported (INFO: its database migrations on every
-    # new store, a warning on the pickled format chosen on purpose); the jobs log what a
-    # user needs. `retail-lake --verbose` sets INFO.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     import mlflow
 
     uri = cfg.get("mlflow.tracking_uri")
