@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # retail-lake: install the stack, and run a Spark standalone cluster on this host.
 #
-#   ./setup_cluster.sh install                 venv + pinned stack + horovod build + Delta jars
+#   ./setup_cluster.sh install                 venv + pinned stack + horovod build + Delta jars,
+#                                              and the Airflow environment (install-airflow)
+#   ./setup_cluster.sh install-airflow         Airflow 3 + the Spark provider, in a venv of their own
 #   ./setup_cluster.sh start [--workers N]     master + N workers (loopback by default)
 #   ./setup_cluster.sh start --workers N --netns   each worker in a network namespace of its
 #                                              own (root): hosts that share only a network
@@ -23,6 +25,7 @@
 #   RETAIL_LAKE_IVY_DIR   Ivy cache with the Delta jars  ($RETAIL_LAKE_HOME/ivy)
 #   RETAIL_LAKE_CLASS_ARCHIVE  the driver JVM's class archive ($RETAIL_LAKE_HOME/jvm/classes.jsa)
 #   RETAIL_LAKE_CLUSTER_DIR  cluster pid files, logs, work dirs ($RETAIL_LAKE_HOME/cluster)
+#   RETAIL_LAKE_AIRFLOW_VENV  Airflow's own venv          ($RETAIL_LAKE_HOME/airflow-venv)
 #   RETAIL_LAKE_START_TIMEOUT  seconds `start` waits for the master and workers (90)
 #   PYTHON                interpreter for the venv       (python3.11, else python3)
 #   RETAIL_LAKE_SHARED_DATA  the real data sets          (../shared/data beside the checkout)
@@ -49,6 +52,7 @@ IVY_DIR="${RETAIL_LAKE_IVY_DIR:-$RL_HOME/ivy}"
 CLASS_ARCHIVE="${RETAIL_LAKE_CLASS_ARCHIVE:-$RL_HOME/jvm/classes.jsa}"
 WHEEL_DIR="$RL_HOME/wheels"
 CLUSTER_DIR="${RETAIL_LAKE_CLUSTER_DIR:-$RL_HOME/cluster}"
+AIRFLOW_VENV="${RETAIL_LAKE_AIRFLOW_VENV:-$RL_HOME/airflow-venv}"
 HOROVOD_VERSION="0.28.1"
 
 log() { printf '[setup_cluster] %s\n' "$*" >&2; }
@@ -163,10 +167,33 @@ install_stack() {
   resolve_delta_jars
   make_class_archive
   demo_history
+  install_airflow
   "$VENV/bin/horovodrun" --check-build | tee "$RL_HOME/horovod-check-build.txt"
   grep -q '\[X\] PyTorch' "$RL_HOME/horovod-check-build.txt" || die "horovod was built without PyTorch"
   grep -q '\[X\] Gloo' "$RL_HOME/horovod-check-build.txt" || die "horovod was built without Gloo"
   log "done: activate with 'source $VENV/bin/activate' (or call $VENV/bin/retail-lake)"
+}
+
+# Airflow 3 and apache-airflow-providers-apache-spark need pyyaml, numpy, pandas and pyarrow
+# versions the project's pins exclude, and the provider's pyspark-client would overwrite
+# PySpark: they live in a venv of their own (constraints-airflow.txt: a working set, frozen).
+# The DAG's tasks call the project venv's spark-submit (`retail-lake airflow-dag`).
+install_airflow() {
+  local py want stamp="$AIRFLOW_VENV/.retail-lake-airflow"
+  py="$(pick_python)"
+  want="$(sha256sum "$HERE/constraints-airflow.txt" | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    log "Airflow already installed in $AIRFLOW_VENV"
+    return 0
+  fi
+  log "installing Airflow into $AIRFLOW_VENV (first time: ~700 MB, a minute or two)"
+  [ -x "$AIRFLOW_VENV/bin/python" ] || "$py" -m venv "$AIRFLOW_VENV"
+  "$AIRFLOW_VENV/bin/python" -m pip install -q --progress-bar off --upgrade "pip==25.2"
+  "$AIRFLOW_VENV/bin/python" -m pip install -q --progress-bar off \
+    -c "$HERE/constraints-airflow.txt" apache-airflow apache-airflow-providers-apache-spark
+  "$AIRFLOW_VENV/bin/python" -m pip check >&2 || die "the Airflow environment has broken requirements"
+  echo "$want" >"$stamp"
+  log "Airflow: $("$AIRFLOW_VENV/bin/airflow" version 2>/dev/null) ($AIRFLOW_VENV/bin/airflow)"
 }
 
 horovod_wheel_key() {
@@ -604,6 +631,7 @@ cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
   install) check_java; install_stack ;;
+  install-airflow) install_airflow ;;
   start) cluster_start "$@" ;;
   stop) cluster_stop ;;
   status) cluster_status ;;
@@ -615,5 +643,5 @@ case "$cmd" in
   test)
     [ -x "$VENV/bin/pytest" ] || die "no pytest in $VENV: run './setup_cluster.sh install' first"
     cd "$HERE" && PYTHONPATH="$HERE/lib${PYTHONPATH:+:$PYTHONPATH}" exec "$VENV/bin/pytest" "$@" ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] && exit 2 || die "unknown command '$cmd'" ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] && exit 2 || die "unknown command '$cmd'" ;;
 esac

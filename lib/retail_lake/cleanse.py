@@ -87,7 +87,7 @@ def run(ctx: JobContext) -> JobResult:
             )
             continue
         unit = f"cleanse {cleanser.source}"
-        if ctx.unchanged(unit, (cleanser.bronze, *cleanser.lookups), key_id):
+        if ctx.unchanged(unit, (cleanser.bronze, *cleanser.lookups), key_id, dated=False):
             continue
         frames = {t: ctx.read(t) for t in (cleanser.bronze, *cleanser.lookups)}
         cleansed = cleanser.fn(frames, env)

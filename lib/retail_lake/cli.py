@@ -10,6 +10,7 @@
     retail-lake vacuum [--table T ...] [--retain-hours H] [--dry-run]
     retail-lake privacy erase --customer ID [--request REF]
     retail-lake privacy rotate-key
+    retail-lake airflow-dag [--out FILE] [--steps a,b,c] [--no-archive]
     retail-lake catalog [--readme README.md] [--check]
 
 Every command but `catalog` takes `--profile P` (conf/profiles/P.yaml, default local),
@@ -34,6 +35,7 @@ Example:
         retail-lake runs --job cleanse                      # and marks runs whose lease expired
         retail-lake landing retract online_retail/day2.csv  # its rows out, then cleanse
         retail-lake privacy erase --customer 17850 --request DSR-42  # every row, old files
+        retail-lake airflow-dag --profile cluster --root /data/lake --out dags/retail_lake.py
         retail-lake catalog --readme README.md --check
 
     From Python (`main` takes the same arguments):
@@ -53,6 +55,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from datetime import date
+from pathlib import Path
 
 from retail_lake.config import Config, ConfigError, load_config
 
@@ -190,6 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
         "168 Delta's safety check is lifted for this run: readers of older versions fail",
     )
     p.add_argument("--dry-run", action="store_true", help="count the files, delete nothing")
+    _common(p)
+
+    p = sub.add_parser(
+        "airflow-dag",
+        help="write the pipeline as an Airflow DAG (one spark-submit task per job)",
+    )
+    p.add_argument("--out", help="the DAG file to write (default: print it)")
+    p.add_argument("--steps", help="comma-separated steps, in order (default: pipeline.steps)")
+    p.add_argument(
+        "--no-archive",
+        action="store_true",
+        help="do not build the library archive the tasks ship (built by default when "
+        "airflow.project_dir is this checkout)",
+    )
     _common(p)
 
     p = sub.add_parser("catalog", help="print the table catalog (markdown) from the contracts")
@@ -493,6 +510,67 @@ def cmd_privacy(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def airflow_job_args(args: argparse.Namespace, cfg: Config) -> list[str]:
+    """What every task of a generated DAG passes its job: the profile, the `--set` items
+    (the DAG's own `airflow.*` ones left out) and the lake's absolute paths.
+
+    Raises:
+        ConfigError: a `--set` item holds a secret, which the DAG file would show to
+            everyone who can read the DAG folder.
+    """
+    from retail_lake.redaction import SECRET_KEY, redact_text
+
+    passed = [
+        o
+        for o in args.overrides
+        if not o.split("=", 1)[0].strip().startswith(("airflow.", "paths.root", "paths.landing"))
+    ]
+    for item in passed:
+        if SECRET_KEY.search(item.split("=", 1)[0]) or redact_text(item) != item:
+            raise ConfigError(
+                f"--set {redact_text(item.split('=', 1)[0])}=...: a secret would be written "
+                "into the DAG file; give it to the tasks through the Airflow workers' "
+                "environment or the Spark connection's extras instead"
+            )
+    paths = [f"paths.root={cfg.root}"]
+    if cfg.get("paths.landing"):
+        paths.append(f"paths.landing={cfg.get('paths.landing')}")
+    items = [x for o in (*paths, *passed) for x in ("--set", o)]
+    return ["--profile", args.profile, *items]
+
+
+def cmd_airflow_dag(args: argparse.Namespace, cfg: Config, argv: Sequence[str]) -> int:
+    """`retail-lake airflow-dag`: the pipeline as an Airflow DAG file (and its archive)."""
+    from retail_lake import airflow_dag
+    from retail_lake.package import build_archive, default_conf_dir
+
+    steps = args.steps.split(",") if args.steps else list(cfg.get("pipeline.steps"))
+    here = str(default_conf_dir().parent)
+    s = airflow_dag.settings(
+        cfg, airflow_job_args(args, cfg), airflow_dag.command_line(argv), here, sys.executable
+    )
+    text = airflow_dag.render(steps, s)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        log.info("wrote DAG %s (%d tasks) to %s", s.dag_id, len(steps), out)
+    else:
+        print(text, end="")
+    if args.no_archive:
+        return 0
+    if cfg["airflow"]["project_dir"]:
+        log.info(
+            "the tasks ship %s: build it where they run (python -m retail_lake.package --out %s)",
+            s.archive,
+            s.archive,
+        )
+        return 0
+    build_archive(s.archive)
+    log.info("built the library archive the tasks ship: %s", s.archive)
+    return 0
+
+
 def cmd_vacuum(args: argparse.Namespace, cfg: Config) -> int:
     """`retail-lake vacuum`: Delta's VACUUM on the lake's tables in one recorded run."""
     from retail_lake.maintenance import vacuum
@@ -556,6 +634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "catalog":
             return cmd_catalog(args)
         cfg = config_from_args(args)
+        if args.command == "airflow-dag":
+            return cmd_airflow_dag(args, cfg, sys.argv[1:] if argv is None else argv)
         code = COMMANDS[args.command](args, cfg)
         if args.command in ("run", "pipeline"):
             log.info("done in %.1fs", time.monotonic() - started)

@@ -26,8 +26,9 @@ def run(ctx: JobContext) -> JobResult:
     silver.store_locations; silver.transactions, silver.returns and silver.products. Writes
     gold.store_day_features and gold.sales_windows; gold.location_candidates; and
     gold.customer_index, gold.product_index, gold.interactions, gold.customer_features and
-    gold.product_features. Each group is a unit of work, skipped when its inputs, settings,
-    run date and code did not change since its last successful run.
+    gold.product_features. Each group is a unit of work, skipped when its inputs, settings
+    and code (and, for the Online Retail group, the run date) did not change since its last
+    successful run.
 
     Args:
         ctx: the run's context, given by the runner; its `run_date` is the Online Retail

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -69,8 +70,77 @@ JOBS: dict[str, Callable[[runner.JobContext], runner.JobResult]] = {
     "vacuum": maintenance.vacuum(),
 }
 
-# Jobs whose results depend on a logical date / as-of snapshot.
-TIME_DEPENDENT = frozenset({"features", "train_forecaster", "forecast", "recommend"})
+# Jobs whose results depend on a logical date / as-of snapshot (the Online Retail snapshot
+# day: features' customer and product tables, and recommend; `recommend.as_of`).
+TIME_DEPENDENT = frozenset({"features", "recommend"})
+
+
+@dataclass(frozen=True)
+class JobIO:
+    """What a job reads and writes besides the run journal (ops.*, which every job writes).
+
+    Table names, `layer.*` for every table of a layer, `model:<name>` for a registered model
+    and `landing` for the landing folder. The scheduler's task dependencies are derived from
+    these (`retail_lake.airflow_dag`); `tests/test_airflow_dag.py` checks them against the
+    versions a pipeline run recorded in ops.job_runs.
+    """
+
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+
+
+_FORECASTER = f"model:{forecast_job.MODEL_NAME}"
+_CLASSIFIER = f"model:{classify_images_job.MODEL_NAME}"
+_RECOMMENDER = f"model:{recommend_job.MODEL_NAME}"
+_FORECAST_FEATURES = (forecasting_tables.SALES_WINDOWS, forecasting_tables.STORE_DAY_FEATURES)
+JOB_IO: dict[str, JobIO] = {
+    # ingest reads bronze for the files it holds (provenance) before appending new ones.
+    "ingest": JobIO(("landing", "bronze.*"), ("bronze.*", quarantine.QUARANTINE)),
+    "cleanse": JobIO(("bronze.*",), ("silver.*",)),
+    "features": JobIO(
+        ("silver.*",),
+        (
+            *_FORECAST_FEATURES,
+            location_tables.CANDIDATES,
+            recommend_feature_tables.CUSTOMER_FEATURES,
+            recommend_feature_tables.PRODUCT_FEATURES,
+            recommend_model_tables.CUSTOMER_INDEX,
+            recommend_model_tables.PRODUCT_INDEX,
+            recommend_model_tables.INTERACTIONS,
+        ),
+    ),
+    "train_forecaster": JobIO(_FORECAST_FEATURES, (_FORECASTER,)),
+    "forecast": JobIO(
+        (_FORECASTER, *_FORECAST_FEATURES, rossmann_tables.STORE_DAY_PLANS, rossmann_tables.STORES),
+        (forecasting_tables.SALES_FORECASTS,),
+    ),
+    "score_locations": JobIO(
+        (location_tables.CANDIDATES, geography_tables.PLACES, geography_tables.STORE_LOCATIONS),
+        (location_tables.SCORES,),
+    ),
+    "recommend": JobIO(
+        (
+            online_retail_tables.TRANSACTIONS,
+            online_retail_tables.RETURNS,
+            online_retail_tables.CUSTOMERS,
+            online_retail_tables.PRODUCTS,
+            recommend_model_tables.INTERACTIONS,
+            recommend_model_tables.CUSTOMER_INDEX,
+            recommend_model_tables.PRODUCT_INDEX,
+        ),
+        (
+            recommend_model_tables.RECOMMENDATIONS,
+            recommend_model_tables.SIMILAR_PRODUCTS,
+            _RECOMMENDER,
+        ),
+    ),
+    "train_image_classifier": JobIO((fashion_mnist_tables.SILVER_TABLE,), (_CLASSIFIER,)),
+    "classify_images": JobIO(
+        (_CLASSIFIER, fashion_mnist_tables.SILVER_TABLE), (image_tables.PREDICTIONS_TABLE,)
+    ),
+    # VACUUM changes no table's rows, but removes files older versions read: after the rest.
+    "vacuum": JobIO(("*",), ()),
+}
 
 # --------------------------------------------------------------------------- landing formats
 # format name (`sources.<name>.format`) -> reader with the signature of `ingest.ingest_source`.

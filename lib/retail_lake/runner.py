@@ -289,13 +289,18 @@ class JobContext:
         return self.lake.read(table, pinned)
 
     def unchanged(
-        self, unit: str, inputs: Iterable[str], extra: Mapping[str, Any] | None = None
+        self,
+        unit: str,
+        inputs: Iterable[str],
+        extra: Mapping[str, Any] | None = None,
+        dated: bool = True,
     ) -> bool:
         """Whether `unit` (one source of cleanse, one group of feature tables) can be skipped.
 
         True when `runner.skip_unchanged` is on and, since the unit's last successful run,
         nothing that shapes its rows changed: the versions of its `inputs`, the configuration
-        (all but `NOT_SHAPING`) and any `extra` settings, the run date and the code, and
+        (all but `NOT_SHAPING`) and any `extra` settings, the run date (when `dated`) and the
+        code, and
         no one wrote to the tables it produced (their versions are the ones recorded then).
         Either way the unit is recorded; when the run succeeds the runner writes its state to
         ops.unit_states ('built' with the versions its outputs (`Output.unit`) have after the
@@ -305,6 +310,8 @@ class JobContext:
             unit: the unit's name, unique within the job.
             inputs: the tables the unit reads.
             extra: further settings that shape its rows (a model version, a key id).
+            dated: whether the run date shapes its rows (False: a run for another day
+                skips the unit too; a scheduler's daily runs rebuild only what is dated).
 
         Example:
             >>> def run(ctx: JobContext) -> JobResult:
@@ -321,7 +328,7 @@ class JobContext:
                 "inputs": {t: self._version_or_none(t) for t in sorted(set(inputs))},
                 "settings": shaping,
                 "extra": dict(extra or {}),
-                "run_date": self.run_date,
+                "run_date": self.run_date if dated else None,
                 "code": code_fingerprint(),
             },
             sort_keys=True,

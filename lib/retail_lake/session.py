@@ -39,6 +39,10 @@ class TableNameError(ValueError):
     """A name that cannot be a lake table: not `<layer>.<identifier>`."""
 
 
+# With a class archive: one made by another JDK or for other jars is skipped, silently.
+CDS_FLAGS = "-Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off"
+
+
 def jvm_options(path: str) -> str:
     """The driver's JVM options that map the archive at `path`, or "" when there is none.
 
@@ -47,7 +51,7 @@ def jvm_options(path: str) -> str:
     """
     if not path or not os.path.isfile(path):
         return ""
-    return f"-XX:SharedArchiveFile={path} -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off"
+    return f"-XX:SharedArchiveFile={path} {CDS_FLAGS}"
 
 
 def split_table_name(table: str) -> tuple[str, str]:

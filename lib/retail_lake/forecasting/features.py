@@ -101,7 +101,7 @@ def store_day_outputs(ctx: JobContext, cached: list | None = None) -> list[Outpu
         )
         return []
     unit = "features store_day"
-    if ctx.unchanged(unit, (STORE_DAILY_SALES, STORES)):
+    if ctx.unchanged(unit, (STORE_DAILY_SALES, STORES), dated=False):
         return []
     sales = ctx.read(STORE_DAILY_SALES)
     max_store = ctx.cfg.get("features.max_store")

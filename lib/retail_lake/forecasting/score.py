@@ -308,6 +308,7 @@ def run(ctx: JobContext) -> JobResult:
         unit,
         (SALES_WINDOWS, STORE_DAY_FEATURES, STORE_DAY_PLANS, STORES),
         {"model_version": version},
+        dated=False,
     ):
         return JobResult()
     shape = prep["shape"]

@@ -119,7 +119,7 @@ def build_candidates(ctx: JobContext) -> list[Output]:
         )
         return []
     unit = "features location_candidates"
-    if ctx.unchanged(unit, (PLACES, STORE_LOCATIONS)):
+    if ctx.unchanged(unit, (PLACES, STORE_LOCATIONS), dated=False):
         return []
     conf = LocationConfig.from_config(ctx.cfg["locations"])
     places, stores_raw = _inputs(ctx)
@@ -204,7 +204,7 @@ def run(ctx: JobContext) -> JobResult:
     if not ctx.lake.exists(CANDIDATES):
         raise JobError(f"score_locations: {CANDIDATES} does not exist; run features first")
     unit = "score_locations"
-    if ctx.unchanged(unit, (CANDIDATES, PLACES, STORE_LOCATIONS)):
+    if ctx.unchanged(unit, (CANDIDATES, PLACES, STORE_LOCATIONS), dated=False):
         return JobResult()
     places, stores_raw = _inputs(ctx)
     candidates = ctx.read(CANDIDATES)
