@@ -152,7 +152,7 @@ install_stack() {
     pip_in_venv install -q --progress-bar off -c "$HERE/constraints.txt" \
       "setuptools" "wheel" \
       pyspark delta-spark pyarrow numpy pandas torch great-expectations mlflow \
-      pyyaml matplotlib deltalake pytest ruff papermill ipykernel nbclient \
+      pyyaml matplotlib deltalake polars pytest ruff papermill ipykernel nbclient \
       dill diskcache future psutil pyzmq six fsspec
     # petastorm declares setuptools < 70, torch needs >= 77: its real needs are installed above.
     pip_in_venv install -q --no-deps -c "$HERE/constraints.txt" petastorm

@@ -218,7 +218,7 @@ print(json.dumps({"errors": errors, "dags": dags}))
 """
 
 
-@pytest.mark.slow
+@pytest.mark.airflow
 def test_airflow_parses_the_example_and_a_generated_dag_with_their_tasks_and_edges(
     tmp_path, capsys
 ):
@@ -280,7 +280,7 @@ def _small_online_retail(landing: Path, every: int = 300) -> None:
     (folder / "history_sample.csv").write_text(lines[0] + "".join(lines[1::every]))
 
 
-@pytest.mark.slow
+@pytest.mark.airflow
 def test_airflow_runs_the_features_task_for_two_logical_dates(spark, tmp_path, capsys):
     root, landing, dags = tmp_path / "lake", tmp_path / "landing", tmp_path / "dags"
     dags.mkdir()

@@ -52,10 +52,14 @@ LAYER_PROPERTIES: Mapping[str, Mapping[str, str]] = MappingProxyType(
             "delta.minWriterVersion": "5",
             "delta.enableChangeDataFeed": "true",
         },
+        # Gold is what analysts read, with Spark and with other engines (pandas through
+        # delta-rs, polars): no column mapping (polars refuses it and delta-rs reads no change
+        # feed of it), no deletion vectors or v2 checkpoints (they break delta-rs's
+        # to_pandas); reader version 1 (tests/test_other_readers.py). Gold gains columns,
+        # never renames them.
         "gold": {
-            "delta.columnMapping.mode": "name",
-            "delta.minReaderVersion": "2",
-            "delta.minWriterVersion": "5",
+            "delta.minReaderVersion": "1",
+            "delta.minWriterVersion": "4",
             "delta.enableChangeDataFeed": "true",
         },
         # The run journal: no column mapping, so the driver appends its rows with delta-rs
