@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from retail_lake import cli
 from retail_lake.airflow_dag import expand, upstream
-from retail_lake.config import load_config
+from retail_lake.config import ConfigError, load_config
 from retail_lake.lake import Lake
 from retail_lake.registry import CONTRACTS, JOB_IO, JOBS, UnknownJobError, run_job
 
@@ -66,6 +66,8 @@ def test_edges_follow_reads_and_writes_whatever_the_order_of_steps():
     }
     with pytest.raises(UnknownJobError, match="'nope'"):
         upstream(["ingest", "nope"])
+    with pytest.raises(ConfigError, match=r"\['ingest'\] are named twice"):
+        upstream(["ingest", "cleanse", "ingest"])
 
 
 def test_every_job_declares_what_it_reads_and_writes_in_names_the_lake_has():

@@ -82,6 +82,7 @@ def test_delta_rs_reads_a_gold_change_feed_as_spark_does(spark, demo_lake):
     assert got == expected
 
 
+@pytest.mark.slow  # Delta rewrites the table's files (15 s): outside the inner loop
 def test_a_gold_table_an_older_release_made_is_opened_to_polars_by_one_statement(
     spark, root, run_cli
 ):

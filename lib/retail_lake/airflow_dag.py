@@ -63,10 +63,14 @@ def upstream(steps: Sequence[str]) -> dict[str, tuple[str, ...]]:
 
     Raises:
         UnknownJobError: a step that is not a registered job.
+        ConfigError: a step named twice (a DAG has one task per job).
     """
     for step in steps:
         if step not in JOBS:
             raise UnknownJobError(step)
+    twice = sorted({s for s in steps if steps.count(s) > 1})
+    if twice:
+        raise ConfigError(f"steps {twice} are named twice: a DAG has one task per job")
     reads = {s: expand(JOB_IO[s].reads) for s in steps}
     writes = {s: expand(JOB_IO[s].writes) for s in steps}
     needs: dict[str, set[str]] = {}
