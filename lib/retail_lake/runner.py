@@ -300,8 +300,8 @@ class JobContext:
         True when `runner.skip_unchanged` is on and, since the unit's last successful run,
         nothing that shapes its rows changed: the versions of its `inputs`, the configuration
         (all but `NOT_SHAPING`) and any `extra` settings, the run date (when `dated`) and the
-        code, and
-        no one wrote to the tables it produced (their versions are the ones recorded then).
+        code, and no one wrote to the tables it produced (their versions are the ones recorded
+        then).
         Either way the unit is recorded; when the run succeeds the runner writes its state to
         ops.unit_states ('built' with the versions its outputs (`Output.unit`) have after the
         writes, or 'unchanged').
