@@ -2,7 +2,7 @@
 
 Generated; do not edit: change the config or the command and write it again with
 
-    retail-lake airflow-dag --profile cluster --root /data/retail-lake --set airflow.project_dir=/opt/retail-lake --set airflow.home=/opt/retail-lake/home --out FILE
+    retail-lake airflow-dag --profile cluster --root /data/retail-lake --set airflow.project_dir=/opt/retail-lake --set airflow.home=/opt/retail-lake/cache --out FILE
 
 Each task submits `jobs/<job>.py` from PROJECT with the library as --py-files
 (`python -m retail_lake.package --out ARCHIVE` builds it; `retail-lake airflow-dag`
@@ -23,7 +23,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import DAG
 
 PROJECT = "/opt/retail-lake"
-PYTHON = "/opt/retail-lake/home/venv/bin/python"
+PYTHON = "/opt/retail-lake/cache/venv/bin/python"
 ARCHIVE = "/opt/retail-lake/dist/retail_lake.zip"
 CONN_ID = "retail_lake_spark"
 JOB_ARGS = ["--profile", "cluster", "--set", "paths.root=/data/retail-lake"]
@@ -34,9 +34,9 @@ SUBMIT = {
     "conf": {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "spark.jars.ivy": "/opt/retail-lake/home/ivy",
+        "spark.jars.ivy": "/opt/retail-lake/cache/ivy",
         "spark.driver.memory": "2g",
-        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:SharedArchiveFile=/opt/retail-lake/home/jvm/classes.jsa -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off",
+        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:SharedArchiveFile=/opt/retail-lake/cache/jvm/classes.jsa -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.log.level": "WARN",
     },
