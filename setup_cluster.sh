@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# retail-lake: install the stack, and run a Spark standalone cluster on this host.
+# retail-lake: install the stack, run a Spark standalone cluster on this host, and serve the
+# lake to analysts over JDBC and Spark Connect (sql-server).
 #
 #   ./setup_cluster.sh install                 venv + pinned stack + horovod build + Delta jars,
-#                                              and the Airflow environment (install-airflow)
+#                                              the SQL endpoint's guard (javac), and the
+#                                              Airflow environment (install-airflow)
 #   ./setup_cluster.sh install-airflow         Airflow 3 + the Spark provider, in a venv of their own
 #   ./setup_cluster.sh start [--workers N]     master + N workers (loopback by default)
 #   ./setup_cluster.sh start --workers N --netns   each worker in a network namespace of its
@@ -12,6 +14,10 @@
 #   ./setup_cluster.sh submit-line             prints the spark-submit line for the cluster
 #   ./setup_cluster.sh run ARGS...             `retail-lake ARGS...` from the venv (run pipeline)
 #   ./setup_cluster.sh test [PYTEST ARGS...]   the test suite (e.g. -m "not slow")
+#   ./setup_cluster.sh sql-server start [--root LAKE_ROOT] [--allow-writes]
+#                                              the analysts' SQL endpoint over the lake:
+#                                              JDBC (HiveServer2) and Spark Connect, read-only
+#   ./setup_cluster.sh sql-server status|stop
 #
 # Everything heavy lives outside the checkout, under RETAIL_LAKE_HOME
 # (default ~/.cache/retail-lake): the virtual environment, the horovod wheel (keyed by
@@ -27,6 +33,13 @@
 #   RETAIL_LAKE_CLUSTER_DIR  cluster pid files, logs, work dirs ($RETAIL_LAKE_HOME/cluster)
 #   RETAIL_LAKE_AIRFLOW_VENV  Airflow's own venv          ($RETAIL_LAKE_HOME/airflow-venv)
 #   RETAIL_LAKE_START_TIMEOUT  seconds `start` waits for the master and workers (90)
+#   RETAIL_LAKE_SQL_SERVER_DIR  the SQL endpoint's pid file, log, settings and warehouse
+#                         ($RETAIL_LAKE_HOME/sql-server)
+#   RETAIL_LAKE_SQL_HOST  the SQL endpoint's bind address, both protocols (127.0.0.1)
+#   RETAIL_LAKE_SQL_PORT  its JDBC / HiveServer2 (Thrift, binary) port     (10000)
+#   RETAIL_LAKE_CONNECT_PORT  its Spark Connect (gRPC) port               (15002)
+#   RETAIL_LAKE_SQL_DRIVER_MEMORY  its driver's memory                    (2g)
+#   RETAIL_LAKE_SQL_START_TIMEOUT  seconds `sql-server start` waits for both ports (180)
 #   PYTHON                interpreter for the venv       (python3.11, else python3)
 #   RETAIL_LAKE_SHARED_DATA  the real data sets          (../shared/data beside the checkout)
 #   HOROVOD_GPU_OPERATIONS=NCCL   build horovod with NCCL (GPU clusters with the CUDA toolkit)
@@ -153,7 +166,8 @@ install_stack() {
       "setuptools" "wheel" \
       pyspark delta-spark pyarrow numpy pandas torch great-expectations mlflow \
       pyyaml matplotlib deltalake polars pytest ruff papermill ipykernel nbclient \
-      dill diskcache future psutil pyzmq six fsspec
+      dill diskcache future psutil pyzmq six fsspec \
+      "pyspark[connect]" "pyhive[hive_pure_sasl]"
     # petastorm declares setuptools < 70, torch needs >= 77: its real needs are installed above.
     pip_in_venv install -q --no-deps -c "$HERE/constraints.txt" petastorm
     echo "$want" >"$stamp"
@@ -165,6 +179,8 @@ install_stack() {
   install_horovod
   install_native_blas
   resolve_delta_jars
+  # The SQL endpoint's read-only guard (sql-server start also builds it when missing).
+  ( sql_guard_jar >/dev/null ) || log "warning: no SQL endpoint guard (see above): 'sql-server start' will try again"
   make_class_archive
   demo_history
   install_airflow
@@ -626,6 +642,224 @@ ${driver}${archive}    --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessio
 EOF
 }
 
+# ---------------------------------------------------------------------------- sql-server
+# The analysts' SQL endpoint (lib/retail_lake/sql_endpoint.py): one driver JVM serving JDBC
+# (Spark's Thrift server, HiveServer2 protocol) and Spark Connect (its plugin), both bound to
+# RETAIL_LAKE_SQL_HOST. It registers the lake's Delta tables as <layer>.<name> at start and
+# refuses every command that would change the lake unless started with --allow-writes (the
+# Spark SQL extension in jvm/src, compiled here into a jar under $RL_HOME/jvm).
+SQL_DIR="${RETAIL_LAKE_SQL_SERVER_DIR:-$RL_HOME/sql-server}"
+SQL_HOST="${RETAIL_LAKE_SQL_HOST:-127.0.0.1}"
+SQL_PORT="${RETAIL_LAKE_SQL_PORT:-10000}"
+CONNECT_PORT="${RETAIL_LAKE_CONNECT_PORT:-15002}"
+SQL_DRIVER_MEMORY="${RETAIL_LAKE_SQL_DRIVER_MEMORY:-2g}"
+SQL_START_TIMEOUT="${RETAIL_LAKE_SQL_START_TIMEOUT:-180}"
+SQL_GUARD_SOURCES="$HERE/jvm/src"
+
+# sql_guard_jar: prints the guard's jar, compiling it first when this source (and pyspark
+# version) has none yet. Its name carries the sources' sha256, so an edit makes a new one.
+sql_guard_jar() {
+  local key jar sh javac_bin jar_bin tmp
+  local -a sources
+  mapfile -t sources < <(find "$SQL_GUARD_SOURCES" -name '*.java' | sort)
+  [ "${#sources[@]}" -gt 0 ] || die "no Java sources under $SQL_GUARD_SOURCES"
+  key="$( (cat "${sources[@]}"; "$VENV/bin/python" -c 'import pyspark; print(pyspark.__version__)') \
+    | sha256sum | cut -c1-16)"
+  jar="$RL_HOME/jvm/retail-lake-sql-guard-$key.jar"
+  if [ -f "$jar" ]; then echo "$jar"; return 0; fi
+  javac_bin="${JAVA_HOME:+$JAVA_HOME/bin/}javac"
+  if ! command -v "$javac_bin" >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      log "installing a JDK from Debian (javac compiles the SQL endpoint's guard)"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless >/dev/null 2>&1 || {
+        apt-get update -qq >/dev/null 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless >/dev/null
+      } || die "could not install openjdk-17-jdk-headless"
+      javac_bin=javac
+    else
+      die "javac not found: the SQL endpoint's guard is compiled from $SQL_GUARD_SOURCES (Debian: apt-get install openjdk-17-jdk-headless, or set JAVA_HOME to a JDK)"
+    fi
+  fi
+  jar_bin="$(dirname "$(readlink -f "$(command -v "$javac_bin")")")/jar"
+  sh="$(spark_home)"
+  tmp="$(mktemp -d)"
+  log "compiling the SQL endpoint's guard into $jar"
+  "$javac_bin" --release 17 -nowarn -cp "$sh/jars/*" -d "$tmp/classes" "${sources[@]}" >&2 \
+    || { rm -rf "$tmp"; die "could not compile $SQL_GUARD_SOURCES (see above)"; }
+  mkdir -p "$RL_HOME/jvm"
+  # Written beside its final name, then renamed: whole or not at all for a start looking at
+  # the same time.
+  "$jar_bin" --create --file "$jar.$$.partial" -C "$tmp/classes" . \
+    || { rm -rf "$tmp" "$jar.$$.partial"; die "could not write $jar"; }
+  mv "$jar.$$.partial" "$jar"
+  rm -rf "$tmp"
+  echo "$jar"
+}
+
+# delta_jars: the Delta jars install resolved into the Ivy cache, colon-separated.
+delta_jars() {
+  local v f out=""
+  v="$(delta_version)"
+  for f in "$IVY_DIR/jars/io.delta_delta-spark_2.13-$v.jar" "$IVY_DIR/jars/io.delta_delta-storage-$v.jar"; do
+    [ -f "$f" ] || die "$f not found: run './setup_cluster.sh install' (it resolves the Delta jars into $IVY_DIR)"
+    out="${out:+$out:}$f"
+  done
+  echo "$out"
+}
+
+# sql_alive: the pid file names a live JVM running the endpoint (not a recycled pid).
+sql_alive() {
+  local pid
+  [ -f "$SQL_DIR/server.pid" ] || return 1
+  pid="$(cat "$SQL_DIR/server.pid")"
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  ps -o args= -p "$pid" 2>/dev/null | grep -q 'org\.apache\.spark\.deploy\.SparkSubmit.*sql_endpoint\.py'
+}
+
+sql_describe() {  # the running endpoint's addresses, from what start recorded
+  # shellcheck disable=SC1091
+  (
+    . "$SQL_DIR/server.env"
+    echo "SQL endpoint: running (pid $(cat "$SQL_DIR/server.pid")), lake $ROOT, $MODE"
+    echo "  JDBC:          jdbc:hive2://$HOST:$PORT   (no user or password)"
+    echo "  beeline:       $(spark_home)/bin/beeline -u jdbc:hive2://$HOST:$PORT"
+    echo "  Spark Connect: sc://$HOST:$CONNECT"
+    echo "  log:           $SQL_DIR/server.log"
+  )
+}
+
+sql_server_start() {
+  # The lake: --root, else RETAIL_LAKE_ROOT (as for retail-lake), else the checkout's ./lake.
+  local root="${RETAIL_LAKE_ROOT:-$HERE/lake}" writes=false
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --root) [ $# -ge 2 ] || die "--root needs a folder"; root="$2"; shift 2 ;;
+      --root=*) root="${1#*=}"; shift ;;
+      --allow-writes) writes=true; shift ;;
+      *) die "sql-server start: unknown option '$1' (use [--root LAKE_ROOT] [--allow-writes])" ;;
+    esac
+  done
+  [ -d "$root" ] || die "no lake at '$root' (give its root with --root; run the pipeline first)"
+  root="$(cd "$root" && pwd)"
+  [ -x "$VENV/bin/python" ] || die "no virtual environment at $VENV: run './setup_cluster.sh install' first"
+  local mode=read-only
+  [ "$writes" = true ] && mode="writes allowed"
+  if sql_alive; then
+    local running
+    running="$(. "$SQL_DIR/server.env"; echo "$ROOT|$MODE|$HOST|$PORT|$CONNECT")"
+    [ "$running" = "$root|$mode|$SQL_HOST|$SQL_PORT|$CONNECT_PORT" ] \
+      || die "an endpoint with other settings is running ($running): './setup_cluster.sh sql-server stop' first"
+    log "SQL endpoint already running (pid $(cat "$SQL_DIR/server.pid"))"
+    sql_describe
+    return 0
+  fi
+  check_java
+  local port
+  for port in "$SQL_PORT" "$CONNECT_PORT"; do
+    port_open "$SQL_HOST" "$port" && die "$SQL_HOST:$port is in use by another process (set RETAIL_LAKE_SQL_PORT / RETAIL_LAKE_CONNECT_PORT)"
+  done
+  local guard delta sh
+  guard="$(sql_guard_jar)"
+  delta="$(delta_jars)"
+  sh="$(spark_home)"
+  mkdir -p "$SQL_DIR/warehouse"
+  rm -f "$SQL_DIR/server.pid" "$SQL_DIR/server.ready"
+  printf 'ROOT=%q\nMODE=%q\nHOST=%q\nPORT=%q\nCONNECT=%q\n' \
+    "$root" "$mode" "$SQL_HOST" "$SQL_PORT" "$CONNECT_PORT" >"$SQL_DIR/server.env"
+  # Delta's jars and the guard on the driver's class path: with --jars alone every session
+  # fails to find Delta's catalog. The catalog is in memory (rebuilt from the lake at every
+  # start); Spark's own Hive client for the Thrift server keeps its Derby in memory too, and
+  # anything else the JVM writes lands in SQL_DIR (its working folder), not the caller's.
+  # Few partitions, as conf/base.yaml's spark.shuffle_partitions and snapshot_partitions (Delta's
+  # default of 50 costs 50 tasks on every read of a small table). The Spark UI is off: it
+  # would listen on every interface.
+  (
+    cd "$SQL_DIR"
+    SPARK_HOME="$sh" PYSPARK_PYTHON="$VENV/bin/python" PIDFILE="$SQL_DIR/server.pid" \
+      PYTHONPATH="$HERE/lib${PYTHONPATH:+:$PYTHONPATH}" SPARK_LOCAL_IP="$SQL_HOST" \
+      setsid bash -c 'echo $$ >"$PIDFILE"; exec "$0" "$@"' "$VENV/bin/spark-submit" \
+      --master 'local[*]' --name "retail-lake SQL endpoint" \
+      --driver-memory "$SQL_DRIVER_MEMORY" \
+      --driver-class-path "$delta:$guard" --jars "${delta//:/,},$guard" \
+      --driver-java-options "-Duser.timezone=UTC" \
+      --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension,retail_lake.ReadOnlySql \
+      --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
+      --conf spark.sql.catalogImplementation=in-memory \
+      --conf "spark.sql.warehouse.dir=$SQL_DIR/warehouse" \
+      --conf spark.sql.session.timeZone=UTC \
+      --conf spark.sql.shuffle.partitions=8 --conf spark.databricks.delta.snapshotPartitions=8 \
+      --conf "spark.retail_lake.sql.allow_writes=$writes" \
+      --conf "spark.hadoop.hive.server2.thrift.bind.host=$SQL_HOST" \
+      --conf "spark.hadoop.hive.server2.thrift.port=$SQL_PORT" \
+      --conf spark.plugins=org.apache.spark.sql.connect.SparkConnectPlugin \
+      --conf "spark.connect.grpc.binding.address=$SQL_HOST" \
+      --conf "spark.connect.grpc.binding.port=$CONNECT_PORT" \
+      --conf "spark.driver.host=$SQL_HOST" --conf "spark.driver.bindAddress=$SQL_HOST" \
+      --conf spark.ui.enabled=false --conf spark.ui.showConsoleProgress=false \
+      --conf spark.log.level=WARN \
+      "$HERE/lib/retail_lake/sql_endpoint.py" --root "$root" --ready-file "$SQL_DIR/server.ready" \
+      >"$SQL_DIR/server.log" 2>&1 </dev/null &
+  )
+  local i
+  for i in $(seq 1 50); do [ -s "$SQL_DIR/server.pid" ] && break; sleep 0.1; done
+  [ -s "$SQL_DIR/server.pid" ] || die "the SQL endpoint did not start; log: $SQL_DIR/server.log"
+  log "SQL endpoint starting over $root ($mode); log: $SQL_DIR/server.log"
+  for i in $(seq 1 "$SQL_START_TIMEOUT"); do
+    # Until spark-submit has exec'd java the pid runs a shell: alive means the pid exists.
+    if ! kill -0 "$(cat "$SQL_DIR/server.pid")" 2>/dev/null; then
+      tail -n 30 "$SQL_DIR/server.log" >&2
+      stop_session "$SQL_DIR/server.pid" >/dev/null 2>&1 || true
+      die "the SQL endpoint exited during its start (log above: $SQL_DIR/server.log)"
+    fi
+    # The driver writes server.ready once the tables are registered and a first JDBC
+    # session has been served (the Thrift server's first one takes ~10 s).
+    if [ -f "$SQL_DIR/server.ready" ] && sql_alive && port_open "$SQL_HOST" "$SQL_PORT" \
+      && port_open "$SQL_HOST" "$CONNECT_PORT"; then
+      sql_describe
+      return 0
+    fi
+    sleep 1
+  done
+  tail -n 30 "$SQL_DIR/server.log" >&2
+  stop_session "$SQL_DIR/server.pid" >/dev/null 2>&1 || true
+  die "the SQL endpoint did not open $SQL_HOST:$SQL_PORT and $SQL_HOST:$CONNECT_PORT within ${SQL_START_TIMEOUT}s; stopped it (log above: $SQL_DIR/server.log)"
+}
+
+sql_server_stop() {
+  if [ ! -f "$SQL_DIR/server.pid" ]; then
+    log "no SQL endpoint started from $SQL_DIR"
+    return 0
+  fi
+  if stop_session "$SQL_DIR/server.pid"; then
+    log "SQL endpoint stopped"
+  else
+    log "SQL endpoint was not running (stale pid file removed)"
+  fi
+}
+
+sql_server_status() {
+  if sql_alive; then
+    sql_describe
+  elif [ -f "$SQL_DIR/server.pid" ]; then
+    echo "SQL endpoint: not running (stale pid file $SQL_DIR/server.pid; log $SQL_DIR/server.log)"
+    return 1
+  else
+    echo "SQL endpoint: not running (none started from $SQL_DIR)"
+    return 1
+  fi
+}
+
+sql_server() {
+  local sub="${1:-}"
+  [ $# -gt 0 ] && shift
+  case "$sub" in
+    start) sql_server_start "$@" ;;
+    stop) sql_server_stop ;;
+    status) sql_server_status ;;
+    *) die "sql-server: use start [--root LAKE_ROOT] [--allow-writes] | stop | status" ;;
+  esac
+}
+
 # ---------------------------------------------------------------------------- main
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
@@ -636,6 +870,7 @@ case "$cmd" in
   stop) cluster_stop ;;
   status) cluster_status ;;
   submit-line) cluster_submit_line ;;
+  sql-server) sql_server "$@" ;;
   run)
     [ -x "$VENV/bin/retail-lake" ] || die "no retail-lake in $VENV: run './setup_cluster.sh install' first"
     # The checkout's code runs even when the venv's editable install points at another checkout.
@@ -643,5 +878,5 @@ case "$cmd" in
   test)
     [ -x "$VENV/bin/pytest" ] || die "no pytest in $VENV: run './setup_cluster.sh install' first"
     cd "$HERE" && PYTHONPATH="$HERE/lib${PYTHONPATH:+:$PYTHONPATH}" exec "$VENV/bin/pytest" "$@" ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] && exit 2 || die "unknown command '$cmd'" ;;
+  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] && exit 2 || die "unknown command '$cmd'" ;;
 esac

@@ -7,9 +7,9 @@ Markers are applied here as well as in the test files, so the groups stay honest
   `shared_data()`; found from the source of the test and its fixtures at collection, and
   checked again at run time (a test that reads the real data without the marker fails).
 - `pipeline`: the test reads the demo lake, which the whole pipeline builds.
-- `slow`: every `realdata`, `pipeline`, `horovod`, `cluster` and `notebooks` test is also
-  `slow`, so `-m "not slow"` is the inner loop: no real data, no pipeline, no Horovod
-  launch, no cluster, no notebook kernel.
+- `slow`: every `realdata`, `pipeline`, `horovod`, `cluster`, `sqlserver` and `notebooks`
+  test is also `slow`, so `-m "not slow"` is the inner loop: no real data, no pipeline, no
+  Horovod launch, no cluster, no SQL endpoint, no notebook kernel.
 
 Shared lakes are read-only for the tests that use them: a test that must write (a re-run, a
 failing job) copies the lake with `copy_lake` or makes its own small one.
@@ -44,7 +44,16 @@ SHARED_DATA = Path(os.environ.get("RETAIL_LAKE_SHARED_DATA", REPO.parent / "shar
 
 # The test (pytest item) running now, so that shared_data() can check its markers.
 _CURRENT: ContextVar[Any] = ContextVar("current_test", default=None)
-IMPLIES_SLOW = ("realdata", "pipeline", "horovod", "cluster", "notebooks", "gx", "airflow")
+IMPLIES_SLOW = (
+    "realdata",
+    "pipeline",
+    "horovod",
+    "cluster",
+    "sqlserver",
+    "notebooks",
+    "gx",
+    "airflow",
+)
 # The shared lakes' builds (the demo's two pipeline runs, two real files) take 6-10 minutes
 # beside other tests.
 LAKE_BUILD_TIMEOUT = 1800

@@ -50,7 +50,7 @@ def test_layers_carry_their_delta_properties():
 
 
 def test_contract_errors_are_named():
-    with pytest.raises(ContractError, match="key/partition column 'nope' is not a column"):
+    with pytest.raises(ContractError, match="key/partition/Z-order column 'nope' is not a column"):
         TableContract("silver.x", "d", (Col("a", "int", "a"),), keys=("nope",))
     with pytest.raises(ContractError, match="layer.name"):
         TableContract("x", "d", (Col("a", "int", "a"),))

@@ -26,6 +26,7 @@ def render_catalog(registry: Registry = CONTRACTS) -> str:
         facts = [
             f"keys: {', '.join(c.keys) or '-'}",
             f"partitioned by: {', '.join(c.partition_by) or '-'}",
+            *([f"Z-ordered by: {', '.join(c.zorder_by)}"] if c.zorder_by else []),
             f"written by: {c.write_mode}",
             f"retention: {c.retention_days} days",
         ]

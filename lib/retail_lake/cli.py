@@ -8,6 +8,7 @@
     retail-lake runs [--job J] [--limit N]
     retail-lake landing retract FILE [--no-cleanse]
     retail-lake vacuum [--table T ...] [--retain-hours H] [--dry-run]
+    retail-lake maintain [--table T ...] [--retain-hours H] [--on-needed-version refuse|snapshot]
     retail-lake privacy erase --customer ID [--request REF]
     retail-lake privacy rotate-key
     retail-lake airflow-dag [--out FILE] [--steps a,b,c] [--no-archive]
@@ -56,6 +57,7 @@ import warnings
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from retail_lake.config import Config, ConfigError, load_config
 
@@ -193,6 +195,27 @@ def build_parser() -> argparse.ArgumentParser:
         "168 Delta's safety check is lifted for this run: readers of older versions fail",
     )
     p.add_argument("--dry-run", action="store_true", help="count the files, delete nothing")
+    _common(p)
+
+    p = sub.add_parser(
+        "maintain",
+        help="compact (OPTIMIZE, Z-order) and vacuum the tables, keeping every version a "
+        "published model or a pin still reads",
+    )
+    p.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
+    p.add_argument(
+        "--retain-hours",
+        type=float,
+        help="VACUUM keeps files younger than this (default: each table's retention_days)",
+    )
+    p.add_argument(
+        "--on-needed-version",
+        choices=("refuse", "snapshot"),
+        help="when a VACUUM would delete files a needed version reads: leave the table and "
+        "fail, or copy that version to <root>/snapshots first (default: "
+        "maintain.on_needed_version)",
+    )
+    p.add_argument("--no-optimize", action="store_true", help="vacuum only")
     _common(p)
 
     p = sub.add_parser(
@@ -586,9 +609,55 @@ def cmd_vacuum(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_maintain(args: argparse.Namespace, cfg: Config) -> int:
+    """`retail-lake maintain`: OPTIMIZE and a guarded VACUUM in one recorded run."""
+    from retail_lake.maintenance import maintain
+    from retail_lake.registry import run_job
+    from retail_lake.session import build_session
+
+    spark = build_session(cfg, "retail-lake maintain", register=False)
+    params = {
+        "tables": ",".join(args.table) or "all",
+        "retain_hours": str(args.retain_hours),
+        "on_needed_version": str(args.on_needed_version),
+        "optimize": str(not args.no_optimize),
+    }
+    job = maintain(args.table, args.retain_hours, args.on_needed_version, not args.no_optimize)
+    ctx, _ = run_job(spark, cfg, "maintain", job, params=params)
+    print(format_table(MAINTAIN_HEADER, maintain_rows(ctx.details["tables"])))
+    return 0
+
+
+MAINTAIN_HEADER = ["table", "OPTIMIZE files", "MB after", "VACUUM files", "MB deleted", "note"]
+
+
+def maintain_rows(tables: dict[str, dict[str, Any]]) -> list[tuple]:
+    """One row per table of `maintain`'s details, for the console."""
+    rows = []
+    for name, done in sorted(tables.items()):
+        opt, vac = done.get("optimize") or {}, done.get("vacuum") or {}
+        compacted = (
+            f"{opt['files_removed']} -> {opt['files_added']}" if "files_added" in opt else "-"
+        )
+        notes = [f"snapshot of version {s['version']}" for s in done.get("snapshots", [])]
+        notes += [f"refused: {r}" for r in vac.get("refused", [])]
+        rows.append(
+            (
+                name,
+                compacted,
+                f"{opt['bytes_added'] / 1e6:.2f}" if "bytes_added" in opt else "-",
+                vac.get("files_deleted", "-"),
+                f"{vac['bytes_deleted'] / 1e6:.2f}" if "bytes_deleted" in vac else "-",
+                "; ".join(notes),
+            )
+        )
+    return rows
+
+
 COMMANDS = {
     "privacy": cmd_privacy,
     "vacuum": cmd_vacuum,
+    "maintain": cmd_maintain,
     "landing": cmd_landing,
     "runs": cmd_runs,
     "run": cmd_run,

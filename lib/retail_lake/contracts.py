@@ -135,6 +135,9 @@ class TableContract:
         partition_by: partition columns, if any.
         properties: Delta table properties beyond the layer's (`LAYER_PROPERTIES`).
         retention_days: how long Delta keeps removed files and the log.
+        zorder_by: the columns analysts filter on, beyond the partition columns: `maintain`
+            Z-orders the table's files by them (their statistics are kept, so a filter on
+            them skips files); never a pseudonym.
         write_mode: how jobs usually write it: merge, replace_where, overwrite or append.
         source: the table(s) that feed it, as free text for the catalog.
 
@@ -171,6 +174,7 @@ class TableContract:
     write_mode: str = "merge"
     # Which table feeds it (free text for the catalog).
     source: str = ""
+    zorder_by: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.name.count(".") != 1:
@@ -179,9 +183,17 @@ class TableContract:
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ContractError(f"{self.name}: duplicate columns {sorted(dupes)}")
-        for col in (*self.keys, *self.partition_by):
+        for col in (*self.keys, *self.partition_by, *self.zorder_by):
             if col not in names:
-                raise ContractError(f"{self.name}: key/partition column {col!r} is not a column")
+                raise ContractError(
+                    f"{self.name}: key/partition/Z-order column {col!r} is not a column"
+                )
+        pseudonyms = {c.name for c in self.columns if c.pseudonym}
+        for col in self.zorder_by:
+            if col in self.partition_by or col in pseudonyms:
+                raise ContractError(
+                    f"{self.name}: Z-order column {col!r} is a partition column or a pseudonym"
+                )
 
     @property
     def layer(self) -> str:
@@ -220,8 +232,9 @@ class TableContract:
     @property
     def stats_columns(self) -> tuple[str, ...]:
         """The columns whose min/max/null counts each file records in the log: the keys
-        (merges and run lookups) and the dates and times (what queries filter by), but never
-        a pseudonym: a random token's min/max prunes no file, and the log keeps them.
+        (merges and run lookups), the Z-order columns and the dates and times (what queries
+        filter by), but never a pseudonym: a random token's min/max prunes no file, and the
+        log keeps them.
 
         Delta's default is every one of the first 32 columns, and collecting them is a
         projection per written row whose cost grows with the square of their number
@@ -232,7 +245,7 @@ class TableContract:
             for c in self.columns
             if c.name not in self.partition_by
             and not c.pseudonym  # min/max tokens in the log would outlive an erasure
-            and (c.name in self.keys or c.type in ("date", "timestamp"))
+            and (c.name in (*self.keys, *self.zorder_by) or c.type in ("date", "timestamp"))
             and c.type.split("(")[0] in STATS_TYPES
         )
 

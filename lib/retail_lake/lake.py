@@ -16,8 +16,9 @@ already there (same keys and content hashes), for the same reason.
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WRITE_MODES = ("merge", "replace_where", "overwrite", "append")
+# How many times a write is made in all when other commits to its table keep conflicting.
+WRITE_ATTEMPTS = 5
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 # The merge source's marker of a row to delete (see `retire` in `Lake.write`).
 RETIRE = "_retire"
@@ -452,7 +455,6 @@ class Lake:
         # The contract check before creating anything.
         rows = with_metadata(df, contract, run_id, extra_columns)
         created = self.ensure(contract)
-        path = self.location(contract.name)
         started = time.monotonic()
         before = 0 if created else self.version(contract.name)
         # Every commit carries the run id (DESCRIBE HISTORY's userMetadata): the write's own
@@ -462,18 +464,14 @@ class Lake:
                 result = self._first_load(
                     rows, contract, mode, replace_where, run_id, before, retire, verify
                 )
-            elif mode == "merge":
-                result = self._merge(rows, contract, run_id, before, retire, verify)
-            elif mode == "append":
-                writer = rows.write.format("delta").mode("append")
-                if extra_columns:
-                    writer = writer.option("mergeSchema", "true")
-                writer.save(path)
-                result = self._result(contract, mode, run_id, before)
             else:
-                result = self._overwrite(
-                    rows, contract, mode, replace_where, run_id, before, verify
-                )
+                result = self._retrying(
+                    contract.name,
+                    lambda: self._write_existing(
+                        rows, contract, mode, replace_where, run_id, before, retire, verify,
+                        extra_columns,
+                    ),
+                )  # fmt: skip
         log.info(
             "%s %s: +%d ~%d -%d%s (%.1fs)",
             contract.name,
@@ -485,6 +483,52 @@ class Lake:
             time.monotonic() - started,
         )
         return result
+
+    def _write_existing(
+        self,
+        rows: DataFrame,
+        contract: TableContract,
+        mode: str,
+        replace_where: str | None,
+        run_id: str,
+        before: int,
+        retire: str | Column | None,
+        verify: bool,
+        extra_columns: tuple[str, ...],
+    ) -> WriteResult:
+        if mode == "merge":
+            return self._merge(rows, contract, run_id, before, retire, verify)
+        if mode == "append":
+            writer = rows.write.format("delta").mode("append")
+            if extra_columns:
+                writer = writer.option("mergeSchema", "true")
+            writer.save(self.location(contract.name))
+            return self._result(contract, mode, run_id, before)
+        return self._overwrite(rows, contract, mode, replace_where, run_id, before, verify)
+
+    @staticmethod
+    def _retrying(table: str, write: Callable[[], WriteResult]) -> WriteResult:
+        """`write()`, made again when another commit to `table` conflicted with it (Delta's
+        optimistic concurrency: e.g. `maintain`'s OPTIMIZE rewrote files a MERGE read). The
+        refused attempt committed nothing, and each attempt compares against the table's
+        latest version, so making it again writes each row once."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return write()
+            except Exception as exc:  # Delta's conflicts come through py4j
+                if "Concurrent" not in type(exc).__name__ + str(exc)[:500]:
+                    raise
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                wait = min(8.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random())
+                log.info(
+                    "%s: another commit conflicted with this write (%s); again in %.1fs",
+                    table,
+                    str(exc).splitlines()[0][:200],
+                    wait,
+                )
+                time.sleep(wait)
+        raise AssertionError("unreachable")
 
     def delete_matching(
         self, table: str, source: DataFrame, condition: str | Column, run_id: str
@@ -694,6 +738,44 @@ class Lake:
         """The table's DeltaLog (JVM) brought up to date, and its latest version."""
         delta_log, snapshot = self._snapshot(table)
         return delta_log, int(snapshot.version())
+
+    def file_count_and_creation(self, table: str) -> tuple[int, datetime | None]:
+        """How many files the table's latest version has, and when the table was created
+        (its metadata's createdTime, kept through log clean-ups), from the log.
+
+        Example:
+            >>> lake.file_count_and_creation("silver.stores")
+            (2, datetime.datetime(2026, 12, 3, 17, 4, 6, tzinfo=datetime.timezone.utc))
+        """
+        _, snapshot = self._snapshot(table)
+        created = snapshot.metadata().createdTime()
+        when = (
+            datetime.fromtimestamp(int(created.get()) / 1000, tz=UTC)
+            if created.isDefined()
+            else None
+        )
+        return int(snapshot.numOfFiles()), when
+
+    def operations(self, table: str, limit: int = 20) -> list[tuple[int, str]]:
+        """(version, operation) of the table's last `limit` commits, newest first, read from
+        the transaction log in the driver (no Spark job, unlike `history`).
+
+        Example:
+            >>> lake.operations("silver.stores", 2)
+            [(4, 'OPTIMIZE'), (3, 'MERGE')]
+        """
+        delta_log, latest = self._latest(table)
+        found = []
+        for version in range(latest, max(-1, latest - limit), -1):
+            commits = delta_log.getChanges(version, version, False)
+            while commits.hasNext():
+                actions = commits.next()._2().iterator()
+                while actions.hasNext():
+                    action = actions.next()
+                    if action.getClass().getSimpleName() == "CommitInfo":
+                        found.append((version, str(action.operation())))
+                        break
+        return found
 
     def _own_commit(self, table: str, run_id: str, after: int) -> tuple[int, dict[str, str]] | None:
         """The version and operation metrics of the latest commit after `after` that carries

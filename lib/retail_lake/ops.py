@@ -105,6 +105,13 @@ OPS = [
                 "last sign of life of the run (UTC), renewed while it runs; older than "
                 "runner.lease_seconds: the run is abandoned",
             ),
+            Col(
+                "details",
+                "string",
+                "what the run did beyond its outputs, as JSON (maintain: per table the files "
+                "and bytes OPTIMIZE removed and added, VACUUM deleted, the versions after, "
+                "snapshots made and vacuums refused)",
+            ),
         ),
         keys=("run_id",),
         write_mode="merge",

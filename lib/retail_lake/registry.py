@@ -68,6 +68,8 @@ JOBS: dict[str, Callable[[runner.JobContext], runner.JobResult]] = {
     "classify_images": classify_images_job.run,
     # Every table, each keeping its contract's retention (`retail-lake vacuum` for options).
     "vacuum": maintenance.vacuum(),
+    # OPTIMIZE and a VACUUM guarded by the versions models need (`maintain.*` settings).
+    "maintain": maintenance.maintain(),
 }
 
 # Jobs whose results depend on a logical date / as-of snapshot (the Online Retail snapshot
@@ -140,6 +142,7 @@ JOB_IO: dict[str, JobIO] = {
     ),
     # VACUUM changes no table's rows, but removes files older versions read: after the rest.
     "vacuum": JobIO(("*",), ()),
+    "maintain": JobIO(("*",), ()),
 }
 
 # --------------------------------------------------------------------------- landing formats

@@ -240,6 +240,7 @@ class JobContext:
         components: the contracts, landing formats and cleansers jobs look up.
         versions_read: table -> the Delta version `read` read.
         units: unit -> its state this run (see `unchanged`).
+        details: what the run did beyond its outputs, recorded in ops.job_runs.details.
 
     Example:
         >>> ctx.job, ctx.run_id
@@ -264,6 +265,9 @@ class JobContext:
     _last_units: dict[str, Any] | None = None
     # What the job's own functions share during this run (e.g. ingest's file ledger rows).
     state: dict[str, Any] = field(default_factory=dict)
+    # What the run did beyond its outputs (e.g. maintain's files and bytes per table), kept
+    # as JSON in ops.job_runs.details whether the run succeeds or fails.
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def registry(self) -> Registry:
@@ -634,6 +638,7 @@ def run_job(
                     versions_read=ctx.versions_read or None,
                     conservation=_conservation_json(result),
                     error=redact_text(f"{type(exc).__name__}: {exc}")[:4000],
+                    details=_details_json(ctx),
                     heartbeat_at=utc_now(),
                 )
             ],
@@ -669,6 +674,7 @@ def run_job(
                 versions_written={t: w.version for t, w in writes.items() if w.version is not None}
                 or None,
                 conservation=_conservation_json(result),
+                details=_details_json(ctx),
                 heartbeat_at=utc_now(),
             )
         ],
@@ -677,6 +683,10 @@ def run_job(
     )
     log.info("[%s] %s succeeded in %.1fs", ctx.run_id, job, time.monotonic() - clock)
     return ctx, writes
+
+
+def _details_json(ctx: JobContext) -> str | None:
+    return json.dumps(ctx.details, sort_keys=True, default=str) if ctx.details else None
 
 
 def _conservation_json(result: JobResult | None) -> str | None:

@@ -67,6 +67,7 @@ GOLD = [
         keys=(STORE, DATE),
         partition_by=("year",),
         source=f"{STORE_DAILY_SALES}, {STORES}",
+        zorder_by=("store", "date"),  # a store's days within a year
     ),
     TableContract(
         name=SALES_WINDOWS,
@@ -114,5 +115,6 @@ GOLD = [
         ),
         keys=(STORE, DATE, "model_name"),
         source=f"{STORE_DAY_FEATURES} + the sales forecaster",
+        zorder_by=("store", "date"),  # a store's forecast
     ),
 ]

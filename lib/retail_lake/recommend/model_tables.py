@@ -135,6 +135,7 @@ MODEL_TABLES = [
         keys=(CUSTOMER_TOKEN, "rank"),
         write_mode="overwrite",
         source=f"{INTERACTIONS} + the ALS recommender",
+        zorder_by=("stock_code",),  # who is recommended a product
     ),
     TableContract(
         name=SIMILAR_PRODUCTS,

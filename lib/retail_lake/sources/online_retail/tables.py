@@ -117,6 +117,7 @@ SILVER = [
         ),
         keys=("line_id",),
         source=ONLINE_RETAIL_RAW,
+        zorder_by=("stock_code", "invoice_day"),  # a product's sales over time
     ),
     TableContract(
         name=RETURNS,

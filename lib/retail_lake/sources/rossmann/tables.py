@@ -105,6 +105,7 @@ SILVER = [
         ),
         keys=(STORE, DATE),
         source=SALES_BRONZE,
+        zorder_by=("store", "date"),  # a store's days
     ),
     TableContract(
         name=STORE_DAY_PLANS,
