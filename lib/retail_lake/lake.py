@@ -79,6 +79,11 @@ class WriteResult:
         return self.inserted + self.updated + self.deleted
 
 
+def is_conflict(exc: BaseException) -> bool:
+    """Whether `exc` is Delta's optimistic-concurrency conflict (another commit won)."""
+    return "Concurrent" in type(exc).__name__ + str(exc)[:500]
+
+
 def content_hash(columns: tuple[str, ...] | list[str]) -> Column:
     """SHA-256 over the given columns, null-safe and type-stable (JSON of a struct)."""
     return F.sha2(
@@ -516,7 +521,7 @@ class Lake:
             try:
                 return write()
             except Exception as exc:  # Delta's conflicts come through py4j
-                if "Concurrent" not in type(exc).__name__ + str(exc)[:500]:
+                if not is_conflict(exc):
                     raise
                 if attempt == WRITE_ATTEMPTS:
                     raise
@@ -597,7 +602,7 @@ class Lake:
                 # (A replace_where predicate is checked by Delta as on any later write.)
                 self._overwriter(rows, replace_where).save(self.location(contract.name))
         except Exception as exc:  # Delta concurrency exceptions come through py4j
-            if "Concurrent" not in type(exc).__name__ + str(exc)[:500]:
+            if not is_conflict(exc):
                 raise
             log.info("%s: another writer committed to it first; writing by %s", contract.name, mode)
             if mode == "merge":

@@ -52,6 +52,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from retail_lake.config import ConfigError
+from retail_lake.lake import is_conflict
 from retail_lake.ops import MODEL_METRICS
 from retail_lake.quality import utc_now
 from retail_lake.runner import JobContext, JobError, JobResult
@@ -326,11 +327,6 @@ def _collect_stats(ctx: JobContext, name: str) -> None:
         log.info("maintain %s: statistics on %s (the Z-order columns among them)", name, want)
         with ctx.lake.tagged(ctx.run_id):
             ctx.spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{key}' = '{want}')")
-
-
-def is_conflict(exc: BaseException) -> bool:
-    """Whether `exc` is Delta's optimistic-concurrency conflict (another commit won)."""
-    return "Concurrent" in type(exc).__name__ + str(exc)[:500]
 
 
 class _VacuumSettings:
