@@ -109,8 +109,18 @@ with DAG(
         application_args=JOB_ARGS,
         **SUBMIT,
     )
+    maintain = SparkSubmitOperator(
+        task_id="maintain",
+        name="retail-lake maintain",
+        application=f"{PROJECT}/jobs/maintain.py",
+        application_args=JOB_ARGS,
+        **SUBMIT,
+    )
 
     ingest >> cleanse
     cleanse >> features
     features >> [score_locations, recommend, train_forecaster]
     train_forecaster >> forecast
+    score_locations >> maintain
+    recommend >> maintain
+    forecast >> maintain

@@ -42,6 +42,7 @@ def test_default_steps_fan_out_after_features_and_forecast_waits_for_its_model()
         "recommend": ("features",),
         "train_forecaster": ("features",),
         "forecast": ("train_forecaster",),
+        "maintain": ("score_locations", "recommend", "forecast"),
     }
 
 

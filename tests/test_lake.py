@@ -225,6 +225,26 @@ def test_a_write_reports_its_own_commit_not_the_latest_one(spark, lake):
     assert lake._result(SALES, "merge", "run-mine", mine.version).version is None
 
 
+def test_the_data_version_passes_over_compactions_and_vacuums_not_writes(spark, lake):
+    day = date(2015, 1, 1)
+    first = lake.write(rows(spark, [(1, day, 10, 2015)]), SALES, "run-1")
+    second = lake.write(rows(spark, [(2, day, 20, 2015)]), SALES, "run-2")
+    assert lake.data_version(SALES.name) == second.version == lake.version(SALES.name)
+    path = lake.location(SALES.name)
+    spark.sql(f"OPTIMIZE delta.`{path}`")  # two files of partition 2015 -> one
+    spark.sql(f"VACUUM delta.`{path}` RETAIN 720 HOURS")  # its start and end commits
+    ops = lake.operations(SALES.name, 3)
+    assert [op for _, op in ops] == ["VACUUM END", "VACUUM START", "OPTIMIZE"]
+    assert lake.version(SALES.name) == second.version + 3
+    assert lake.data_version(SALES.name) == second.version
+    # Up to a given version: the compaction's own version goes back to the write before it.
+    assert lake.data_version(SALES.name, second.version + 1) == second.version
+    assert lake.data_version(SALES.name, first.version) == first.version
+    # A write that changes rows after them is the data version again.
+    third = lake.write(rows(spark, [(1, day, 11, 2015)]), SALES, "run-3")
+    assert lake.data_version(SALES.name) == third.version == second.version + 4
+
+
 def test_local_frames_hold_the_rows_spark_would_build_from_them(spark):
     from datetime import UTC, datetime
 

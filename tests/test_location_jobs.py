@@ -80,8 +80,8 @@ def test_demo_candidates_are_places_without_a_store_nearby(demo):
         nearest = min(dist(place, s) for s in stores)
         assert row["nearest_store_km"] == pytest.approx(round(nearest, 3), abs=1e-9)
         assert row["input_versions"] == {
-            "silver.places": lake.version("silver.places"),
-            "silver.store_locations": lake.version("silver.store_locations"),
+            "silver.places": lake.data_version("silver.places"),
+            "silver.store_locations": lake.data_version("silver.store_locations"),
         }
 
 
@@ -126,9 +126,9 @@ def test_demo_scores_equal_a_brute_force_huff(demo):
     }
     assert best["parameters"] == CONFIGURED_PARAMETERS
     assert best["input_versions"] == {
-        "gold.location_candidates": lake.version("gold.location_candidates"),
-        "silver.places": lake.version("silver.places"),
-        "silver.store_locations": lake.version("silver.store_locations"),
+        "gold.location_candidates": lake.data_version("gold.location_candidates"),
+        "silver.places": lake.data_version("silver.places"),
+        "silver.store_locations": lake.data_version("silver.store_locations"),
     }
 
 

@@ -202,6 +202,49 @@ def test_huff_equals_brute_force_on_random_inputs(spark):
         assert got[cid]["net_gain"] == pytest.approx(net, rel=1e-9, abs=1e-6)
 
 
+def test_the_country_factor_multiplies_the_demand_after_the_exponent(spark):
+    """README: a place's demand is demand_population ** 1.15 times its country's stores per
+    person relative to the scope's. Two countries, worked out by hand: AA has 3 stores and
+    2,000 people, BB 1 store and 6,000: stores per person 3/2000 and 1/6000 against 4/8000
+    overall, factors 3 and 1/3."""
+    params = HuffParams(demand_exponent=1.15, country_demand="store_density", max_km=50.0)
+    points = [  # (id, lat, lon, people, country): AA around (0, 0), BB around (0, 10)
+        ("a1", 0.0, 0.05, 1500.0, "AA"),
+        ("a2", 0.05, 0.0, 500.0, "AA"),
+        ("b1", 0.0, 10.05, 4000.0, "BB"),
+        ("b2", 0.05, 10.0, 2000.0, "BB"),
+    ]
+    stores = [
+        ("s1", 0.1, 0.1, 1.0, "AA"),
+        ("s2", -0.1, 0.1, 1.0, "AA"),
+        ("s3", 0.1, -0.1, 1.0, "AA"),
+        ("s4", 0.1, 10.1, 1.0, "BB"),
+    ]
+    cands = [("ca", 0.0, 0.0), ("cb", 0.0, 10.0)]
+    c = spark.createDataFrame(cands, "candidate_id string, lat double, lon double")
+    p = spark.createDataFrame(
+        [(i, la, lo, d, f"name {i}", cc) for i, la, lo, d, cc in points],
+        "point_id string, lat double, lon double, demand double, point_name string, "
+        "country_code string",
+    )
+    s = spark.createDataFrame(
+        stores,
+        "store_id string, lat double, lon double, attractiveness double, country_code string",
+    )
+    got = {r["candidate_id"]: r for r in score(c, p, s, params).collect()}
+    factor = {"AA": 3.0, "BB": 1.0 / 3.0}
+    # The reference weighs each place people ** 1.15 * factor; score_python raises what it is
+    # given to the exponent, so it is given people * factor ** (1 / 1.15).
+    scaled = [(i, la, lo, d * factor[cc] ** (1 / 1.15)) for i, la, lo, d, cc in points]
+    want = score_python(cands, scaled, [x[:4] for x in stores], params)
+    for cid, (cap, can, net) in want.items():
+        assert got[cid]["captured_demand"] == pytest.approx(cap, rel=1e-9)
+        assert got[cid]["cannibalised_demand"] == pytest.approx(can, rel=1e-9)
+        assert got[cid]["net_gain"] == pytest.approx(net, rel=1e-9)
+    assert got["ca"]["demand_in_reach"] == pytest.approx(3.0 * (1500**1.15 + 500**1.15))
+    assert got["cb"]["demand_in_reach"] == pytest.approx((4000**1.15 + 2000**1.15) / 3.0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -97,7 +97,7 @@ def check_skeleton(
     assert len(meta) == 1
     assert meta[0]["model_name"] == "sales_forecaster" and meta[0]["model_version"] == "1"
     inputs = meta[0]["input_versions"]
-    assert inputs["gold.sales_windows"] == lake.version("gold.sales_windows")
+    assert inputs["gold.sales_windows"] == lake.data_version("gold.sales_windows")
     assert all_forecasts.where(~F.col("forecast").between(0, 1e6)).count() == 0
     # Closed days are forecast 0; actuals are the silver sales.
     closed = features.where(~F.col("open")).select("store", "date")
@@ -130,7 +130,7 @@ def check_skeleton(
         assert len(lineage) == 1
         future_inputs = dict(next(iter(lineage)))
         for table in ("silver.store_day_plans", "gold.store_day_features", "silver.stores"):
-            assert future_inputs[table] == lake.version(table), table
+            assert future_inputs[table] == lake.data_version(table), table
     # The model beat both baselines on the test period, all computed in the training run.
     metrics = {
         (r["split"], r["metric"]): r
@@ -230,6 +230,13 @@ def test_demo_pipeline_rerun_commits_nothing_and_skips_every_unit(spark, demo_la
     before, after = demo_lake.versions_before, demo_lake.versions_after
     assert set(DATA_TABLES + RETAIL_TABLES) <= set(before)
     assert after == before  # no data table got a new version
+    # The first run's last step (maintain) compacted tables the steps read: an OPTIMIZE is
+    # their latest commit, a version no job wrote. The units below skipped all the same.
+    lake = Lake(spark, demo_lake.root)
+    compacted = {t for t in before if lake.version(t) != lake.data_version(t)}
+    assert {"silver.transactions", "silver.store_daily_sales", "gold.store_day_features"} <= (
+        compacted
+    )
     assert [r["status"] for r in demo_lake.pipeline_runs] == ["succeeded", "succeeded"]
     # Cleanse, features, score_locations and forecast skipped every unit of work: nothing
     # that shapes them changed (train_forecaster and recommend reused their registered
@@ -251,8 +258,13 @@ def test_demo_pipeline_rerun_commits_nothing_and_skips_every_unit(spark, demo_la
         ("score_locations", "built"),
     ]
     assert second == [(unit, "unchanged") for unit, _ in first]
+    # The models were not trained again either: their inputs' rows are the same.
+    again = job_runs(spark, demo_lake.cfg).where(
+        F.col("parent_run_id") == demo_lake.pipeline_runs[1]["run_id"]
+    )
+    trained = {r["job"]: r["versions_written"] for r in again.collect()}
+    assert (trained["recommend"], trained["train_forecaster"]) == (None, None)
     # So the re-run recorded no second set of held-out metrics.
-    lake = Lake(spark, demo_lake.root)
     huff = lake.read("ops.model_metrics").where(F.col("model_name") == "huff")
     assert huff.select("run_id").distinct().count() == 1
 

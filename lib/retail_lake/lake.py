@@ -782,6 +782,49 @@ class Lake:
                         break
         return found
 
+    def data_version(self, table: str, version: int | None = None) -> int:
+        """The latest version (up to `version`, by default the latest) that changed the
+        table's rows: the commits after it only reorganised files (OPTIMIZE, Z-order,
+        VACUUM's start and end: every file they add or remove is marked `dataChange=false`,
+        and no metadata).
+
+        The runner fingerprints a unit's inputs and outputs with it, so `maintain` compacting
+        a table does not make the next run rebuild what reads it. Read from the log in the
+        driver; a commit it cannot read counts as a change (a rebuild, never a wrong skip).
+
+        Example:
+            >>> lake.version("silver.stores"), lake.data_version("silver.stores")
+            (4, 3)
+        """
+        delta_log, latest = self._latest(table)
+        version = latest if version is None else min(version, latest)
+        while version > 0 and self._reorganises_only(delta_log, version):
+            version -= 1
+        return version
+
+    @staticmethod
+    def _reorganises_only(delta_log: Any, version: int) -> bool:
+        """Whether commit `version` moved no rows: no metadata, protocol or change-data action,
+        and every AddFile/RemoveFile in it marked dataChange=false."""
+        try:
+            commits = delta_log.getChanges(version, version, False)
+            seen = False
+            while commits.hasNext():
+                actions = commits.next()._2().iterator()
+                while actions.hasNext():
+                    action = actions.next()
+                    kind = action.getClass().getSimpleName()
+                    if kind in ("AddFile", "RemoveFile"):
+                        if action.dataChange():
+                            return False
+                    elif kind in ("Metadata", "Protocol", "AddCDCFile"):
+                        return False
+                    seen = True
+            return seen
+        except Exception as exc:  # py4j: an internal API that may change
+            log.debug("reading commit %s of a log: %s", version, exc)
+            return False
+
     def _own_commit(self, table: str, run_id: str, after: int) -> tuple[int, dict[str, str]] | None:
         """The version and operation metrics of the latest commit after `after` that carries
         `run_id`, read from the transaction log in the driver; None when there is none."""

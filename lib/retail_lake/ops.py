@@ -131,10 +131,15 @@ OPS = [
             Col(
                 "fingerprint",
                 "string",
-                "hash of the input versions, settings, run date and code the rows came from",
+                "hash of the input versions (the last that changed rows: compactions do not "
+                "count), settings, run date and code the rows came from",
                 False,
             ),
-            Col("output_versions", "map<string,bigint>", "Delta version of each output after"),
+            Col(
+                "output_versions",
+                "map<string,bigint>",
+                "Delta version of each output after (the last that changed its rows)",
+            ),
             Col("recorded_at", "timestamp", "when (UTC)", False),
         ),
         write_mode="append",

@@ -292,6 +292,12 @@ class JobContext:
         self.versions_read[table] = pinned
         return self.lake.read(table, pinned)
 
+    def data_versions_read(self) -> dict[str, int]:
+        """`versions_read` with each version taken back to the last that changed the
+        table's rows (`Lake.data_version`): what a training fingerprint hashes, so a model is
+        not trained again because `maintain` compacted its inputs."""
+        return {t: self.lake.data_version(t, v) for t, v in sorted(self.versions_read.items())}
+
     def unchanged(
         self,
         unit: str,
@@ -360,7 +366,9 @@ class JobContext:
         return skip
 
     def _version_or_none(self, table: str) -> int | None:
-        return self.lake.version(table) if self.lake.exists(table) else None
+        """The table's data version (`Lake.data_version`: compactions by `maintain` do not
+        count), None when it does not exist yet."""
+        return self.lake.data_version(table) if self.lake.exists(table) else None
 
     def _last_unit_states(self) -> dict[str, Any]:
         """unit -> the latest recorded state of this job's units (read once per run)."""
@@ -760,7 +768,7 @@ def _record_units(ctx: JobContext, result: JobResult) -> None:
                 "unit": unit,
                 "status": status,
                 "fingerprint": fingerprint,
-                "output_versions": {t: ctx.lake.version(t) for t in sorted(tables)},
+                "output_versions": {t: ctx.lake.data_version(t) for t in sorted(tables)},
                 "recorded_at": at,
             }
         )

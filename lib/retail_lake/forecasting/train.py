@@ -223,7 +223,7 @@ def run(ctx: JobContext) -> JobResult:
     windows = ctx.read(SALES_WINDOWS)
     features = ctx.read(STORE_DAY_FEATURES)
     print_ = training_job.fingerprint(
-        ctx.versions_read,
+        ctx.data_versions_read(),
         {
             "training": training_job.shaping(cfg["training"]),
             "forecast": dict(cfg["forecast"]),

@@ -291,7 +291,7 @@ def run(ctx: JobContext) -> JobResult:
     require_images(ctx, "train_image_classifier")
     images = ctx.read(SILVER_TABLE)
     print_ = training_job.fingerprint(
-        ctx.versions_read,
+        ctx.data_versions_read(),
         {
             "training": training_job.shaping(cfg["training"]),
             "image_classifier": dict(cfg["image_classifier"]),

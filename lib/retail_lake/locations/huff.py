@@ -161,17 +161,20 @@ def exact_sum(column: Column) -> Column:
     return F.sum(column.cast(_EXACT)).cast("double")
 
 
-def country_weighted(points: DataFrame, stores: DataFrame, params: HuffParams) -> DataFrame:
-    """Scales each point's `demand` by its country's factor (`params.country_demand`).
+def weighted_demand(points: DataFrame, stores: DataFrame, params: HuffParams) -> DataFrame:
+    """The points with `w`, the demand weight: `demand ** demand_exponent` times the country's
+    factor (`params.country_demand`; none: 1).
 
-    store_density: (stores / demand population) of the country over the same ratio for the
-    whole scope, from the stores given (the held-out check passes the kept ones only). A
-    country with twice the scope's stores per person counts each person twice: the chain's
-    revealed spend per person there, which population alone does not show. points need
-    country_code; stores need country_code.
+    store_density: (stores / demand) of the country over the same ratio for the whole scope,
+    from the stores given (the held-out check passes the kept ones only), with demand before
+    the exponent (people). A country with twice the scope's stores per person weighs each
+    place twice: the chain's revealed spend per person there, which population alone does not
+    show. The factor multiplies the weight after the exponent, so it is never raised to it.
+    points need country_code; stores need country_code.
     """
+    weight = demand_weight(F.col("demand"), params)
     if params.country_demand == "none":
-        return points
+        return points.withColumn("w", weight)
     people = points.groupBy("country_code").agg(exact_sum(F.col("demand")).alias("_people"))
     count = stores.groupBy("country_code").agg(F.count(F.lit(1)).alias("_stores"))
     per_country = people.join(count, on="country_code", how="left").fillna(0, ["_stores"])
@@ -179,14 +182,14 @@ def country_weighted(points: DataFrame, stores: DataFrame, params: HuffParams) -
         exact_sum(F.col("_people")).alias("p"), F.sum("_stores").alias("s")
     ).first()
     if not totals or not totals["s"] or not totals["p"]:
-        return points
+        return points.withColumn("w", weight)
     overall = totals["s"] / totals["p"]
     factor = per_country.select(
         "country_code", (F.col("_stores") / F.col("_people") / F.lit(overall)).alias("_factor")
     )
     return (
         points.join(F.broadcast(factor), on="country_code", how="left")
-        .withColumn("demand", F.col("demand") * F.coalesce(F.col("_factor"), F.lit(0.0)))
+        .withColumn("w", weight * F.coalesce(F.col("_factor"), F.lit(0.0)))
         .drop("_factor")
     )
 
@@ -230,13 +233,13 @@ def score(
         missing = [c for c in cols if c not in df.columns]
         if missing:
             raise HuffError(f"{name} lacks column(s) {missing}")
-    points = country_weighted(points, stores, params)
+    points = weighted_demand(points, stores, params)
     pull = _pull_in_reach(points, stores, params, pairs_fn)
     # Each point carries its weight and the existing stores' pull into the pair search, so
     # the (large) set of pairs is never joined again.
-    weighted = points.select(
-        "point_id", "point_name", "lat", "lon", demand_weight(F.col("demand"), params).alias("w")
-    ).join(pull, on="point_id", how="left")
+    weighted = points.select("point_id", "point_name", "lat", "lon", "w").join(
+        pull, on="point_id", how="left"
+    )
     weighted = weighted.withColumn("pull", F.coalesce(F.col("pull"), F.lit(0.0)))
     near = pairs_fn(
         candidates.select("candidate_id", "lat", "lon"),

@@ -470,7 +470,7 @@ def run(ctx: JobContext) -> JobResult:
     inter = ctx.read(INTERACTIONS)
     cidx, pidx = ctx.read(CUSTOMER_INDEX), ctx.read(PRODUCT_INDEX)
     fingerprint = _fingerprint(
-        dict(ctx.versions_read), {**ctx.cfg["recommend"], "as_of": conf.as_of}
+        ctx.data_versions_read(), {**ctx.cfg["recommend"], "as_of": conf.as_of}
     )
     existing = registered_with(ctx.cfg, MODEL_NAME, fingerprint)
     if existing:
