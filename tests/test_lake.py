@@ -225,6 +225,7 @@ def test_a_write_reports_its_own_commit_not_the_latest_one(spark, lake):
     assert lake._result(SALES, "merge", "run-mine", mine.version).version is None
 
 
+@pytest.mark.slow  # an OPTIMIZE and a VACUUM: 46 s in the suite, kept out of the inner loop
 def test_the_data_version_passes_over_compactions_and_vacuums_not_writes(spark, lake):
     day = date(2015, 1, 1)
     first = lake.write(rows(spark, [(1, day, 10, 2015)]), SALES, "run-1")
