@@ -84,6 +84,17 @@ def is_conflict(exc: BaseException) -> bool:
     return "Concurrent" in type(exc).__name__ + str(exc)[:500]
 
 
+def _commit_actions(delta_log: Any, version: int) -> Iterator[tuple[str, Any]]:
+    """(class name, action) of each action in commit `version` of a DeltaLog (JVM), read in
+    the driver."""
+    commits = delta_log.getChanges(version, version, False)
+    while commits.hasNext():
+        actions = commits.next()._2().iterator()
+        while actions.hasNext():
+            action = actions.next()
+            yield action.getClass().getSimpleName(), action
+
+
 def content_hash(columns: tuple[str, ...] | list[str]) -> Column:
     """SHA-256 over the given columns, null-safe and type-stable (JSON of a struct)."""
     return F.sha2(
@@ -772,14 +783,10 @@ class Lake:
         delta_log, latest = self._latest(table)
         found = []
         for version in range(latest, max(-1, latest - limit), -1):
-            commits = delta_log.getChanges(version, version, False)
-            while commits.hasNext():
-                actions = commits.next()._2().iterator()
-                while actions.hasNext():
-                    action = actions.next()
-                    if action.getClass().getSimpleName() == "CommitInfo":
-                        found.append((version, str(action.operation())))
-                        break
+            for kind, action in _commit_actions(delta_log, version):
+                if kind == "CommitInfo":
+                    found.append((version, str(action.operation())))
+                    break
         return found
 
     def data_version(self, table: str, version: int | None = None) -> int:
@@ -807,19 +814,14 @@ class Lake:
         """Whether commit `version` moved no rows: no metadata, protocol or change-data action,
         and every AddFile/RemoveFile in it marked dataChange=false."""
         try:
-            commits = delta_log.getChanges(version, version, False)
             seen = False
-            while commits.hasNext():
-                actions = commits.next()._2().iterator()
-                while actions.hasNext():
-                    action = actions.next()
-                    kind = action.getClass().getSimpleName()
-                    if kind in ("AddFile", "RemoveFile"):
-                        if action.dataChange():
-                            return False
-                    elif kind in ("Metadata", "Protocol", "AddCDCFile"):
+            for kind, action in _commit_actions(delta_log, version):
+                if kind in ("AddFile", "RemoveFile"):
+                    if action.dataChange():
                         return False
-                    seen = True
+                elif kind in ("Metadata", "Protocol", "AddCDCFile"):
+                    return False
+                seen = True
             return seen
         except Exception as exc:  # py4j: an internal API that may change
             log.debug("reading commit %s of a log: %s", version, exc)
@@ -831,23 +833,19 @@ class Lake:
         jvm = self.spark._jvm
         delta_log, latest = self._latest(table)
         for version in range(latest, after, -1):
-            commits = delta_log.getChanges(version, version, False)
-            while commits.hasNext():
-                actions = commits.next()._2().iterator()
-                while actions.hasNext():
-                    action = actions.next()
-                    if action.getClass().getSimpleName() != "CommitInfo":
-                        continue
-                    tag = action.userMetadata()
-                    if not (tag.isDefined() and tag.get() == run_id):
-                        break  # one CommitInfo per commit: another writer's
-                    found = action.operationMetrics()
-                    metrics = (
-                        dict(jvm.scala.jdk.javaapi.CollectionConverters.asJava(found.get()))
-                        if found.isDefined()
-                        else {}
-                    )
-                    return version, metrics
+            for kind, action in _commit_actions(delta_log, version):
+                if kind != "CommitInfo":
+                    continue
+                tag = action.userMetadata()
+                if not (tag.isDefined() and tag.get() == run_id):
+                    break  # one CommitInfo per commit: another writer's
+                found = action.operationMetrics()
+                metrics = (
+                    dict(jvm.scala.jdk.javaapi.CollectionConverters.asJava(found.get()))
+                    if found.isDefined()
+                    else {}
+                )
+                return version, metrics
         return None  # nothing committed (Delta commits no empty append)
 
     def _result(self, contract: TableContract, mode: str, run_id: str, before: int) -> WriteResult:
