@@ -6,7 +6,8 @@
 #                                              the SQL endpoint's guard (javac), and the
 #                                              Airflow environment (install-airflow)
 #   ./setup_cluster.sh install-airflow         Airflow 3 + the Spark provider, in a venv of their own
-#   ./setup_cluster.sh start [--workers N]     master + N workers (loopback by default)
+#   ./setup_cluster.sh start [--workers N]     master + N workers (loopback by default) and
+#                                              the metastore (unless --no-metastore)
 #   ./setup_cluster.sh start --workers N --netns   each worker in a network namespace of its
 #                                              own (root): hosts that share only a network
 #   ./setup_cluster.sh status                  what is running, and the spark-submit line
@@ -14,10 +15,13 @@
 #   ./setup_cluster.sh submit-line             prints the spark-submit line for the cluster
 #   ./setup_cluster.sh run ARGS...             `retail-lake ARGS...` from the venv (run pipeline)
 #   ./setup_cluster.sh test [PYTEST ARGS...]   the test suite (e.g. -m "not slow")
-#   ./setup_cluster.sh sql-server start [--root LAKE_ROOT] [--allow-writes]
+#   ./setup_cluster.sh sql-server start [--root LAKE_ROOT] [--allow-writes] [--metastore URI]
 #                                              the analysts' SQL endpoint over the lake:
 #                                              JDBC (HiveServer2) and Spark Connect, read-only
 #   ./setup_cluster.sh sql-server status|stop
+#   ./setup_cluster.sh metastore start|status|stop
+#                                              a Hive metastore (Derby), loopback: the
+#                                              cluster profile's spark.metastore_uri
 #
 # Everything heavy lives outside the checkout, under RETAIL_LAKE_HOME
 # (default ~/.cache/retail-lake): the virtual environment, the horovod wheel (keyed by
@@ -30,6 +34,7 @@
 #   RETAIL_LAKE_VENV      virtual environment            ($RETAIL_LAKE_HOME/venv)
 #   RETAIL_LAKE_IVY_DIR   Ivy cache with the Delta jars  ($RETAIL_LAKE_HOME/ivy)
 #   RETAIL_LAKE_CLASS_ARCHIVE  the driver JVM's class archive ($RETAIL_LAKE_HOME/jvm/classes.jsa)
+#   RETAIL_LAKE_JVM_DIR   the jar compiled from jvm/src ($RETAIL_LAKE_HOME/jvm)
 #   RETAIL_LAKE_CLUSTER_DIR  cluster pid files, logs, work dirs ($RETAIL_LAKE_HOME/cluster)
 #   RETAIL_LAKE_AIRFLOW_VENV  Airflow's own venv          ($RETAIL_LAKE_HOME/airflow-venv)
 #   RETAIL_LAKE_START_TIMEOUT  seconds `start` waits for the master and workers (90)
@@ -40,6 +45,10 @@
 #   RETAIL_LAKE_CONNECT_PORT  its Spark Connect (gRPC) port               (15002)
 #   RETAIL_LAKE_SQL_DRIVER_MEMORY  its driver's memory                    (2g)
 #   RETAIL_LAKE_SQL_START_TIMEOUT  seconds `sql-server start` waits for both ports (180)
+#   RETAIL_LAKE_METASTORE_DIR  the metastore's Derby database, pid file, log ($RETAIL_LAKE_HOME/metastore)
+#   RETAIL_LAKE_METASTORE_HOST  its bind address (127.0.0.1)
+#   RETAIL_LAKE_METASTORE_PORT  its Thrift port (9083)
+#   RETAIL_LAKE_METASTORE_START_TIMEOUT  seconds `metastore start` waits for it (120)
 #   PYTHON                interpreter for the venv       (python3.11, else python3)
 #   RETAIL_LAKE_SHARED_DATA  the real data sets          (../shared/data beside the checkout)
 #   HOROVOD_GPU_OPERATIONS=NCCL   build horovod with NCCL (GPU clusters with the CUDA toolkit)
@@ -63,6 +72,7 @@ RL_HOME="${RETAIL_LAKE_HOME:-$HOME/.cache/retail-lake}"
 VENV="${RETAIL_LAKE_VENV:-$RL_HOME/venv}"
 IVY_DIR="${RETAIL_LAKE_IVY_DIR:-$RL_HOME/ivy}"
 CLASS_ARCHIVE="${RETAIL_LAKE_CLASS_ARCHIVE:-$RL_HOME/jvm/classes.jsa}"
+JVM_DIR="${RETAIL_LAKE_JVM_DIR:-$RL_HOME/jvm}"  # the jar of jvm/src
 WHEEL_DIR="$RL_HOME/wheels"
 CLUSTER_DIR="${RETAIL_LAKE_CLUSTER_DIR:-$RL_HOME/cluster}"
 AIRFLOW_VENV="${RETAIL_LAKE_AIRFLOW_VENV:-$RL_HOME/airflow-venv}"
@@ -179,8 +189,9 @@ install_stack() {
   install_horovod
   install_native_blas
   resolve_delta_jars
-  # The SQL endpoint's read-only guard (sql-server start also builds it when missing).
-  ( sql_guard_jar >/dev/null ) || log "warning: no SQL endpoint guard (see above): 'sql-server start' will try again"
+  # The project's Java classes: the SQL endpoint's read-only guard and the loopback
+  # metastore (sql-server start and metastore start also build the jar when missing).
+  ( jvm_jar >/dev/null ) || log "warning: no jar of jvm/src (see above): 'sql-server start' and 'metastore start' will try again"
   make_class_archive
   demo_history
   install_airflow
@@ -357,13 +368,13 @@ spawn() {  # spawn NAME CLASS ARGS... : a JVM leading its own session; pid and l
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
-# alive PIDFILE: the pid it names runs a Spark daemon (not a recycled pid).
+# alive PIDFILE: the pid it names runs a Spark daemon or the metastore (not a recycled pid).
 alive() {
   local pid
   [ -f "$1" ] || return 1
   pid="$(cat "$1")"
   [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-  ps -o args= -p "$pid" 2>/dev/null | grep -q 'org\.apache\.spark\.deploy\.'
+  ps -o args= -p "$pid" 2>/dev/null | grep -Eq 'org\.apache\.spark\.deploy\.|retail_lake\.LoopbackMetastore'
 }
 
 # session_pids SID: live (non-zombie) processes of the session SID leads.
@@ -451,13 +462,14 @@ netns_down() {  # the namespaces and the bridge netns_up made
 }
 
 cluster_start() {
-  local workers=2 netns=0
+  local workers=2 netns=0 with_metastore=1
   while [ $# -gt 0 ]; do
     case "$1" in
       --workers) [ $# -ge 2 ] || die "--workers needs a number"; workers="$2"; shift 2 ;;
       --workers=*) workers="${1#*=}"; shift ;;
       --netns) netns=1; shift ;;
-      *) die "start: unknown option '$1' (use --workers N [--netns])" ;;
+      --no-metastore) with_metastore=0; shift ;;
+      *) die "start: unknown option '$1' (use --workers N [--netns] [--no-metastore])" ;;
     esac
   done
   [[ "$workers" =~ ^[0-9]+$ ]] && [ "$workers" -ge 1 ] || die "--workers must be a positive integer (got '$workers')"
@@ -497,6 +509,16 @@ cluster_start() {
     done
   fi
   wait_for_workers "$workers"
+  # The metastore the cluster profile names (spark.metastore_uri); one started here is
+  # stopped by `stop`, one started before is left to its owner.
+  if [ "$with_metastore" = 1 ]; then
+    if metastore_alive; then
+      log "metastore already running at $(metastore_uri): used as it is"
+    else
+      metastore_start
+      touch "$CLUSTER_DIR/metastore.started"
+    fi
+  fi
   cluster_submit_line
 }
 
@@ -582,6 +604,10 @@ cluster_stop() {
       ssh -n -o BatchMode=yes "$h" 'p=$(cat /tmp/retail-lake-worker.pid 2>/dev/null) && kill -TERM -- -$p 2>/dev/null; rm -f /tmp/retail-lake-worker.pid' || true
     done <"$RETAIL_LAKE_WORKER_HOSTS"
   fi
+  if [ -f "$CLUSTER_DIR/metastore.started" ]; then
+    metastore_stop
+    rm -f "$CLUSTER_DIR/metastore.started"
+  fi
   rm -rf "$CLUSTER_DIR"/work-*
   netns_down
   # Check: nothing of this cluster may remain (daemons are found by their pid files' sessions
@@ -607,6 +633,7 @@ cluster_status() {
   [ "$any" = 1 ] || { echo "no cluster started from $CLUSTER_DIR"; return 0; }
   if alive "$CLUSTER_DIR/master.pid"; then
     echo "master $(master_url): $(alive_workers) worker(s) alive (UI http://$MASTER_HOST:$MASTER_UI)"
+    metastore_status || true
     cluster_submit_line
   fi
 }
@@ -622,6 +649,9 @@ cluster_submit_line() {
     driver="    --conf spark.driver.host=$MASTER_HOST \\
 "
   fi
+  # The catalog: the metastore when one runs, else each session's own (in memory).
+  local catalog="--set spark.metastore_uri="
+  metastore_alive && catalog="--set spark.metastore_uri=$(metastore_uri)"
   if [ -f "$CLASS_ARCHIVE" ]; then
     archive="    --driver-java-options \"-XX:SharedArchiveFile=$CLASS_ARCHIVE -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off\" \\
 "
@@ -637,7 +667,7 @@ Submit jobs to this cluster from the checkout ($HERE); the library travels as an
     --packages io.delta:delta-spark_2.13:$delta --conf spark.jars.ivy=$IVY_DIR \\
 ${driver}${archive}    --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \\
     --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \\
-    jobs/pipeline.py --profile cluster --set spark.master=$(master_url) \\
+    jobs/pipeline.py --profile cluster --set spark.master=$(master_url) $catalog \\
     --set paths.root=$HERE/lake --set paths.landing=$HERE/lib/retail_lake/demo_data
 EOF
 }
@@ -654,39 +684,40 @@ SQL_PORT="${RETAIL_LAKE_SQL_PORT:-10000}"
 CONNECT_PORT="${RETAIL_LAKE_CONNECT_PORT:-15002}"
 SQL_DRIVER_MEMORY="${RETAIL_LAKE_SQL_DRIVER_MEMORY:-2g}"
 SQL_START_TIMEOUT="${RETAIL_LAKE_SQL_START_TIMEOUT:-180}"
-SQL_GUARD_SOURCES="$HERE/jvm/src"
+JVM_SOURCES="$HERE/jvm/src"
 
-# sql_guard_jar: prints the guard's jar, compiling it first when this source (and pyspark
-# version) has none yet. Its name carries the sources' sha256, so an edit makes a new one.
-sql_guard_jar() {
+# jvm_jar: prints the jar of jvm/src (the SQL endpoint's guard, the loopback metastore),
+# compiling it first when these sources (and pyspark version) have none yet. Its name
+# carries the sources' sha256, so an edit makes a new one.
+jvm_jar() {
   local key jar sh javac_bin jar_bin tmp
   local -a sources
-  mapfile -t sources < <(find "$SQL_GUARD_SOURCES" -name '*.java' | sort)
-  [ "${#sources[@]}" -gt 0 ] || die "no Java sources under $SQL_GUARD_SOURCES"
+  mapfile -t sources < <(find "$JVM_SOURCES" -name '*.java' | sort)
+  [ "${#sources[@]}" -gt 0 ] || die "no Java sources under $JVM_SOURCES"
   key="$( (cat "${sources[@]}"; "$VENV/bin/python" -c 'import pyspark; print(pyspark.__version__)') \
     | sha256sum | cut -c1-16)"
-  jar="$RL_HOME/jvm/retail-lake-sql-guard-$key.jar"
+  jar="$JVM_DIR/retail-lake-jvm-$key.jar"
   if [ -f "$jar" ]; then echo "$jar"; return 0; fi
   javac_bin="${JAVA_HOME:+$JAVA_HOME/bin/}javac"
   if ! command -v "$javac_bin" >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      log "installing a JDK from Debian (javac compiles the SQL endpoint's guard)"
+      log "installing a JDK from Debian (javac compiles the classes under $JVM_SOURCES)"
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless >/dev/null 2>&1 || {
         apt-get update -qq >/dev/null 2>&1 || true
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless >/dev/null
       } || die "could not install openjdk-17-jdk-headless"
       javac_bin=javac
     else
-      die "javac not found: the SQL endpoint's guard is compiled from $SQL_GUARD_SOURCES (Debian: apt-get install openjdk-17-jdk-headless, or set JAVA_HOME to a JDK)"
+      die "javac not found: the SQL endpoint's guard and the metastore are compiled from $JVM_SOURCES (Debian: apt-get install openjdk-17-jdk-headless, or set JAVA_HOME to a JDK)"
     fi
   fi
   jar_bin="$(dirname "$(readlink -f "$(command -v "$javac_bin")")")/jar"
   sh="$(spark_home)"
   tmp="$(mktemp -d)"
-  log "compiling the SQL endpoint's guard into $jar"
+  log "compiling $JVM_SOURCES into $jar"
   "$javac_bin" --release 17 -nowarn -cp "$sh/jars/*" -d "$tmp/classes" "${sources[@]}" >&2 \
-    || { rm -rf "$tmp"; die "could not compile $SQL_GUARD_SOURCES (see above)"; }
-  mkdir -p "$RL_HOME/jvm"
+    || { rm -rf "$tmp"; die "could not compile $JVM_SOURCES (see above)"; }
+  mkdir -p "$JVM_DIR"
   # Written beside its final name, then renamed: whole or not at all for a start looking at
   # the same time.
   "$jar_bin" --create --file "$jar.$$.partial" -C "$tmp/classes" . \
@@ -724,21 +755,29 @@ sql_describe() {  # the running endpoint's addresses, from what start recorded
     echo "  JDBC:          jdbc:hive2://$HOST:$PORT   (no user or password)"
     echo "  beeline:       $(spark_home)/bin/beeline -u jdbc:hive2://$HOST:$PORT"
     echo "  Spark Connect: sc://$HOST:$CONNECT"
+    local catalog="in memory (every table of the lake registered at start)"
+    [ -z "${METASTORE:-}" ] || catalog="Hive metastore $METASTORE"
+    echo "  catalog:       $catalog"
     echo "  log:           $SQL_DIR/server.log"
   )
 }
 
 sql_server_start() {
   # The lake: --root, else RETAIL_LAKE_ROOT (as for retail-lake), else the checkout's ./lake.
-  local root="${RETAIL_LAKE_ROOT:-$HERE/lake}" writes=false
+  # The catalog: --metastore URI (a Hive metastore: `metastore start`), else in memory.
+  local root="${RETAIL_LAKE_ROOT:-$HERE/lake}" writes=false metastore=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --root) [ $# -ge 2 ] || die "--root needs a folder"; root="$2"; shift 2 ;;
       --root=*) root="${1#*=}"; shift ;;
       --allow-writes) writes=true; shift ;;
-      *) die "sql-server start: unknown option '$1' (use [--root LAKE_ROOT] [--allow-writes])" ;;
+      --metastore) [ $# -ge 2 ] || die "--metastore needs a thrift:// URI"; metastore="$2"; shift 2 ;;
+      --metastore=*) metastore="${1#*=}"; shift ;;
+      *) die "sql-server start: unknown option '$1' (use [--root LAKE_ROOT] [--allow-writes] [--metastore thrift://HOST:PORT])" ;;
     esac
   done
+  [ -z "$metastore" ] || [[ "$metastore" =~ ^thrift://[^/:]+:[0-9]+$ ]] \
+    || die "--metastore must be thrift://HOST:PORT (got '$metastore')"
   [ -d "$root" ] || die "no lake at '$root' (give its root with --root; run the pipeline first)"
   root="$(cd "$root" && pwd)"
   [ -x "$VENV/bin/python" ] || die "no virtual environment at $VENV: run './setup_cluster.sh install' first"
@@ -746,8 +785,8 @@ sql_server_start() {
   [ "$writes" = true ] && mode="writes allowed"
   if sql_alive; then
     local running
-    running="$(. "$SQL_DIR/server.env"; echo "$ROOT|$MODE|$HOST|$PORT|$CONNECT")"
-    [ "$running" = "$root|$mode|$SQL_HOST|$SQL_PORT|$CONNECT_PORT" ] \
+    running="$(. "$SQL_DIR/server.env"; echo "$ROOT|$MODE|$HOST|$PORT|$CONNECT|$METASTORE")"
+    [ "$running" = "$root|$mode|$SQL_HOST|$SQL_PORT|$CONNECT_PORT|$metastore" ] \
       || die "an endpoint with other settings is running ($running): './setup_cluster.sh sql-server stop' first"
     log "SQL endpoint already running (pid $(cat "$SQL_DIR/server.pid"))"
     sql_describe
@@ -759,17 +798,22 @@ sql_server_start() {
     port_open "$SQL_HOST" "$port" && die "$SQL_HOST:$port is in use by another process (set RETAIL_LAKE_SQL_PORT / RETAIL_LAKE_CONNECT_PORT)"
   done
   local guard delta sh
-  guard="$(sql_guard_jar)"
+  guard="$(jvm_jar)"
   delta="$(delta_jars)"
   sh="$(spark_home)"
   mkdir -p "$SQL_DIR/warehouse"
   rm -f "$SQL_DIR/server.pid" "$SQL_DIR/server.ready"
-  printf 'ROOT=%q\nMODE=%q\nHOST=%q\nPORT=%q\nCONNECT=%q\n' \
-    "$root" "$mode" "$SQL_HOST" "$SQL_PORT" "$CONNECT_PORT" >"$SQL_DIR/server.env"
+  printf 'ROOT=%q\nMODE=%q\nHOST=%q\nPORT=%q\nCONNECT=%q\nMETASTORE=%q\n' \
+    "$root" "$mode" "$SQL_HOST" "$SQL_PORT" "$CONNECT_PORT" "$metastore" >"$SQL_DIR/server.env"
+  local -a catalog=(--conf spark.sql.catalogImplementation=in-memory)
+  if [ -n "$metastore" ]; then
+    catalog=(--conf spark.sql.catalogImplementation=hive --conf "spark.hadoop.hive.metastore.uris=$metastore")
+  fi
   # Delta's jars and the guard on the driver's class path: with --jars alone every session
   # fails to find Delta's catalog. The catalog is in memory (rebuilt from the lake at every
-  # start); Spark's own Hive client for the Thrift server keeps its Derby in memory too, and
-  # anything else the JVM writes lands in SQL_DIR (its working folder), not the caller's.
+  # start), or the Hive metastore --metastore names (the tables registered there are used
+  # as they are; only missing ones are added); anything else the JVM writes lands in SQL_DIR
+  # (its working folder), not the caller's.
   # Few partitions, as conf/base.yaml's spark.shuffle_partitions and snapshot_partitions (Delta's
   # default of 50 costs 50 tasks on every read of a small table). The Spark UI is off: it
   # would listen on every interface.
@@ -784,7 +828,7 @@ sql_server_start() {
       --driver-java-options "-Duser.timezone=UTC" \
       --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension,retail_lake.ReadOnlySql \
       --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
-      --conf spark.sql.catalogImplementation=in-memory \
+      "${catalog[@]}" \
       --conf "spark.sql.warehouse.dir=$SQL_DIR/warehouse" \
       --conf spark.sql.session.timeZone=UTC \
       --conf spark.sql.shuffle.partitions=8 --conf spark.databricks.delta.snapshotPartitions=8 \
@@ -856,7 +900,132 @@ sql_server() {
     start) sql_server_start "$@" ;;
     stop) sql_server_stop ;;
     status) sql_server_status ;;
-    *) die "sql-server: use start [--root LAKE_ROOT] [--allow-writes] | stop | status" ;;
+    *) die "sql-server: use start [--root LAKE_ROOT] [--allow-writes] [--metastore URI] | stop | status" ;;
+  esac
+}
+
+# ---------------------------------------------------------------------------- metastore
+# A Hive metastore from the jars pyspark ships (Hive 2.3), its Derby database in
+# METASTORE_DIR, bound to METASTORE_HOST (loopback by default: Hive's own launcher listens
+# on every interface, so retail_lake.LoopbackMetastore from jvm/src serves it instead). The
+# cluster profile's spark.metastore_uri (thrift://127.0.0.1:9083) points at it: a job
+# registers each table there once, when it creates it, and every session (jobs, `retail-lake
+# sql`, notebooks, the SQL endpoint started with --metastore) finds the tables by name.
+METASTORE_DIR="${RETAIL_LAKE_METASTORE_DIR:-$RL_HOME/metastore}"
+METASTORE_HOST="${RETAIL_LAKE_METASTORE_HOST:-127.0.0.1}"
+METASTORE_PORT="${RETAIL_LAKE_METASTORE_PORT:-9083}"
+METASTORE_START_TIMEOUT="${RETAIL_LAKE_METASTORE_START_TIMEOUT:-120}"
+metastore_uri() { echo "thrift://$METASTORE_HOST:$METASTORE_PORT"; }
+
+# metastore_alive: the pid file names a live JVM serving the metastore (not a recycled pid).
+metastore_alive() {
+  local pid
+  [ -f "$METASTORE_DIR/metastore.pid" ] || return 1
+  pid="$(cat "$METASTORE_DIR/metastore.pid")"
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  ps -o args= -p "$pid" 2>/dev/null | grep -q 'retail_lake\.LoopbackMetastore'
+}
+
+metastore_hive_site() {  # the metastore's configuration: Derby in METASTORE_DIR
+  mkdir -p "$METASTORE_DIR/conf" "$METASTORE_DIR/warehouse"
+  cat >"$METASTORE_DIR/conf/hive-site.xml" <<EOF
+<?xml version="1.0"?>
+<!-- Written by setup_cluster.sh metastore start; rewritten at every start. -->
+<configuration>
+  <property><name>javax.jdo.option.ConnectionURL</name>
+    <value>jdbc:derby:;databaseName=$METASTORE_DIR/metastore_db;create=true</value></property>
+  <property><name>javax.jdo.option.ConnectionDriverName</name>
+    <value>org.apache.derby.jdbc.EmbeddedDriver</value></property>
+  <property><name>datanucleus.schema.autoCreateAll</name><value>true</value></property>
+  <property><name>hive.metastore.schema.verification</name><value>false</value></property>
+  <property><name>hive.async.log.enabled</name><value>false</value></property>
+  <property><name>hive.metastore.warehouse.dir</name><value>file:$METASTORE_DIR/warehouse</value></property>
+</configuration>
+EOF
+}
+
+metastore_start() {
+  [ $# -eq 0 ] || die "metastore start takes no options (RETAIL_LAKE_METASTORE_HOST, _PORT and _DIR set where and how it runs)"
+  [ -x "$VENV/bin/python" ] || die "no virtual environment at $VENV: run './setup_cluster.sh install' first"
+  if metastore_alive; then
+    log "metastore already running (pid $(cat "$METASTORE_DIR/metastore.pid")) at $(metastore_uri)"
+    return 0
+  fi
+  check_java
+  if port_open "$METASTORE_HOST" "$METASTORE_PORT"; then
+    die "$METASTORE_HOST:$METASTORE_PORT is in use by another process (set RETAIL_LAKE_METASTORE_PORT)"
+  fi
+  local jar sh java_bin
+  jar="$(jvm_jar)"
+  sh="$(spark_home)"
+  java_bin="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+  metastore_hive_site
+  rm -f "$METASTORE_DIR/metastore.pid"
+  # A session of its own (stop signals all of it); Derby writes its log in METASTORE_DIR.
+  (
+    cd "$METASTORE_DIR"
+    PIDFILE="$METASTORE_DIR/metastore.pid" setsid bash -c 'echo $$ >"$PIDFILE"; exec "$0" "$@"' \
+      "$java_bin" -Xmx512m -Dderby.system.home="$METASTORE_DIR" -Duser.timezone=UTC \
+      -cp "$METASTORE_DIR/conf:$sh/jars/*:$jar" \
+      retail_lake.LoopbackMetastore "$METASTORE_HOST" "$METASTORE_PORT" \
+      >"$METASTORE_DIR/metastore.log" 2>&1 </dev/null &
+  )
+  local i pid
+  for i in $(seq 1 50); do [ -s "$METASTORE_DIR/metastore.pid" ] && break; sleep 0.1; done
+  [ -s "$METASTORE_DIR/metastore.pid" ] || die "the metastore did not start; log: $METASTORE_DIR/metastore.log"
+  pid="$(cat "$METASTORE_DIR/metastore.pid")"
+  for i in $(seq 1 "$METASTORE_START_TIMEOUT"); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 30 "$METASTORE_DIR/metastore.log" >&2
+      rm -f "$METASTORE_DIR/metastore.pid"
+      die "the metastore exited during its start (log above: $METASTORE_DIR/metastore.log)"
+    fi
+    if grep -q "^metastore listening on" "$METASTORE_DIR/metastore.log" \
+      && port_open "$METASTORE_HOST" "$METASTORE_PORT"; then
+      log "metastore up at $(metastore_uri) (Derby database $METASTORE_DIR/metastore_db; log $METASTORE_DIR/metastore.log)"
+      return 0
+    fi
+    sleep 1
+  done
+  tail -n 30 "$METASTORE_DIR/metastore.log" >&2
+  stop_session "$METASTORE_DIR/metastore.pid" >/dev/null 2>&1 || true
+  die "the metastore did not open $METASTORE_HOST:$METASTORE_PORT within ${METASTORE_START_TIMEOUT}s; stopped it"
+}
+
+metastore_stop() {
+  if [ ! -f "$METASTORE_DIR/metastore.pid" ]; then
+    log "no metastore started from $METASTORE_DIR"
+    return 0
+  fi
+  if stop_session "$METASTORE_DIR/metastore.pid"; then
+    log "metastore stopped (its database stays in $METASTORE_DIR/metastore_db)"
+  else
+    log "metastore was not running (stale pid file removed)"
+  fi
+}
+
+metastore_status() {
+  if metastore_alive; then
+    echo "metastore: running (pid $(cat "$METASTORE_DIR/metastore.pid")) at $(metastore_uri)"
+    echo "  Derby database: $METASTORE_DIR/metastore_db   log: $METASTORE_DIR/metastore.log"
+    echo "  sessions:       --set spark.metastore_uri=$(metastore_uri) (the cluster profile's default is thrift://127.0.0.1:9083)"
+  elif [ -f "$METASTORE_DIR/metastore.pid" ]; then
+    echo "metastore: not running (stale pid file $METASTORE_DIR/metastore.pid; log $METASTORE_DIR/metastore.log)"
+    return 1
+  else
+    echo "metastore: not running (none started from $METASTORE_DIR)"
+    return 1
+  fi
+}
+
+metastore() {
+  local sub="${1:-}"
+  [ $# -gt 0 ] && shift
+  case "$sub" in
+    start) metastore_start "$@" ;;
+    stop) metastore_stop ;;
+    status) metastore_status ;;
+    *) die "metastore: use start | stop | status" ;;
   esac
 }
 
@@ -871,6 +1040,7 @@ case "$cmd" in
   status) cluster_status ;;
   submit-line) cluster_submit_line ;;
   sql-server) sql_server "$@" ;;
+  metastore) metastore "$@" ;;
   run)
     [ -x "$VENV/bin/retail-lake" ] || die "no retail-lake in $VENV: run './setup_cluster.sh install' first"
     # The checkout's code runs even when the venv's editable install points at another checkout.

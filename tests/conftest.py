@@ -195,6 +195,16 @@ def run_cli(spark, capsys):
     logging.getLogger("SQLQueryContextLogger").disabled = False
 
 
+def hive_query(connection: Any, sql: str) -> list[tuple]:
+    """The rows of `sql` run on a HiveServer2 (PyHive) connection; [] for a statement."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql)
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+    finally:
+        cursor.close()
+
+
 def copy_lake(source: str | Path, target: Path) -> Path:
     """A private copy of a shared lake to write to (Delta logs hold relative paths, so the
     copy is a lake of its own). MLflow's store is left out: it names the source's artifact

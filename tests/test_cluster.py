@@ -3,10 +3,13 @@ each worker in a network namespace of its own (`start --netns`, as root; on loop
 otherwise), so that they reach the master and the driver only over a network, as separate
 hosts would. One worker is killed in the middle of a job, which still completes correctly.
 
+`start` also starts the Hive metastore the cluster profile names (Derby, bound to loopback).
 A job submitted the way `setup_cluster.sh` prints (the library shipped as the archive
 `retail_lake.package` builds, from a directory that is not the checkout, PYTHONPATH cleared)
-writes a bronze table; another process (the test's own, through `cli.main`) reads it by name;
-`stop` leaves no process behind.
+writes bronze tables and registers them there once; the SQL endpoint started on that
+metastore (with --allow-writes) answers for them by name and creates a table of its own; a
+third process (`retail-lake sql`) reads both by name through the metastore; nobody registered
+a table twice. `stop` leaves no process behind, the metastore included.
 
 Self-contained: it starts its own cluster on non-default ports, with pid files and logs
 under a temporary RETAIL_LAKE_HOME, and the real venv and Ivy cache (no downloads).
@@ -22,6 +25,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -30,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import hive_query
+
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +43,7 @@ CACHE = Path.home() / ".cache" / "retail-lake"
 VENV = Path(os.environ.get("RETAIL_LAKE_VENV", CACHE / "venv"))
 IVY_DIR = Path(os.environ.get("RETAIL_LAKE_IVY_DIR", CACHE / "ivy"))
 CLASS_ARCHIVE = Path(os.environ.get("RETAIL_LAKE_CLASS_ARCHIVE", CACHE / "jvm" / "classes.jsa"))
+JVM_DIR = Path(os.environ.get("RETAIL_LAKE_JVM_DIR", CACHE / "jvm"))
 DEMO_DATA = REPO / "lib" / "retail_lake" / "demo_data"
 SALES_FILE = DEMO_DATA / "rossmann" / "train.csv.gz"
 
@@ -46,9 +53,14 @@ SUBNET, BRIDGE, PREFIX = "10.213.77", "rltbr0", "rlt-w"
 HOST = f"{SUBNET}.1" if NETNS else "127.0.0.1"
 PORT, MASTER_UI, WORKER_UI = 17077, 18080, 18081
 MASTER = f"spark://{HOST}:{PORT}"
+# The metastore listens on loopback only, whatever the master's address.
+METASTORE_PORT = 19083
+METASTORE = f"thrift://127.0.0.1:{METASTORE_PORT}"
+SQL_PORT, CONNECT_PORT = 19010, 19015  # the SQL endpoint's JDBC and Spark Connect
 DAEMON_PATTERNS = (
     rf"org\.apache\.spark\.deploy\.master\.Master .*--port {PORT}( |$)",
     rf"org\.apache\.spark\.deploy\.worker\.Worker .*spark://{HOST}:{PORT}( |$)",
+    rf"retail_lake\.LoopbackMetastore 127\.0\.0\.1 {METASTORE_PORT}$",
 )
 
 # Imports retail_lake before any Spark context exists (as a job does), then asks an executor.
@@ -104,6 +116,8 @@ def _cluster_env(home: Path) -> dict[str, str]:
             "RETAIL_LAKE_VENV": str(VENV),  # the installed stack and its Ivy cache: the real ones
             "RETAIL_LAKE_IVY_DIR": str(IVY_DIR),
             "RETAIL_LAKE_CLASS_ARCHIVE": str(CLASS_ARCHIVE),
+            "RETAIL_LAKE_JVM_DIR": str(JVM_DIR),  # the jar of jvm/src: compiled once
+            "RETAIL_LAKE_METASTORE_PORT": str(METASTORE_PORT),
             "SPARK_MASTER_HOST": HOST,
             "SPARK_MASTER_PORT": str(PORT),
             "SPARK_MASTER_WEBUI_PORT": str(MASTER_UI),
@@ -132,11 +146,42 @@ def _network_leftovers() -> list[str]:
 
 
 def _setup_cluster(
-    *args: str, env: dict[str, str], check: bool = True
+    *args: str, env: dict[str, str], check: bool = True, timeout: int = 240
 ) -> subprocess.CompletedProcess:
     return _run(
-        ["bash", str(REPO / "setup_cluster.sh"), *args], env=env, cwd=REPO, timeout=240, check=check
+        ["bash", str(REPO / "setup_cluster.sh"), *args],
+        env=env, cwd=REPO, timeout=timeout, check=check,
+    )  # fmt: skip
+
+
+def _metastore_pid(env: dict[str, str]) -> int:
+    return int((Path(env["RETAIL_LAKE_HOME"]) / "metastore" / "metastore.pid").read_text())
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _metastore_tables(database: Path) -> list[tuple[str, int]]:
+    """(database.table, creation time in epoch seconds) of every table the stopped
+    metastore's Derby database holds, read with Derby's `ij` from pyspark's jars."""
+    from pyspark.find_spark_home import _find_spark_home
+
+    script = database.parent / "tables.sql"
+    script.write_text(
+        f"CONNECT 'jdbc:derby:{database}';\n"
+        "SELECT 'TABLE ' || d.NAME || '.' || t.TBL_NAME || ' ' || TRIM(CHAR(t.CREATE_TIME)) "
+        "FROM APP.TBLS t JOIN APP.DBS d ON t.DB_ID = d.DB_ID;\n"
     )
+    out = _run(
+        ["java", "-cp", os.path.join(_find_spark_home(), "jars", "*"),
+         f"-Dderby.system.home={database.parent}", "org.apache.derby.tools.ij", str(script)],
+        env=dict(os.environ), cwd=database.parent, timeout=120,
+    ).stdout  # fmt: skip
+    rows = [line.split() for line in out.splitlines() if line.startswith("TABLE ")]
+    return [(name, int(created)) for _, name, created in rows]
 
 
 def _pids(cluster_dir: Path) -> dict[str, int]:
@@ -224,16 +269,17 @@ def cluster(tmp_path_factory):
             "pids": _pids(cluster_dir),
         }
     finally:
-        pids = _pids(cluster_dir)
+        pids = list(_pids(cluster_dir).values())
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(_metastore_pid(env))
+        _setup_cluster("sql-server", "stop", env=env, check=False)  # if a test left it
         _setup_cluster("stop", env=env, check=False)
-        for pid in pids.values():  # only if stop failed: never leave the JVMs running
+        for pid in pids:  # only if stop failed: never leave the JVMs running
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
 
 
-def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(spark, cluster, tmp_path, capsys):
-    from retail_lake import cli
-
+def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(cluster, tmp_path):
     env, cluster_dir = cluster["env"], cluster["dir"]
     pids = cluster["pids"]
     assert set(pids) == {"master", "worker-1", "worker-2"}
@@ -245,6 +291,12 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(spark, cluster
     assert _pids(cluster_dir) == pids
     status = _setup_cluster("status", env=env).stdout
     assert f"master {MASTER}: 2 worker(s) alive" in status
+    # The metastore, on loopback only (the master's address does not answer on its port).
+    assert f"metastore: running (pid {_metastore_pid(env)}) at {METASTORE}" in status
+    assert _port_open("127.0.0.1", METASTORE_PORT)
+    if NETNS:
+        assert not _port_open(HOST, METASTORE_PORT)
+    assert f"--set spark.metastore_uri={METASTORE}" in cluster["output"]
 
     # The archive: the package as installed plus the checkout's conf as retail_lake/_conf.
     work = tmp_path / "elsewhere"  # not the checkout: no conf/, no lib/ on any path
@@ -350,6 +402,8 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(spark, cluster
             f"paths.landing={rossmann_only}",
             "--set",
             "spark.shuffle_partitions=2",
+            "--set",
+            f"spark.metastore_uri={METASTORE}",
             # the profile's 2g executors do not fit the test's 1g workers
             "--set",
             "spark.conf.spark.executor.memory=1g",
@@ -364,27 +418,76 @@ def test_job_runs_on_cluster_from_archive_and_stop_leaves_nothing(spark, cluster
     assert apps["retail-lake ingest"]["state"] == "FINISHED"
     assert apps["retail-lake probe"]["state"] == "FINISHED"
 
-    # Another process (a local session) reads the tables by name.
+    ingested = time.time()
+
+    # The SQL endpoint on the cluster's metastore: the job's tables answer by name (the
+    # endpoint finds them registered); with --allow-writes it creates a table of its own.
     good, broken = _expected_sales_rows()
-    query = (
-        "SELECT (SELECT count(*) FROM bronze.rossmann_sales_raw) AS bronze, "
-        "(SELECT count(*) FROM silver.quarantine WHERE source = 'rossmann_sales' "
-        "AND stage = 'ingest') AS quarantined, "
-        "(SELECT count(*) FROM ops.job_runs WHERE job = 'ingest' "
-        "AND status = 'succeeded' AND profile = 'cluster') AS runs"
-    )
-    # (This test's process: its session registers the lake's tables by name, as the CLI does.)
-    capsys.readouterr()
-    assert cli.main(["sql", query, "--profile", "test", "--set", f"paths.root={lake}"]) == 0
-    out = capsys.readouterr().out
-    header, _, row = out.strip().splitlines()[-3:]
-    assert header.split() == ["bronze", "quarantined", "runs"]
-    assert [int(v) for v in row.split()] == [good, broken, 1]
+    endpoint_env = {
+        **env,
+        "RETAIL_LAKE_SQL_PORT": str(SQL_PORT),
+        "RETAIL_LAKE_CONNECT_PORT": str(CONNECT_PORT),
+    }
+    started = _setup_cluster(
+        "sql-server", "start", "--root", str(lake), "--metastore", METASTORE, "--allow-writes",
+        env=endpoint_env, timeout=300,
+    )  # fmt: skip
+    try:
+        assert f"catalog:       Hive metastore {METASTORE}" in started.stdout
+        from pyhive import hive
+
+        connection = hive.connect(host="127.0.0.1", port=SQL_PORT, username="analyst")
+        try:
+            counted = hive_query(connection, "SELECT count(*) FROM bronze.rossmann_sales_raw")
+            assert counted == [(good,)]
+            notes = tmp_path / "notes"
+            hive_query(connection, "CREATE TABLE default.analyst_notes (note STRING) USING DELTA "
+                               f"LOCATION '{notes}'")  # fmt: skip
+            hive_query(connection, "INSERT INTO default.analyst_notes VALUES ('checked')")
+
+            # A third process reads the job's tables and the endpoint's by name.
+            query = (
+                "SELECT (SELECT count(*) FROM bronze.rossmann_sales_raw) AS bronze, "
+                "(SELECT count(*) FROM silver.quarantine WHERE source = 'rossmann_sales' "
+                "AND stage = 'ingest') AS quarantined, "
+                "(SELECT count(*) FROM ops.job_runs WHERE job = 'ingest' "
+                "AND status = 'succeeded' AND profile = 'cluster') AS runs, "
+                "(SELECT first(note) FROM default.analyst_notes) AS note"
+            )
+            reader = _run(
+                [str(VENV / "bin" / "retail-lake"), "sql", query, "--profile", "test",
+                 "--root", str(lake), "--set", f"spark.metastore_uri={METASTORE}"],
+                env={k: v for k, v in os.environ.items() if k != "RETAIL_LAKE_ROOT"},
+                cwd=tmp_path,
+                timeout=300,
+            )  # fmt: skip
+            header, _, row = reader.stdout.strip().splitlines()[-3:]
+            assert header.split() == ["bronze", "quarantined", "runs", "note"]
+            assert row.split() == [str(good), str(broken), "1", "checked"]
+
+        finally:
+            connection.close()
+    finally:
+        _setup_cluster("sql-server", "stop", env=endpoint_env, check=False)
 
     # stop: nothing of the cluster is left, executors and Python workers included.
     stopped = _setup_cluster("stop", env=env)
     assert "nothing of" in stopped.stderr
     assert _cluster_leftovers(pids) == []
+    assert "metastore stopped" in stopped.stderr
+    assert not _port_open("127.0.0.1", METASTORE_PORT)
+
+    # Each table registered once, by the job that created it before it finished (neither the
+    # endpoint's start nor the reader registered one again); the endpoint's own table after.
+    registered = _metastore_tables(Path(env["RETAIL_LAKE_HOME"]) / "metastore" / "metastore_db")
+    names = [name for name, _ in registered]
+    assert len(names) == len(set(names)), names
+    assert {"bronze.rossmann_sales_raw", "silver.quarantine", "ops.job_runs"} <= set(names)
+    for name, created in registered:
+        if name == "default.analyst_notes":
+            assert created > ingested
+        else:
+            assert created <= ingested, name
     assert _network_leftovers() == []
     assert not list(cluster_dir.glob("*.pid"))
     assert "no cluster started" in _setup_cluster("status", env=env).stdout

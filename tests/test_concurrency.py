@@ -62,9 +62,10 @@ def test_a_reader_sees_whole_snapshots_while_a_writer_commits(spark, cfg, tmp_pa
             seen.append((writer_status, lake.read("bronze.rossmann_sales_raw").count()))
             if not alive:
                 break
-            # A read a second: reads without a pause compete with the writer's process for
-            # the two cores (the test took 143.5 s without the pause, 130.2 s with it).
-            time.sleep(1)
+            # A read every two seconds: reads without a pause compete with the writer's
+            # process for the two cores (the test took 143.5 s without the pause, 130.2 s
+            # with one second); the writer's run stays 'running' for tens of seconds.
+            time.sleep(2)
     finally:
         if writer.poll() is None:
             writer.kill()

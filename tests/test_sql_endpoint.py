@@ -6,8 +6,8 @@ deleted) and `silver.stores` (column-mapped, as silver is). Clients: `beeline` (
 pyspark) and PyHive over JDBC / HiveServer2, and a Spark Connect client in a process of its
 own (a Connect session switches the whole Python process to Connect mode, which the suite's
 classic session must not see). Every write they try is refused with the guard's message, and
-the lake's files are the same afterwards. A second server, started with --allow-writes on a
-copy of the lake, accepts an INSERT.
+the lake's files are the same afterwards. A server started with --allow-writes (on a Hive
+metastore) creates a table and inserts into it in tests/test_cluster.py.
 
 Self-contained: the servers run on free ports with their pid files and logs in a temporary
 RETAIL_LAKE_SQL_SERVER_DIR, from the real venv and Ivy cache (no downloads), and are stopped
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import pytest
 from pyhive.exc import OperationalError
+
+from tests.conftest import hive_query
 
 pytestmark = [pytest.mark.sqlserver, pytest.mark.slow]
 
@@ -199,15 +200,6 @@ def hive(endpoint):
     connection.close()
 
 
-def _query(connection, sql: str) -> list[tuple]:
-    cursor = connection.cursor()
-    try:
-        cursor.execute(sql)
-        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
-    finally:
-        cursor.close()
-
-
 def _beeline(endpoint: Endpoint, sql: str) -> subprocess.CompletedProcess:
     from pyspark.find_spark_home import _find_spark_home
 
@@ -245,22 +237,22 @@ def test_beeline_is_refused_a_drop(endpoint, hive):
     done = _beeline(endpoint, f"DROP TABLE {SALES}")
     assert done.returncode != 0
     assert f"read-only endpoint: DropTable {MESSAGE}" in done.stdout + done.stderr
-    assert _query(hive, f"SELECT * FROM {SALES} ORDER BY store") == CURRENT
+    assert hive_query(hive, f"SELECT * FROM {SALES} ORDER BY store") == CURRENT
 
 
 def test_pyhive_reads_the_current_version_an_old_one_and_the_changes(hive):
-    assert _query(hive, f"SELECT store, name, sales FROM {SALES} ORDER BY store") == CURRENT
+    assert hive_query(hive, f"SELECT store, name, sales FROM {SALES} ORDER BY store") == CURRENT
     old = f"SELECT store, name, sales FROM {SALES} VERSION AS OF %d ORDER BY store"
-    assert _query(hive, old % 0) == []
-    assert _query(hive, old % 1) == VERSION_1
-    assert _query(hive, CHANGES_QUERY) == CHANGES
+    assert hive_query(hive, old % 0) == []
+    assert hive_query(hive, old % 1) == VERSION_1
+    assert hive_query(hive, CHANGES_QUERY) == CHANGES
 
 
 def test_tables_are_registered_by_layer_and_paths_work_too(hive, lake):
-    assert _query(hive, "SHOW DATABASES") == [("default",), ("gold",), ("silver",)]
-    assert _query(hive, "SHOW TABLES IN gold") == [("gold", "store_sales", False)]
+    assert hive_query(hive, "SHOW DATABASES") == [("default",), ("gold",), ("silver",)]
+    assert hive_query(hive, "SHOW TABLES IN gold") == [("gold", "store_sales", False)]
     by_path = f"SELECT store, city FROM delta.`{lake}/silver/stores`"
-    assert _query(hive, by_path) == [(1, "Berlin")]
+    assert hive_query(hive, by_path) == [(1, "Berlin")]
 
 
 # Statements that only read, or change only the caller's own session, and what they return.
@@ -281,7 +273,7 @@ READS = {
 
 @pytest.mark.parametrize("sql", list(READS))
 def test_statements_that_only_read_are_answered(hive, sql):
-    assert _query(hive, sql) == READS[sql]
+    assert hive_query(hive, sql) == READS[sql]
 
 
 def test_history_use_and_temporary_views_are_allowed(endpoint):
@@ -289,19 +281,19 @@ def test_history_use_and_temporary_views_are_allowed(endpoint):
 
     connection = hive.connect(host=HOST, port=endpoint.port, username="analyst")
     try:
-        history = _query(connection, f"DESCRIBE HISTORY {SALES}")
+        history = hive_query(connection, f"DESCRIBE HISTORY {SALES}")
         assert [(row[0], row[4]) for row in history] == [
             (3, "DELETE"),
             (2, "UPDATE"),
             (1, "WRITE"),
             (0, "CREATE TABLE"),
         ]
-        _query(connection, "USE gold")
-        _query(
+        hive_query(connection, "USE gold")
+        hive_query(
             connection,
             "CREATE TEMPORARY VIEW big AS SELECT store FROM store_sales WHERE sales > 200",
         )
-        assert _query(connection, "SELECT store FROM big") == [(2,)]
+        assert hive_query(connection, "SELECT store FROM big") == [(2,)]
     finally:
         connection.close()
 
@@ -335,8 +327,8 @@ def test_writes_are_refused_over_jdbc_and_change_nothing(hive, lake, lake_files,
     with pytest.raises(
         OperationalError, match=re.escape(f"read-only endpoint: {WRITES[sql]} {MESSAGE}")
     ):
-        _query(hive, sql)
-    assert _query(hive, f"SELECT store, name, sales FROM {SALES} ORDER BY store") == CURRENT
+        hive_query(hive, sql)
+    assert hive_query(hive, f"SELECT store, name, sales FROM {SALES} ORDER BY store") == CURRENT
     assert _tree(lake) == lake_files
 
 
@@ -345,9 +337,9 @@ def test_a_client_cannot_set_writes_on(endpoint, lake, lake_files):
 
     connection = hive.connect(host=HOST, port=endpoint.port, username="analyst")
     try:
-        _query(connection, "SET spark.retail_lake.sql.allow_writes=true")
+        hive_query(connection, "SET spark.retail_lake.sql.allow_writes=true")
         with pytest.raises(OperationalError, match=f"read-only endpoint: DeleteCommand {MESSAGE}"):
-            _query(connection, f"DELETE FROM {SALES}")
+            hive_query(connection, f"DELETE FROM {SALES}")
     finally:
         connection.close()
     assert _tree(lake) == lake_files
@@ -433,7 +425,7 @@ def test_spark_connect_writes_are_refused(connect_client, lake, lake_files, hive
         ),
         "write_to_append": ("AnalysisException", f"read-only endpoint: AppendData {MESSAGE}"),
     }
-    assert _query(hive, f"SELECT store, name, sales FROM {SALES} ORDER BY store") == CURRENT
+    assert hive_query(hive, f"SELECT store, name, sales FROM {SALES} ORDER BY store") == CURRENT
     assert _tree(lake) == lake_files
 
 
@@ -451,25 +443,3 @@ def test_status_and_a_second_start(endpoint):
     other = endpoint.sql_server("start", "--root", str(endpoint.root), "--allow-writes")
     assert other.returncode != 0
     assert "an endpoint with other settings is running" in other.stderr
-
-
-def test_a_server_started_with_allow_writes_accepts_an_insert(lake, tmp_path, endpoint):
-    # `endpoint` first: the module's server is up before this one starts (one build of the
-    # lake, and the two JVMs never start at the same time).
-    root = tmp_path / "lake"
-    shutil.copytree(lake, root)
-    server = _start(root, tmp_path / "sql-server", "--allow-writes")
-    try:
-        from pyhive import hive
-
-        connection = hive.connect(host=HOST, port=server.port, username="analyst")
-        try:
-            _query(connection, f"INSERT INTO {SALES} VALUES (4, 'd', 400)")
-            rows = _query(connection, f"SELECT store, name, sales FROM {SALES} ORDER BY store")
-        finally:
-            connection.close()
-    finally:
-        _stop(server)
-    assert rows == [*CURRENT, (4, "d", 400)]
-    log = root / "gold" / "store_sales" / "_delta_log"
-    assert (log / f"{4:020d}.json").exists()

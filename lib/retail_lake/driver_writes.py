@@ -38,8 +38,9 @@ def local_folder(root: str) -> Path | None:
     return None
 
 
-def _writable_folder(location: str) -> Path | None:
-    """The local folder of `location` when delta-rs is installed to write it, else None."""
+def delta_rs_folder(location: str) -> Path | None:
+    """The local folder of `location` when delta-rs is installed to read and write it, else
+    None (a remote location, or no `deltalake`)."""
     folder = local_folder(location)
     if folder is None or importlib.util.find_spec("deltalake") is None:
         return None
@@ -53,7 +54,7 @@ def _column_mapped(properties: Mapping[str, str]) -> bool:
 def driver_table(location: str) -> Any | None:
     """The delta-rs handle of a local table that the driver can append to without Spark, or
     None (a remote root, no `deltalake`, or a table feature delta-rs does not write)."""
-    folder = _writable_folder(location)
+    folder = delta_rs_folder(location)
     if folder is None:
         return None
     from deltalake import DeltaTable
@@ -78,7 +79,7 @@ def create_table(location: str, schema_json: str, properties: dict[str, str], ab
     `schema_json`: Spark's schema JSON (Delta's schema string, column comments included).
     An error if the table exists: the caller tells a concurrent creation from a failure.
     """
-    folder = _writable_folder(location)
+    folder = delta_rs_folder(location)
     if folder is None or _column_mapped(properties):
         return False
     from deltalake import DeltaTable, Schema

@@ -31,7 +31,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
 from retail_lake.contracts import CONTENT_HASH, RUN_ID, ContractError, TableContract, sql_string
-from retail_lake.driver_writes import create_table
+from retail_lake.driver_writes import create_table, delta_rs_folder
 from retail_lake.session import TableNameError, register_table, split_table_name
 
 if TYPE_CHECKING:
@@ -763,6 +763,17 @@ class Lake:
             >>> lake.file_count_and_creation("silver.stores")
             (2, datetime.datetime(2026, 12, 3, 17, 4, 6, tzinfo=datetime.timezone.utc))
         """
+        folder = delta_rs_folder(self.location(table))
+        if folder is not None:  # delta-rs: milliseconds, where Spark builds the snapshot's
+            try:  # state with a job (0.5 s a table the first time: maintain reads them all)
+                from deltalake import DeltaTable
+
+                table_rs = DeltaTable(str(folder))
+                ms = table_rs.metadata().created_time
+                at = datetime.fromtimestamp(ms / 1000, tz=UTC) if ms is not None else None
+                return len(table_rs.file_uris()), at
+            except Exception as exc:  # a log delta-rs cannot read: Spark reads it
+                log.debug("%s: delta-rs could not read the log (%s); Spark reads it", table, exc)
         _, snapshot = self._snapshot(table)
         created = snapshot.metadata().createdTime()
         when = (

@@ -205,6 +205,9 @@ def _maintain(
         raise ConfigError(f"maintain.on_needed_version must be refuse or snapshot, not {mode!r}")
     needs = needed_versions(ctx)
     attempts = int(ctx.cfg.get("maintain.optimize_attempts"))
+    min_files = int(ctx.cfg.get("maintain.min_files"))
+    if min_files < 2:
+        raise ConfigError(f"maintain.min_files must be 2 or more, not {min_files}")
     done: dict[str, dict[str, Any]] = {}
     ctx.details["tables"] = done
     refused: list[str] = []
@@ -213,7 +216,7 @@ def _maintain(
             entry: dict[str, Any] = {}
             done[name] = entry
             if optimize:
-                entry["optimize"] = optimize_table(ctx, name, attempts)
+                entry["optimize"] = optimize_table(ctx, name, attempts, min_files)
             hours = _hours(ctx, name, retain_hours)
             doomed = _doomed(ctx, name, hours)
             cut = _cut_into(ctx, name, set(doomed), [n for n in needs if n.table == name])
@@ -257,23 +260,27 @@ def _maintain(
 _NO_DATA_CHANGE = frozenset({"VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "OPTIMIZE"})
 
 
-def optimize_table(ctx: JobContext, name: str, attempts: int = 5) -> dict[str, Any]:
+def optimize_table(
+    ctx: JobContext, name: str, attempts: int = 5, min_files: int = 2
+) -> dict[str, Any]:
     """OPTIMIZE `name` (ZORDER BY its contract's `zorder_by`) unless nothing was written to
-    it since its last OPTIMIZE. A writer committing to the table meanwhile is Delta's
-    conflict error: the OPTIMIZE is tried again, up to `attempts` times, on the new version.
+    it since its last OPTIMIZE or it has fewer than `min_files` files (rewriting a whole
+    table to spare a reader two or three file opens costs more than it saves). A writer
+    committing to the table meanwhile is Delta's conflict error: the OPTIMIZE is tried
+    again, up to `attempts` times, on the new version.
 
     Returns what it did: files and bytes removed and added, the version it committed, the
     Z-order columns, the attempts; or why it skipped."""
     contract = ctx.registry[name]
+    files, _ = ctx.lake.file_count_and_creation(name)  # from the log by delta-rs: no job
+    if files < min_files:
+        log.info("maintain %s: %d file(s), fewer than %d: left as it is", name, files, min_files)
+        return {"skipped": f"{files} file(s), fewer than {min_files}"}
     ops = [op for _, op in ctx.lake.operations(name, 20)]
     since = next((i for i, op in enumerate(ops) if op not in _NO_DATA_CHANGE - {"OPTIMIZE"}), None)
     if since is not None and ops[since] == "OPTIMIZE":
         log.info("maintain %s: nothing written since its last OPTIMIZE", name)
         return {"skipped": "nothing written since the last OPTIMIZE"}
-    files, _ = ctx.lake.file_count_and_creation(name)
-    if files <= 1:
-        log.info("maintain %s: %d file, nothing to compact", name, files)
-        return {"skipped": f"{files} file"}
     path = ctx.lake.location(name).replace("`", "``")
     statement = f"OPTIMIZE delta.`{path}`"
     if contract.zorder_by:

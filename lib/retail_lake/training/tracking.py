@@ -6,10 +6,14 @@ Locally the tracking store is a sqlite database and the artifacts a folder under
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import logging
 import os
+import shutil
+import sqlite3
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,8 +38,11 @@ def setup_mlflow(cfg: Config) -> str:
             )
         folder = Path(cfg.root) / "mlflow"
         folder.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{folder / 'mlflow.db'}"
         artifact_location = (folder / "artifacts").as_uri()
+        db = folder / "mlflow.db"
+        if not db.exists():
+            _new_store(db, artifact_location)
+        uri = f"sqlite:///{db}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = cfg.get("mlflow.experiment")
@@ -43,6 +50,49 @@ def setup_mlflow(cfg: Config) -> str:
     if experiment is None:
         return mlflow.create_experiment(name, artifact_location=artifact_location)
     return experiment.experiment_id
+
+
+# An empty tracking database this process made once: MLflow's schema migrations take 2-5 s
+# for every new database, a copy of a migrated one a few milliseconds.
+_TEMPLATE: Path | None = None
+
+
+def _new_store(db: Path, artifact_location: str) -> None:
+    """Makes the lake's tracking database as a copy of an empty migrated one (made once per
+    process), its default experiment's artifacts under `artifact_location`. Never replaces a
+    database another process made first (a hard link fails on an existing name); where the
+    copy cannot be made, MLflow makes the database itself on first use."""
+    global _TEMPLATE
+    if _TEMPLATE is None or not _TEMPLATE.exists():
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        folder = Path(tempfile.mkdtemp(prefix="retail-lake-mlflow-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        template = folder / "empty.db"
+        chatty = logging.getLogger("mlflow.store.db.utils")  # "Creating initial ... tables"
+        level = chatty.level
+        chatty.setLevel(logging.WARNING)
+        try:
+            store = SqlAlchemyStore(f"sqlite:///{template}", (folder / "artifacts").as_uri())
+            store.engine.dispose()
+        finally:
+            chatty.setLevel(level)
+        _TEMPLATE = template
+    part = db.with_name(f".{db.name}.{os.getpid()}.new")
+    try:
+        shutil.copyfile(_TEMPLATE, part)
+        with contextlib.closing(sqlite3.connect(part)) as connection, connection:
+            connection.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                (f"{artifact_location}/0",),
+            )
+        os.link(part, db)
+    except FileExistsError:
+        pass  # another process made it first: theirs is the lake's
+    except OSError as exc:
+        log.debug("tracking database not copied (%s): MLflow makes it", exc)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
