@@ -267,3 +267,21 @@ def test_the_driver_starts_from_the_class_archive_install_made(spark):
     with open(f"/proc/{pid}/maps", encoding="utf-8") as fh:
         mapped = {line.split(maxsplit=5)[-1].strip() for line in fh if "/" in line}
     assert os.path.realpath(path) in mapped
+
+
+def test_a_metastore_uri_where_nothing_answers_is_an_error_saying_what_to_start():
+    import socket
+
+    from retail_lake.session import check_metastore
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        check_metastore(f"thrift://127.0.0.1:{port}")  # answers: no error
+        # Hive's list form: the first that answers is enough.
+        check_metastore(f"thrift://127.0.0.1:1,thrift://127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match="no metastore answers there.*metastore start"):
+        check_metastore(f"thrift://127.0.0.1:{port}", timeout=1)
+    with pytest.raises(ConfigError, match="is not thrift://HOST:PORT"):
+        check_metastore("http://127.0.0.1:9083")

@@ -18,12 +18,13 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import sys
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from retail_lake.config import Config, load_config
+from retail_lake.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -130,6 +131,7 @@ def build_session(cfg: Config, app_name: str | None = None, register: bool = Tru
     if not _under_spark_submit():
         builder = builder.master(spark_cfg["master"])
     if spark_cfg["metastore_uri"]:
+        check_metastore(spark_cfg["metastore_uri"])
         builder = (
             builder.config("spark.sql.catalogImplementation", "hive")
             .config("spark.hadoop.hive.metastore.uris", spark_cfg["metastore_uri"])
@@ -158,6 +160,30 @@ def build_session(cfg: Config, app_name: str | None = None, register: bool = Tru
     if register and not spark_cfg["metastore_uri"]:
         register_tables(spark, cfg.root)
     return spark
+
+
+def check_metastore(uri: str, timeout: float = 5.0) -> None:
+    """Raises ConfigError unless something answers at one of `uri`'s addresses
+    (`thrift://HOST:PORT`, comma-separated as Hive allows), so that a session pointed at a
+    metastore that is not running fails at once with what to do, not after Hive's retries
+    with a page of JVM trace."""
+    addresses = []
+    for part in (p.strip() for p in uri.split(",")):
+        found = re.fullmatch(r"thrift://(\[[^\]]+\]|[^/:\[\]]+):(\d+)/?", part)
+        if found is None:
+            raise ConfigError(f"spark.metastore_uri: {part!r} is not thrift://HOST:PORT")
+        addresses.append((found[1].strip("[]"), int(found[2])))
+    for host, port in addresses:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return
+        except OSError:
+            continue
+    raise ConfigError(
+        f"spark.metastore_uri is {uri}, but no metastore answers there: start it "
+        "(./setup_cluster.sh metastore start, or ./setup_cluster.sh start for a cluster), or "
+        "--set spark.metastore_uri= for each session's own catalog"
+    )
 
 
 # The file the JVM this process started writes its output to (None: the console).
