@@ -240,14 +240,22 @@ def _shared_lakes(item: pytest.Item) -> list[str]:
         "online_retail_real": module.endswith("test_online_retail_real"),
         "fashion_real": "real_fashion_lake" in names,
         "demo": "demo_lake" in names,
+        "rossmann_real": "real_rossmann_lake" in names,
+        "geography_real": "real_geography_lake" in names,
     }
     return [lake for lake in SHARED_LAKES if needs[lake]]
 
 
 # The shared lakes in the order tests/lake_builds.py builds them, and the real data each
 # reads (none: the bundled demo data).
-SHARED_LAKES = ("online_retail_real", "fashion_real", "demo")
-SHARED_LAKE_SOURCES = {"online_retail_real": "online_retail", "fashion_real": "fashion_mnist"}
+SHARED_LAKES = ("online_retail_real", "fashion_real", "demo", "rossmann_real", "geography_real")
+SHARED_LAKE_SOURCES = {
+    "online_retail_real": ("online_retail",),
+    "fashion_real": ("fashion_mnist",),
+    "demo": (),
+    "rossmann_real": ("rossmann",),
+    "geography_real": ("geonames_cities", "starbucks_stores"),
+}
 
 
 @dataclass
@@ -282,7 +290,7 @@ def pytest_collection_finish(session) -> None:
     names = [
         lake
         for lake in SHARED_LAKES
-        if lake in needed and (SHARED_DATA / SHARED_LAKE_SOURCES.get(lake, "")).exists()
+        if lake in needed and all((SHARED_DATA / d).exists() for d in SHARED_LAKE_SOURCES[lake])
     ]
     if not names:
         return
@@ -366,3 +374,40 @@ def real_fashion_lake(spark) -> RealLake:
     landing = root.parent / "landing"
     cfg = load_config("test", [f"paths.root={root}", f"paths.landing={landing}"])
     return RealLake(cfg, runs=built["runs"], rerun_writes=built["rerun_writes"])
+
+
+@pytest.fixture(scope="session")
+def real_rossmann_lake(spark) -> RealLake:
+    """The real Rossmann files through the forecasting pipeline (ingest, cleanse, features,
+    train_forecaster, forecast; 10 stores, 3 epochs: `lake_builds.ROSSMANN_REAL`), shared
+    read-only. Built in a process of its own from the start of the session."""
+    from tests.lake_builds import ROSSMANN_REAL, config
+
+    shared_data("rossmann", "train.csv.gz")  # a skip when the real data is not there
+    shared_data("rossmann", "store.csv.gz")
+    root, _ = shared_lake("rossmann_real")
+    return RealLake(config(root.parent, *ROSSMANN_REAL))
+
+
+@dataclass
+class GeographyLake(RealLake):
+    """The real geography lake; `scoped`: the config of its location-scoring runs."""
+
+    scoped: Any = None
+    again: dict[str, dict] = field(default_factory=dict)  # job -> its re-run's facts
+
+
+@pytest.fixture(scope="session")
+def real_geography_lake(spark) -> GeographyLake:
+    """The real GeoNames and Starbucks files ingested and cleansed (cleanse re-run with
+    nothing new), then features and score_locations on four countries (score_locations
+    re-run): `lake_builds.geography_real`. Shared read-only; built in a process of its own."""
+    from tests.lake_builds import GEOGRAPHY_SCOPED, config
+
+    shared_data("geonames_cities")  # a skip when the real data is not there
+    shared_data("starbucks_stores")
+    root, built = shared_lake("geography_real")
+    return GeographyLake(
+        config(root.parent), runs=built["runs"], scoped=config(root.parent, *GEOGRAPHY_SCOPED),
+        again=built["again"],
+    )  # fmt: skip

@@ -19,8 +19,6 @@ from retail_lake.sources.geography.cleanse import (
     cleanse_stores,
 )
 
-from .conftest import shared_data
-
 AT = datetime(2026, 1, 1)
 LINE = "_source_file string, _line_number bigint"
 COUNTRIES_RAW = (
@@ -751,23 +749,16 @@ def test_cleansers_are_registered_with_their_lookups():
 
 # ----------------------------------------------------------------------------- real data
 @pytest.mark.slow
-def test_real_geography_files_end_to_end(spark, root, tmp_path):
+def test_real_geography_files_end_to_end(spark, real_geography_lake):
     """Expected numbers were derived from the raw files with Python's csv module (one
-    physical line per record, as ingest reads them), independently of this code."""
-    from retail_lake import cleanse, ingest
-    from retail_lake.config import load_config
+    physical line per record, as ingest reads them), independently of this code. The lake is
+    built beside the other tests (conftest's `real_geography_lake`)."""
     from retail_lake.lake import Lake
-    from retail_lake.registry import run_job
     from retail_lake.runner import job_runs
 
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    for name in ("geonames_cities", "starbucks_stores"):
-        (landing / name).symlink_to(shared_data(name), target_is_directory=True)
-    cfg = load_config("test", [f"paths.root={root}", f"paths.landing={landing}"])
+    cfg = real_geography_lake.cfg
     lake = Lake(spark, cfg.root)
-
-    ingest_ctx, _ = run_job(spark, cfg, "ingest", ingest.run)
+    runs = real_geography_lake.runs
     bronze = {t: lake.read(t).count() for t in (
         "bronze.places_raw", "bronze.countries_raw", "bronze.store_locations_raw")}  # fmt: skip
     assert bronze == {
@@ -778,7 +769,7 @@ def test_real_geography_files_end_to_end(spark, root, tmp_path):
     # The Wembley address holds a line break inside quotes: one record on lines 6089-6090,
     # kept with its first line's number. The shifted Heraklion line still has 13 fields:
     # ingest keeps it, cleanse quarantines it.
-    ingest_run = job_runs(spark, cfg).where(F.col("run_id") == ingest_ctx.run_id).first()
+    ingest_run = job_runs(spark, cfg).where(F.col("run_id") == runs["ingest"]).first()
     assert {
         c["name"].split(":")[0]: c["outputs"]["quarantined"]
         for c in json.loads(ingest_run["conservation"])
@@ -800,7 +791,6 @@ def test_real_geography_files_end_to_end(spark, root, tmp_path):
         == 1
     )
 
-    ctx, _ = run_job(spark, cfg, "cleanse", cleanse.run)
     places = lake.read("silver.places")
     assert places.count() == 170391
     assert lake.read("silver.countries").count() == 252
@@ -810,7 +800,7 @@ def test_real_geography_files_end_to_end(spark, root, tmp_path):
         ("store_locations", 6270, "invalid_ownership_type"),
         ("store_locations", 8031, "missing_latitude"),
     ]
-    run = job_runs(spark, cfg).where(F.col("run_id") == ctx.run_id).first()
+    run = job_runs(spark, cfg).where(F.col("run_id") == runs["cleanse"]).first()
     assert run["status"] == "succeeded"
     checks = {c["name"].split(":")[0]: c for c in json.loads(run["conservation"])}
     assert {name: (c["inputs"], c["outputs"], c["holds"]) for name, c in checks.items()} == {
@@ -850,58 +840,42 @@ def test_real_geography_files_end_to_end(spark, root, tmp_path):
     assert stores.where(F.col("utc_offset_minutes").isNull()).count() == 767
     assert stores.where(F.col("country_code") == "US").count() == 13608
 
-    tables = ("silver.places", "silver.countries", "silver.store_locations", "silver.quarantine")
-    versions = {t: lake.version(t) for t in tables}
-    again, writes = run_job(spark, cfg, "cleanse", cleanse.run)
-    assert {t: lake.version(t) for t in tables} == versions
-    assert writes == {}  # every source's bronze is unchanged: each unit skipped
+    # Cleanse re-run with nothing new: every source's bronze is unchanged, each unit skipped.
+    again = real_geography_lake.again["cleanse"]
+    assert again["versions_after"] == again["versions_before"]
+    assert again["writes"] == []
     assert (
-        job_runs(spark, cfg).where(F.col("run_id") == again.run_id).first()["versions_written"]
+        job_runs(spark, cfg).where(F.col("run_id") == again["run_id"]).first()["versions_written"]
         is None
     )
 
     # Location scoring on the real geography, on a scope of four neighbouring countries to fit
-    # the CI budget (98 s on nine; the whole 73-country run and its numbers are in
-    # bench/RESULTS.md).
-    check_real_location_scoring(spark, root, landing)
+    # the CI budget (the whole 73-country run and its numbers are in bench/RESULTS.md).
+    check_real_location_scoring(spark, real_geography_lake)
 
 
-SCOPE = ["GB", "IE", "NL", "BE"]
-
-
-def check_real_location_scoring(spark, root, landing) -> None:
+def check_real_location_scoring(spark, built) -> None:
     import numpy as np
 
-    from retail_lake import features
-    from retail_lake.config import load_config
     from retail_lake.lake import Lake
-    from retail_lake.locations import score
     from retail_lake.locations.geometry import EARTH_RADIUS_KM
-    from retail_lake.registry import run_job
+    from tests.lake_builds import GEOGRAPHY_SCOPE
 
-    cfg = load_config(
-        "test",
-        [
-            f"paths.root={root}",
-            f"paths.landing={landing}",
-            f"locations.countries=[{', '.join(SCOPE)}]",
-        ],
-    )
-    lake = Lake(spark, cfg.root)
-    run_job(spark, cfg, "features", features.run)
-    ctx, _ = run_job(spark, cfg, "score_locations", score.run)
+    scope = list(GEOGRAPHY_SCOPE)
+    lake = Lake(spark, built.cfg.root)
+    score_run = built.runs["score_locations"]
 
     # Candidates: exactly the places in scope with no store in scope within 2 km, found here
     # with numpy from the silver tables.
     places = (
         lake.read("silver.places")
-        .where(F.col("country_code").isin(SCOPE))
+        .where(F.col("country_code").isin(scope))
         .select("geonameid", "latitude", "longitude")
         .toPandas()
     )
     stores = (
         lake.read("silver.store_locations")
-        .where(F.col("country_code").isin(SCOPE))
+        .where(F.col("country_code").isin(scope))
         .select("latitude", "longitude")
         .toPandas()
     )
@@ -937,20 +911,19 @@ def check_real_location_scoring(spark, root, landing) -> None:
     metrics = {
         r["metric"]: r["value"]
         for r in lake.read("ops.model_metrics")
-        .where((F.col("run_id") == ctx.run_id) & (F.col("split") == "holdout_seed_2017"))
+        .where((F.col("run_id") == score_run) & (F.col("split") == "holdout_seed_2017"))
         .collect()
     }
-    print(f"held-out check ({', '.join(SCOPE)}): {json.dumps(metrics, sort_keys=True)}")
+    print(f"held-out check ({', '.join(scope)}): {json.dumps(metrics, sort_keys=True)}")
     # A tenth of the scope's store sites (stores closer than about 1 km share a site).
     assert 0.05 * len(stores) < metrics["holdout_sites"] < 0.15 * len(stores)
     assert metrics["auc_net_gain"] > 0.75 and metrics["auc_captured_demand"] > 0.75
 
     # A re-run with the same inputs is skipped: nothing read, written or recorded twice.
-    version = lake.version("gold.location_scores")
-    again, writes = run_job(spark, cfg, "score_locations", score.run)
-    assert writes == {}
-    assert lake.version("gold.location_scores") == version
+    again = built.again["score_locations"]
+    assert again["writes"] == []
+    assert again["versions_after"] == again["versions_before"]
     recorded = lake.read("ops.model_metrics").where(F.col("model_name") == "huff")
-    assert {r["run_id"] for r in recorded.select("run_id").collect()} == {ctx.run_id}
-    states = lake.read("ops.unit_states").where(F.col("run_id") == again.run_id).collect()
+    assert {r["run_id"] for r in recorded.select("run_id").collect()} == {score_run}
+    states = lake.read("ops.unit_states").where(F.col("run_id") == again["run_id"]).collect()
     assert [(s["unit"], s["status"]) for s in states] == [("score_locations", "unchanged")]

@@ -16,6 +16,7 @@ from retail_lake.registry import JOBS
 from retail_lake.runner import JobResult, job_runs
 
 from .conftest import shared_data
+from .lake_builds import ROSSMANN_MAX_STORE
 
 DATA_TABLES = (
     "bronze.rossmann_sales_raw",
@@ -300,28 +301,12 @@ def test_pipeline_resumes_from_the_failed_step(spark, root, monkeypatch, tmp_pat
 
 
 @pytest.mark.slow
-def test_real_rossmann_pipeline(spark, root, tmp_path):
+def test_real_rossmann_pipeline(spark, real_rossmann_lake):
+    # The whole file ingested and cleansed, 10 stores forecast (`lake_builds.ROSSMANN_REAL`),
+    # built beside the other tests (conftest's `real_rossmann_lake`).
     train_file = shared_data("rossmann", "train.csv.gz")
-    shared_data("rossmann", "store.csv.gz")
-    landing = tmp_path / "landing"  # Rossmann only: the other real sources have their tests
-    landing.mkdir()
-    (landing / "rossmann").symlink_to(train_file.parent)
-    # The whole file is ingested and cleansed; the forecaster's part is the skeleton's
-    # facts (a forecast per store and day, lineage), so 10 stores for 3 epochs: training is
-    # checked against its baselines in tests/test_forecaster.py and bench/.
-    max_store = 10
-    cfg = load_config(
-        "test",
-        [
-            f"paths.root={root}",
-            f"paths.landing={landing}",
-            f"features.max_store={max_store}",
-            "forecast.epochs=3",
-            # no geography landed: location scoring has its own real-data test
-            "pipeline.steps=[ingest, cleanse, features, train_forecaster, forecast]",
-        ],
-    )
-    run_pipeline(cfg)
+    max_store = ROSSMANN_MAX_STORE
+    cfg = real_rossmann_lake.cfg
     lake = Lake(spark, cfg.root)
     with gzip.open(train_file, "rt") as fh:
         lines = sum(1 for _ in fh) - 1
