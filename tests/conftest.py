@@ -367,13 +367,11 @@ def real_fashion_lake(spark) -> RealLake:
     """All 70,000 real Fashion-MNIST images ingested and cleansed once, then both jobs
     re-run with nothing new (their writes recorded); shared read-only. Built in a process
     of its own from the start of the session (tests/lake_builds.py)."""
-    from retail_lake.config import load_config
+    from tests.lake_builds import config
 
     shared_data("fashion_mnist")  # a skip when the real data is not there
     root, built = shared_lake("fashion_real")
-    landing = root.parent / "landing"
-    cfg = load_config("test", [f"paths.root={root}", f"paths.landing={landing}"])
-    return RealLake(cfg, runs=built["runs"], rerun_writes=built["rerun_writes"])
+    return RealLake(config(root.parent), runs=built["runs"], rerun_writes=built["rerun_writes"])
 
 
 @pytest.fixture(scope="session")
@@ -391,9 +389,8 @@ def real_rossmann_lake(spark) -> RealLake:
 
 @dataclass
 class GeographyLake(RealLake):
-    """The real geography lake; `scoped`: the config of its location-scoring runs."""
+    """The real geography lake and what its re-runs did (`lake_builds.geography_real`)."""
 
-    scoped: Any = None
     again: dict[str, dict] = field(default_factory=dict)  # job -> its re-run's facts
 
 
@@ -402,12 +399,9 @@ def real_geography_lake(spark) -> GeographyLake:
     """The real GeoNames and Starbucks files ingested and cleansed (cleanse re-run with
     nothing new), then features and score_locations on four countries (score_locations
     re-run): `lake_builds.geography_real`. Shared read-only; built in a process of its own."""
-    from tests.lake_builds import GEOGRAPHY_SCOPED, config
+    from tests.lake_builds import config
 
     shared_data("geonames_cities")  # a skip when the real data is not there
     shared_data("starbucks_stores")
     root, built = shared_lake("geography_real")
-    return GeographyLake(
-        config(root.parent), runs=built["runs"], scoped=config(root.parent, *GEOGRAPHY_SCOPED),
-        again=built["again"],
-    )  # fmt: skip
+    return GeographyLake(config(root.parent), runs=built["runs"], again=built["again"])
