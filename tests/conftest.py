@@ -242,19 +242,28 @@ def _shared_lakes(item: pytest.Item) -> list[str]:
         "demo": "demo_lake" in names,
         "rossmann_real": "real_rossmann_lake" in names,
         "geography_real": "real_geography_lake" in names,
+        "airflow_backfill": "airflow_backfill" in names,
     }
     return [lake for lake in SHARED_LAKES if needs[lake]]
 
 
 # The shared lakes in the order tests/lake_builds.py builds them, and the real data each
 # reads (none: the bundled demo data).
-SHARED_LAKES = ("online_retail_real", "fashion_real", "demo", "rossmann_real", "geography_real")
+SHARED_LAKES = (
+    "online_retail_real",
+    "fashion_real",
+    "demo",
+    "rossmann_real",
+    "geography_real",
+    "airflow_backfill",
+)
 SHARED_LAKE_SOURCES = {
     "online_retail_real": ("online_retail",),
     "fashion_real": ("fashion_mnist",),
     "demo": (),
     "rossmann_real": ("rossmann",),
     "geography_real": ("geonames_cities", "starbucks_stores"),
+    "airflow_backfill": (),
 }
 
 
@@ -405,3 +414,22 @@ def real_geography_lake(spark) -> GeographyLake:
     shared_data("starbucks_stores")
     root, built = shared_lake("geography_real")
     return GeographyLake(config(root.parent), runs=built["runs"], again=built["again"])
+
+
+@dataclass
+class AirflowBackfill:
+    """A small Online Retail lake whose features step `airflow dags test` ran for each of
+    `lake_builds.AIRFLOW_DAYS` (`dags_test`: each run's day, exit code and output)."""
+
+    cfg: Any
+    dags_test: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="session")
+def airflow_backfill(spark) -> AirflowBackfill:
+    """`lake_builds.airflow_backfill`, run in the builds' process from the start of the
+    session (Airflow and each task's spark-submit are processes of their own)."""
+    from tests.lake_builds import config
+
+    root, built = shared_lake("airflow_backfill")
+    return AirflowBackfill(config(root.parent), built["dags_test"])

@@ -8,13 +8,11 @@ lives in a venv of its own (`./setup_cluster.sh install-airflow`, part of `insta
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
-import os
 import shlex
 import subprocess
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,12 +22,11 @@ from retail_lake import cli
 from retail_lake.airflow_dag import expand, upstream
 from retail_lake.config import ConfigError, load_config
 from retail_lake.lake import Lake
-from retail_lake.registry import CONTRACTS, JOB_IO, JOBS, UnknownJobError, run_job
+from retail_lake.registry import CONTRACTS, JOB_IO, JOBS, UnknownJobError
+from tests.lake_builds import AIRFLOW_DAYS, AIRFLOW_VENV, airflow_env
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "dags" / "retail_lake.py"
-HOME = Path(os.environ.get("RETAIL_LAKE_HOME", Path.home() / ".cache" / "retail-lake"))
-AIRFLOW_VENV = Path(os.environ.get("RETAIL_LAKE_AIRFLOW_VENV", HOME / "airflow-venv"))
 DEFAULT_STEPS = load_config("test").get("pipeline.steps")
 
 
@@ -181,15 +178,10 @@ def _task(text: str, step: str) -> str:
 
 # ---------------------------------------------------------------------------- in Airflow
 def _airflow_env(tmp_path: Path, dags: Path) -> dict[str, str]:
-    if not (AIRFLOW_VENV / "bin" / "airflow").exists():
-        pytest.fail(f"no Airflow in {AIRFLOW_VENV}: run ./setup_cluster.sh install-airflow")
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_RETAIL_LAKE_SPARK": json.dumps({"conn_type": "spark", "host": "local[2]"}),
-    }
+    try:
+        return airflow_env(tmp_path, dags)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 # Runs in Airflow's venv: every DAG of a folder as Airflow parses it.
@@ -270,62 +262,19 @@ def test_airflow_parses_the_example_and_a_generated_dag_with_their_tasks_and_edg
     assert f"paths.root={tmp_path / 'lake'}" in mine["ingest"]["args"]
 
 
-def _small_online_retail(landing: Path, every: int = 300) -> None:
-    """Every `every`-th line of the demo's year of Online Retail history (2010-12 to
-    2011-12), as one landing file."""
-    source = REPO / "lib/retail_lake/demo_data/online_retail/online_retail_history.csv.gz"
-    if not source.exists():
-        pytest.fail(f"{source} is missing: ./setup_cluster.sh install writes it")
-    with gzip.open(source, "rt", encoding="utf-8") as fh:
-        lines = fh.readlines()
-    folder = landing / "online_retail"
-    folder.mkdir(parents=True)
-    (folder / "history_sample.csv").write_text(lines[0] + "".join(lines[1::every]))
-
-
 @pytest.mark.airflow
-def test_airflow_runs_the_features_task_for_two_logical_dates(spark, tmp_path, capsys):
-    root, landing, dags = tmp_path / "lake", tmp_path / "landing", tmp_path / "dags"
-    dags.mkdir()
-    env = _airflow_env(tmp_path, dags)
-    airflow = str(AIRFLOW_VENV / "bin" / "airflow")
-    # Airflow's database (sqlite) is made while the lake gets its Online Retail silver.
-    log = tmp_path / "migrate.log"
-    with log.open("w") as out:
-        migrate = subprocess.Popen([airflow, "db", "migrate"], env=env, stdout=out, stderr=out)
-    _small_online_retail(landing)
-    cfg = load_config("test", [f"paths.root={root}", f"paths.landing={landing}"])
-    for job in ("ingest", "cleanse"):
-        run_job(spark, cfg, job, JOBS[job])
-    assert migrate.wait(timeout=300) == 0, log.read_text()[-3000:]
-    # The task ships the library archive `airflow-dag` builds in this checkout (dist/).
-    (dags / "features.py").write_text(
-        _generate(
-            capsys,
-            "--profile",
-            "test",
-            "--root",
-            str(root),
-            "--steps",
-            "features",
-            "--set",
-            "airflow.dag_id=features_only",
-        )
-    )
-    days = [date(2011, 6, 30), date(2011, 11, 30)]
-    for day in days:  # a backfill: one logical date after the other
-        done = subprocess.run(
-            [airflow, "dags", "test", "features_only", day.isoformat()],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        out = done.stdout + done.stderr
-        assert done.returncode == 0, out[-4000:]
+def test_airflow_runs_the_features_task_for_two_logical_dates(spark, airflow_backfill):
+    # `airflow dags test` for each day, one after the other (a backfill), ran in the builds'
+    # process (conftest's `airflow_backfill`, tests/lake_builds.py) beside the other tests.
+    days = list(AIRFLOW_DAYS)
+    assert [r["day"] for r in airflow_backfill.dags_test] == [d.isoformat() for d in days]
+    for run in airflow_backfill.dags_test:
+        out = run["output"]
+        assert run["returncode"] == 0, out[-4000:]
         assert "features succeeded" in out, out[-4000:]
         assert "state=success" in out, out[-4000:]
 
+    root = airflow_backfill.cfg.root
     lake = Lake(spark, str(root))
     runs = (
         lake.read("ops.job_runs")
