@@ -67,15 +67,18 @@ def test_a_prediction_does_not_depend_on_its_batch():
 
     # Scoring runs one torch thread per Python worker (score_images); with several threads
     # the kernels split the work differently by batch size and the last bits can differ.
+    # Split into other calls (Spark's batches), an image keeps its bits: predict_proba
+    # always runs batches of one size (on AVX-512 the kernels differ by batch size).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         torch.manual_seed(1)
         net = ImageTask().build()
         pixels, _ = patterned(300, seed=3)
-        whole = predict_proba(net, pixels, chunk=300)
-        assert np.array_equal(predict_proba(net, pixels, chunk=7), whole)
-        assert np.array_equal(predict_proba(net, pixels[11:40], chunk=128), whole[11:40])
+        whole = predict_proba(net, pixels)
+        parts = [predict_proba(net, pixels[a:b]) for a, b in ((0, 7), (7, 150), (150, 300))]
+        assert np.array_equal(np.concatenate(parts), whole)
+        assert np.array_equal(predict_proba(net, pixels[11:40]), whole[11:40])
     finally:
         torch.set_num_threads(threads)
     assert net.training  # predict_proba restores the mode it found
@@ -221,6 +224,14 @@ def test_real_images_train_beat_baselines_and_classify_once(spark, fashion_lake)
     metrics, versions = _metrics(spark, cfg, trained.run_id)
     assert versions == {"1"}
     accuracy = metrics[("test", "accuracy")]
+    # The first version is the champion (there was none): recorded, and what the scorer reads.
+    decision = lake.read("ops.model_decisions").where(F.col("run_id") == trained.run_id).first()
+    assert (decision["action"], decision["version"], decision["champion_before"]) == (
+        "promoted",
+        "1",
+        None,
+    )
+    assert decision["challenger_value"] == pytest.approx(accuracy)
     majority = metrics[("baseline:majority_class", "accuracy")]
     centroid = metrics[("baseline:nearest_centroid", "accuracy")]
     assert accuracy >= 0.80

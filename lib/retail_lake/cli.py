@@ -184,6 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     _common(r)
 
     p = sub.add_parser(
+        "models",
+        help="registered models: each one's champion (what scorers use), challengers and test "
+        "metrics; promote or roll back the champion (recorded)",
+    )
+    _common(p)
+    actions = p.add_subparsers(dest="action")
+    r = actions.add_parser("list", help="every version: role, test metrics, why (the default)")
+    r.add_argument("--model", help="only this model")
+    _common(r)
+    for action, what in (
+        ("promote", "make VERSION the champion (e.g. a challenger that lost by a hair)"),
+        ("rollback", "make an older VERSION the champion again"),
+    ):
+        r = actions.add_parser(action, help=what + "; scorers use it on their next run")
+        r.add_argument("name", help="registered model, e.g. sales_forecaster")
+        r.add_argument("version", help="its registered version")
+        r.add_argument("--reason", required=True, help="why: recorded in ops.model_decisions")
+        _common(r)
+
+    p = sub.add_parser(
         "vacuum",
         help="delete files the tables no longer reference, older than each table's retention",
     )
@@ -533,6 +553,62 @@ def cmd_privacy(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+# The test metrics `models` shows first, in this order (then the others).
+_SHOWN_FIRST = ("rmspe", "mape", "accuracy", "log_loss")
+
+
+def cmd_models(args: argparse.Namespace, cfg: Config) -> int:
+    """`retail-lake models [list]`: every registered version with its role and test metrics
+    (MLflow only, no Spark); `models promote|rollback NAME VERSION --reason`: the champion
+    alias moved in a recorded run (`retail_lake.champions.move`)."""
+    from datetime import UTC, datetime
+
+    from retail_lake import champions
+
+    if args.action in ("promote", "rollback"):
+        from retail_lake.registry import run_job
+        from retail_lake.session import build_session
+
+        spark = build_session(cfg, f"retail-lake models {args.action}", register=False)
+        job = champions.move(args.name, args.version, args.reason, args.action == "rollback")
+        params = {"model": args.name, "version": args.version, "reason": args.reason}
+        ctx, _ = run_job(spark, cfg, f"models_{args.action}", job, params=params)
+        print(
+            f"{args.name}: version {args.version} is the champion (run {ctx.run_id}, "
+            "ops.model_decisions); the scoring jobs use it on their next run"
+        )
+        return 0
+    versions = champions.listing(cfg, getattr(args, "model", None))
+    if not versions:
+        print(f"no registered models under {cfg.root} yet")
+        return 0
+
+    def shown(test: dict[str, float]) -> str:
+        order = sorted(
+            test,
+            key=lambda k: (
+                k not in _SHOWN_FIRST,
+                _SHOWN_FIRST.index(k) if k in _SHOWN_FIRST else 0,
+                k,
+            ),
+        )
+        return " ".join(f"{k} {test[k]:.4f}" for k in order[:3])
+
+    rows = [
+        (
+            v["model"],
+            v["version"],
+            v["role"],
+            f"{datetime.fromtimestamp(v['registered'] / 1000, UTC):%Y-%m-%d %H:%M}",
+            shown(v["test"]),
+            v["reason"][:90],
+        )
+        for v in versions
+    ]
+    print(format_table(["model", "version", "role", "registered_utc", "test", "reason"], rows))
+    return 0
+
+
 def airflow_job_args(args: argparse.Namespace, cfg: Config) -> list[str]:
     """What every task of a generated DAG passes its job: the profile, the `--set` items
     (the DAG's own `airflow.*` ones left out) and the lake's absolute paths.
@@ -655,6 +731,7 @@ def maintain_rows(tables: dict[str, dict[str, Any]]) -> list[tuple]:
 
 
 COMMANDS = {
+    "models": cmd_models,
     "privacy": cmd_privacy,
     "vacuum": cmd_vacuum,
     "maintain": cmd_maintain,

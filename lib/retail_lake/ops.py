@@ -10,6 +10,7 @@ QUALITY_RESULTS = "ops.quality_results"
 MODEL_METRICS = "ops.model_metrics"
 LANDED_FILES = "ops.landed_files"
 ERASURES = "ops.erasures"
+MODEL_DECISIONS = "ops.model_decisions"
 
 OPS = [
     TableContract(
@@ -174,7 +175,13 @@ OPS = [
             Col("model_name", "string", "model", False),
             Col("model_version", "string", "registered version; null when not published"),
             Col("mlflow_run_id", "string", "MLflow run id"),
-            Col("split", "string", "train, validation, test or baseline name", False),
+            Col(
+                "split",
+                "string",
+                "train, validation, test, baseline:<name>, or champion:<version> (the "
+                "champion re-evaluated on the challenger's test data)",
+                False,
+            ),
             Col("metric", "string", "metric name", False),
             Col("value", "double", "metric value", False),
             Col("input_versions", "map<string,bigint>", "Delta versions of the inputs"),
@@ -182,6 +189,40 @@ OPS = [
         ),
         write_mode="append",
         source="training jobs",
+        retention_days=365,
+    ),
+    TableContract(
+        name=MODEL_DECISIONS,
+        description="One row per champion decision: a trained model that beat its baselines "
+        "judged against the current champion on the same test data (promoted, or kept as a "
+        "challenger), or an operator's `retail-lake models promote|rollback`. Scoring jobs "
+        "use the champion (the MLflow alias `champion`).",
+        columns=(
+            Col("run_id", "string", "the run that decided (ops.job_runs.run_id)", False),
+            Col("model_name", "string", "registered model", False),
+            Col(
+                "action",
+                "string",
+                "promoted (a trained challenger won, or there was no champion), kept (it "
+                "lost: the champion stays), promote or rollback (an operator)",
+                False,
+            ),
+            Col("version", "string", "the version decided about", False),
+            Col("champion_before", "string", "the champion before; null when there was none"),
+            Col("champion_after", "string", "the champion after"),
+            Col("metric", "string", "the metric judged (training decisions)"),
+            Col("challenger_value", "double", "the new version's value on the test data"),
+            Col(
+                "champion_value",
+                "double",
+                "the champion's value on the same data; null when it could not be evaluated",
+            ),
+            Col("margin", "double", "models.promotion_margin the decision used"),
+            Col("reason", "string", "why, in words (an operator's --reason)", False),
+            Col("decided_at", "timestamp", "when (UTC)", False),
+        ),
+        write_mode="append",
+        source="training jobs and `retail-lake models`",
         retention_days=365,
     ),
 ]

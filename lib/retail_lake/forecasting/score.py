@@ -258,17 +258,20 @@ def _lineage(inputs: Mapping[str, int]) -> F.Column:
 
 
 def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[str, Any]]:
-    """(version, weights, preprocessing) of the registered forecaster (latest by default)."""
+    """(version, weights, preprocessing) of the registered forecaster (its champion by default)."""
+    from retail_lake.champions import serving
     from retail_lake.training.tracking import load_registered as load
 
-    return load(cfg, MODEL_NAME, "train_forecaster", version)
+    return load(
+        cfg, MODEL_NAME, "train_forecaster", version or serving(cfg, MODEL_NAME, "train_forecaster")
+    )
 
 
 def run(ctx: JobContext) -> JobResult:
     """The forecast job: the registered forecaster's sales forecasts -> gold.sales_forecasts.
 
-    Scores the latest registered `sales_forecaster` over the backtest period (reads
-    gold.sales_windows), and over the `horizon` days after the data for the stores whose
+    Scores the `sales_forecaster` champion (`retail_lake.champions`) over the backtest period
+    (reads gold.sales_windows), and over the `horizon` days after the data for the stores whose
     covariates are planned (reads silver.store_day_plans, gold.store_day_features and
     silver.stores). Merges the rows into gold.sales_forecasts on store, date and model.
 

@@ -24,6 +24,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from retail_lake import champions
 from retail_lake.forecasting.inputs import (
     DAY_COLUMNS,
     N_PROFILE,
@@ -34,9 +35,11 @@ from retail_lake.forecasting.score import (
     MODEL_NAME,
     error_metrics,
     levels,
+    load_registered,
     model_rows,
     score_windows,
     state_to_bytes,
+    stored_levels,
 )
 from retail_lake.forecasting.tables import SALES_WINDOWS, STORE_DAY_FEATURES
 from retail_lake.publish_rule import Better, Decision, decide, shortfalls
@@ -184,6 +187,44 @@ def _capped(rows: DataFrame, cap: int, seed: int) -> DataFrame:
     return rows.withColumn("_k", key).orderBy("_k").limit(cap).drop("_k")
 
 
+def _champion_metrics(
+    ctx: JobContext,
+    current: str,
+    windows: DataFrame,
+    test_start: date,
+    conf: ForecastConfig,
+    scored: DataFrame,
+) -> tuple[float | None, str, dict[str, float]]:
+    """The champion `current` re-evaluated on the challenger's test windows, with its own
+    store levels, as `forecast` scores it: (its gate metric, why not when it cannot be
+    scored, its metrics). Where it knows fewer stores, both are judged on the store-days it
+    scores (the challenger's metrics on those days are added as `challenger:common`)."""
+    _, weights, prep = load_registered(ctx.cfg, current)
+    theirs, ours = prep["shape"], conf.shape
+    for key in ("lookback", "horizon"):
+        if int(theirs[key]) != int(ours[key]):
+            return None, f"its {key} is {theirs[key]} days, these windows' {ours[key]}", {}
+    rows = model_rows(
+        windows.where(F.col("forecast_start") == F.lit(test_start)),
+        stored_levels(ctx.spark, prep["store_levels"]),
+    )
+    theirs_scored = score_windows(ctx.spark, rows, weights, f"{MODEL_NAME}:{current}", theirs)
+    theirs_scored = theirs_scored.cache()
+    try:
+        days = theirs_scored.count()
+        if days == 0:
+            return None, "it knows none of the stores in the test windows", {}
+        metrics = error_metrics(theirs_scored)
+        if days < scored.count():
+            common = scored.join(theirs_scored.select(STORE, DATE), [STORE, DATE], "left_semi")
+            mine = error_metrics(common)
+            metrics = {**metrics, **{f"challenger_{k}": v for k, v in mine.items()}}
+    finally:
+        theirs_scored.unpersist()
+    metric = conf.gate_metrics[0]
+    return metrics[metric], "", metrics
+
+
 def run(ctx: JobContext) -> JobResult:
     """Trains the LSTM forecaster on the configured backend and registers it in MLflow.
 
@@ -320,11 +361,11 @@ def run(ctx: JobContext) -> JobResult:
         "input_versions": dict(ctx.versions_read),
     }
     params = {**conf.shape, "validation_days": conf.validation_days, "test_start": str(test_start)}
-    scored.unpersist()
     store_levels.unpersist()
     lost = shortfalls(model, baselines, {m: Better.LOWER for m in conf.gate_metrics})
     decision = decide(lost, conf.require_beat_baselines)
     if decision is Decision.REFUSE:
+        scored.unpersist()
         training_job.reject(
             ctx,
             MODEL_NAME,
@@ -342,6 +383,17 @@ def run(ctx: JobContext) -> JobResult:
             ctx.run_id,
             training_job.describe(lost),
         )
+    metric = conf.gate_metrics[0]
+    verdict = champions.challenge(
+        ctx,
+        MODEL_NAME,
+        metric,
+        Better.LOWER,
+        model[metric],
+        lambda current: _champion_metrics(ctx, current, windows, test_start, conf, scored),
+        table,
+    )
+    scored.unpersist()
     net = training_job.network_from(task, trained.state)
     mlflow_run, version = training_job.record(
         ctx, MODEL_NAME, print_, trained, table, params, prep, net=net, input_example=None
@@ -354,6 +406,7 @@ def run(ctx: JobContext) -> JobResult:
         model["rmspe"],
         model["mape"],
     )
+    champions.settle(ctx, MODEL_NAME, version, verdict)
     training_job.clear_checkpoints(trained)
     return JobResult(
         outputs=[training_job.metrics_output(ctx, MODEL_NAME, version, mlflow_run, table)],

@@ -95,14 +95,26 @@ def mirrored(pixels: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
 
 
 def predict_proba(net: nn.Module, pixels: Any, chunk: int = EVAL_CHUNK) -> np.ndarray:
-    """Class probabilities (n, 10) as float64, computed `chunk` images at a time in eval mode."""
+    """Class probabilities (n, 10) as float64, computed in eval mode in batches of exactly
+    `chunk` images (the last one padded with blank images).
+
+    The kernels of CPUs with wide vector units (AVX-512) pick their algorithm by batch size,
+    and the last bits of an image's result then depend on how many images it was scored
+    with; at one fixed batch size they do not, so an image scores the same bits however the
+    images are split into calls (Spark's batches): a re-run of classify_images rewrites no
+    row."""
     x = as_pixels(pixels)
     was_training = net.training
     net.eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(x), chunk):
-            logits = net(x[start : start + chunk])
+            batch = x[start : start + chunk]
+            n = len(batch)
+            if n < chunk:
+                blank = torch.zeros((chunk - n, *batch.shape[1:]), dtype=batch.dtype)
+                batch = torch.cat([batch, blank])
+            logits = net(batch)[:n]
             out.append(torch.softmax(logits.double(), dim=1).numpy())
     net.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, CLASSES))

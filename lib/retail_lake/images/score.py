@@ -120,17 +120,23 @@ def score_images(
 
 
 def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[str, Any]]:
-    """(version, weights, preprocessing) of the registered classifier (latest by default)."""
+    """(version, weights, preprocessing) of the registered classifier (its champion by default)."""
+    from retail_lake.champions import serving
     from retail_lake.training.tracking import load_registered as load
 
-    return load(cfg, MODEL_NAME, "train_image_classifier", version)
+    return load(
+        cfg,
+        MODEL_NAME,
+        "train_image_classifier",
+        version or serving(cfg, MODEL_NAME, "train_image_classifier"),
+    )
 
 
 def run(ctx: JobContext) -> JobResult:
     """The classify_images job: every product image classified by the registered CNN.
 
-    Reads silver.product_images and scores every image with the latest registered
-    `product_image_classifier`; merges the predictions into gold.product_image_predictions
+    Reads silver.product_images and scores every image with the `product_image_classifier`
+    champion (`retail_lake.champions`); merges the predictions into gold.product_image_predictions
     on image and model, so scoring the same images with the same version again changes
     nothing.
 

@@ -27,9 +27,11 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from retail_lake import champions
 from retail_lake.images.inputs import CLASSES, PIXEL_MEAN, PIXEL_STD, PIXELS
 from retail_lake.images.score import (
     MODEL_NAME,
+    load_registered,
     require_images,
     score_images,
     state_to_bytes,
@@ -253,6 +255,19 @@ def _epoch_seconds(trained: training_job.Trained) -> float:
     return float(np.mean(times)) if times else 0.0
 
 
+def _champion_metrics(
+    ctx: JobContext, current: str, test: DataFrame
+) -> tuple[float | None, str, dict[str, float]]:
+    """The champion `current` re-evaluated on the same test images, through the same scoring
+    code: (its accuracy, "", its accuracy and test image count)."""
+    _, weights, prep = load_registered(ctx.cfg, current)
+    matrix = confusion(
+        score_images(ctx.spark, test, weights, f"{MODEL_NAME}:{current}", prep["shape"])
+    )
+    value = accuracy(matrix)
+    return value, "", {"accuracy": value, "images": float(matrix.sum())}
+
+
 def run(ctx: JobContext) -> JobResult:
     """Trains the product-image CNN on the configured backend and registers it in MLflow.
 
@@ -410,6 +425,15 @@ def run(ctx: JobContext) -> JobResult:
         except JobError:
             _log_confusion(ctx, None, matrix)
             raise
+    verdict = champions.challenge(
+        ctx,
+        MODEL_NAME,
+        "accuracy",
+        Better.HIGHER,
+        model["accuracy"],
+        lambda current: _champion_metrics(ctx, current, test),
+        table,
+    )
     net = training_job.network_from(task, trained.state)
     mlflow_run, version = training_job.record(
         ctx,
@@ -430,6 +454,7 @@ def run(ctx: JobContext) -> JobResult:
         version,
         model["accuracy"],
     )
+    champions.settle(ctx, MODEL_NAME, version, verdict)
     training_job.clear_checkpoints(trained)
     return JobResult(
         outputs=[training_job.metrics_output(ctx, MODEL_NAME, version, mlflow_run, table)],

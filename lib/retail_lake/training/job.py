@@ -10,6 +10,8 @@
    rule (`retail_lake.publish_rule`). A losing model is recorded (MLflow and
    ops.model_metrics, model version null) and the job fails (`reject`); a winning one is
    registered in MLflow with its metrics, and its checkpoints are removed.
+4. The registered version replaces the champion the scorers read only when it also beats it
+   on the same test data (`retail_lake.champions`); otherwise it stays a challenger.
 """
 
 from __future__ import annotations

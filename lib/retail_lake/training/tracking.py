@@ -153,7 +153,8 @@ def registered_with(cfg: Config, model_name: str, fingerprint: str) -> str | Non
 def load_registered(
     cfg: Config, model_name: str, trained_by: str, version: str | None = None
 ) -> tuple[str, bytes, dict[str, Any]]:
-    """(version, weights, preprocessing) of a registered torch model (latest by default).
+    """(version, weights, preprocessing) of a registered torch model (latest by default; the
+    scorers ask for the champion, `retail_lake.champions.serving`).
 
     weights: the network's state dict as `torch.save` bytes (on the CPU), small enough to
     broadcast to the scoring workers; preprocessing: the run's `preprocessing.json`.
