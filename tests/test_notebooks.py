@@ -153,5 +153,7 @@ def test_customers_and_recommendations_notebook(kernel, demo_lake, tmp_path):
     for baseline in ("global_popularity", "recent_popularity", "country_popularity"):
         assert baseline in tables
     assert re.search(r"map@\d+", tables) and re.search(r"ndcg@\d+", tables)
+    # The demo lake runs no A/B test: the notebook says so and how to start one.
+    assert "no A/B test evaluated in this lake" in text
     chosen = re.search(r"chosen on the validation period: (rank=\d+,reg_param=\S+,alpha=\S+)", text)
     assert chosen and chosen.group(1) in tables  # the search table lists it

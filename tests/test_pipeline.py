@@ -43,6 +43,7 @@ RETAIL_TABLES = (
     "gold.product_features",
     "gold.recommendations",
     "gold.similar_products",
+    "gold.recommendation_assignments",
     "bronze.fashion_mnist_raw",
     "silver.product_images",
     "bronze.places_raw",
@@ -189,6 +190,8 @@ def test_demo_pipeline_end_to_end(spark, demo_lake):
         "gold.product_features": 3562,
         "gold.recommendations": (2214 + 18) * 20,
         "gold.similar_products": 3545 * 10,
+        # Every customer seen by the snapshot has a variant (all als: no A/B test by default).
+        "gold.recommendation_assignments": 2232,
         # 200 + 100 Fashion-MNIST images; Luxembourg's 172 GeoNames places, all 252 countries.
         "bronze.fashion_mnist_raw": 300,
         "silver.product_images": 300,

@@ -33,6 +33,7 @@ from retail_lake.lake import local_frame
 from retail_lake.ops import MODEL_METRICS
 from retail_lake.publish_rule import Better, Decision, decide, shortfalls
 from retail_lake.recommend import features as feats
+from retail_lake.recommend.abtest import ABTest, assign
 from retail_lake.recommend.als import (
     BASELINES,
     RecommendConfig,
@@ -57,6 +58,7 @@ from retail_lake.recommend.interactions import (
     with_indices,
 )
 from retail_lake.recommend.model_tables import (
+    AB_ASSIGNMENTS,
     CUSTOMER_INDEX,
     INTERACTIONS,
     PRODUCT_INDEX,
@@ -469,8 +471,11 @@ def run(ctx: JobContext) -> JobResult:
     customers, products = ctx.read(CUSTOMERS), ctx.read(PRODUCTS)
     inter = ctx.read(INTERACTIONS)
     cidx, pidx = ctx.read(CUSTOMER_INDEX), ctx.read(PRODUCT_INDEX)
+    ab = ABTest.from_config(ctx.cfg["recommend"].get("ab_test") or {})
+    shaping = {k: v for k, v in ctx.cfg["recommend"].items() if k != "ab_test"}
+    served = {"salt": ab.salt, "shares": list(ab.shares)}  # not the evaluation's window
     fingerprint = _fingerprint(
-        ctx.data_versions_read(), {**ctx.cfg["recommend"], "as_of": conf.as_of}
+        ctx.data_versions_read(), {**shaping, "as_of": conf.as_of, "ab_test": served}
     )
     existing = registered_with(ctx.cfg, MODEL_NAME, fingerprint)
     if existing:
@@ -538,17 +543,26 @@ def run(ctx: JobContext) -> JobResult:
         "model_version": F.lit(version),
         "input_versions": _versions(ctx, needed),
     }
-    recs = recommendations(ctx, conf, final, inter, customers, cidx, pidx, products, as_of)
+    recs, assigned = recommendations(
+        ctx, conf, final, inter, customers, cidx, pidx, products, as_of, ab
+    )
     similar = _named_similar(
         similar_products(final.itemFactors, conf.similar_k, conf.batch_size), pidx, products
     )
     return JobResult(
         outputs=[
             Output(RECOMMENDATIONS, recs.withColumns(lineage)),
+            Output(
+                AB_ASSIGNMENTS,
+                assigned.withColumns(
+                    {"salt": F.lit(ab.salt), "as_of_date": F.lit(as_of), **lineage}
+                ),
+            ),
             Output(SIMILAR_PRODUCTS, similar.withColumns(lineage)),
             _metrics_output(ctx, version, mlflow_run, table),
         ],
         rows_read={INTERACTIONS: inter.count()},
+        cached=[assigned],
     )
 
 
@@ -591,10 +605,28 @@ def recommendations(
     pidx: DataFrame,
     products: DataFrame,
     as_of: date,
-) -> DataFrame:
-    """gold.recommendations rows: ALS for the customers in the interactions, popularity for
-    the other customers seen by the snapshot."""
-    known = inter.select(F.col(CUSTOMER_IDX).alias(USER)).distinct()
+    test: ABTest | None = None,
+) -> tuple[DataFrame, DataFrame]:
+    """gold.recommendations rows and gold.recommendation_assignments' (customer, bucket,
+    variant): ALS for the customers in the interactions who are in the `als` variant, the
+    popularity list (their purchases masked) for those in the `popularity` variant, and the
+    popularity list for the other customers seen by the snapshot, whatever their variant."""
+    test = test or ABTest.from_config({})
+    end = F.lit(as_of + timedelta(days=1)).cast("timestamp")
+    seen = (
+        customers.where(F.col("first_seen_at") < end)
+        .select(CUSTOMER)
+        .unionByName(inter.select(CUSTOMER))
+        .distinct()
+    )
+    assigned = assign(seen, test).persist()
+    users = (
+        inter.select(CUSTOMER, F.col(CUSTOMER_IDX).alias(USER))
+        .distinct()
+        .join(assigned.select(CUSTOMER, "variant"), on=CUSTOMER, how="inner")
+    )
+    known = users.where(F.col("variant") == "als").select(USER)
+    control = users.where(F.col("variant") == "popularity").select(USER)
     exclude = (
         inter.select(F.col(CUSTOMER_IDX).alias(USER), F.col(PRODUCT_IDX).alias(ITEM))
         if conf.exclude_purchased
@@ -603,13 +635,7 @@ def recommendations(
     als = als_top_n(model, known, conf.top_n, exclude, conf.batch_size).withColumn(
         "source", F.lit("als")
     )
-    end = F.lit(as_of + timedelta(days=1)).cast("timestamp")
-    others = (
-        customers.where(F.col("first_seen_at") < end)
-        .select(CUSTOMER)
-        .join(inter.select(CUSTOMER), on=CUSTOMER, how="left_anti")
-        .distinct()
-    )
+    others = seen.join(inter.select(CUSTOMER), on=CUSTOMER, how="left_anti")
     # Customers outside the index get negative stand-in ids (only for the top-N call).
     stand_in = others.select(
         CUSTOMER,
@@ -624,13 +650,21 @@ def recommendations(
     fallback = fallback.join(stand_in, on=USER, how="inner").withColumn(
         "source", F.lit("popularity")
     )
+    if test.active:
+        # The control: the same popularity list, each customer's own purchases masked.
+        als = als.unionByName(
+            popularity_top_n(popularity, control, conf.top_n, exclude, conf.batch_size)
+            .withColumn("source", F.lit("popularity"))
+            .select(*als.columns)
+        )
     named_als = als.join(
         cidx.select(F.col(CUSTOMER_IDX).alias(USER), CUSTOMER), on=USER, how="inner"
     )
     both = named_als.unionByName(fallback.select(*named_als.columns))
-    return (
+    recs = (
         both.join(pidx.select(F.col(PRODUCT_IDX).alias(ITEM), PRODUCT), on=ITEM, how="inner")
         .join(products.select(PRODUCT, "description"), on=PRODUCT, how="left")
+        .join(assigned.select(CUSTOMER, "variant"), on=CUSTOMER, how="inner")
         .select(
             CUSTOMER,
             F.col(RANK).alias("rank"),
@@ -638,8 +672,10 @@ def recommendations(
             "description",
             F.col(SCORE).cast("double").alias("score"),
             "source",
+            "variant",
         )
     )
+    return recs, assigned
 
 
 def _named_similar(similar: DataFrame, pidx: DataFrame, products: DataFrame) -> DataFrame:

@@ -19,6 +19,8 @@ PRODUCT_INDEX = "gold.product_index"
 INTERACTIONS = "gold.interactions"
 RECOMMENDATIONS = "gold.recommendations"
 SIMILAR_PRODUCTS = "gold.similar_products"
+AB_ASSIGNMENTS = "gold.recommendation_assignments"
+AB_RESULTS = "gold.recommendation_ab_results"
 
 INPUT_VERSIONS = Col(
     "input_versions",
@@ -129,6 +131,13 @@ MODEL_TABLES = [
                 False,
             ),
             Col("source", "string", "als or popularity (fallback)", False),
+            Col(
+                "variant",
+                "string",
+                "the customer's A/B variant (gold.recommendation_assignments): als or "
+                "popularity; als for everyone when no test runs",
+                False,
+            ),
             *MODEL,
             *meta_columns(),
         ),
@@ -153,5 +162,62 @@ MODEL_TABLES = [
         keys=(STOCK_CODE, "rank"),
         write_mode="overwrite",
         source="the ALS recommender's item factors",
+    ),
+    TableContract(
+        name=AB_ASSIGNMENTS,
+        description="Which A/B variant each customer seen by the snapshot is served "
+        "(recommend.ab_test): a bucket 0..9999 from a hash of the token with the salt, cut "
+        "into the variants by their shares. Rebuilt with gold.recommendations.",
+        columns=(
+            replace(CUSTOMER_TOKEN_COL, comment="customer pseudonym"),
+            Col("bucket", "int", "pmod(xxhash64(salt || ':' || token), 10000)", False),
+            Col("variant", "string", "als or popularity", False),
+            Col("salt", "string", "recommend.ab_test.salt of the split", False),
+            Col("as_of_date", "date", "the snapshot day the recommendations were made for", False),
+            *MODEL,
+            *meta_columns(),
+        ),
+        keys=(CUSTOMER_TOKEN,),
+        write_mode="overwrite",
+        source=f"{INTERACTIONS} + recommend.ab_test",
+    ),
+    TableContract(
+        name=AB_RESULTS,
+        description="What each A/B variant's customers bought in the days after the "
+        "snapshot (evaluate_recommendations): hit rate, precision@k and revenue of "
+        "recommended products bought per customer, and the share who bought anything, with "
+        "95% intervals and a two-sided test against the popularity control.",
+        columns=(
+            Col("salt", "string", "the split (recommend.ab_test.salt)", False),
+            Col("as_of_date", "date", "snapshot the recommendations were made for", False),
+            Col("window_start", "date", "first day of purchases counted", False),
+            Col("window_end", "date", "last day counted (at most window_days later)", False),
+            Col("variant", "string", "als or popularity", False),
+            Col(
+                "metric",
+                "string",
+                "hit_rate (bought >= 1 of their top-k), precision_at_k (recommended top-k "
+                "products bought / k), revenue_per_customer (GBP of recommended top-k products "
+                "bought), active_rate (bought anything: should not differ)",
+                False,
+            ),
+            Col("k", "int", "the cut-off (recommend.k)", False),
+            Col("customers", "bigint", "customers assigned to the variant", False),
+            Col("value", "double", "the metric over the variant's customers", False),
+            Col("ci_low", "double", "95% interval: low (Wilson for rates, normal for means)"),
+            Col("ci_high", "double", "95% interval: high"),
+            Col("control", "string", "the variant compared with (popularity)"),
+            Col("difference", "double", "value minus the control's; null for the control"),
+            Col(
+                "p_value",
+                "double",
+                "two-sided p-value against the control (two proportions or Welch); null for "
+                "the control",
+            ),
+            *meta_columns(),
+        ),
+        keys=("salt", "as_of_date", "window_end", "variant", "metric"),
+        write_mode="merge",
+        source=f"{AB_ASSIGNMENTS}, {RECOMMENDATIONS}, {TRANSACTIONS}",
     ),
 ]
