@@ -592,7 +592,10 @@ def cmd_models(args: argparse.Namespace, cfg: Config) -> int:
                 k,
             ),
         )
-        return " ".join(f"{k} {test[k]:.4f}" for k in order[:3])
+        return " ".join(
+            f"{k} {test[k]:.0f}" if float(test[k]).is_integer() else f"{k} {test[k]:.4f}"
+            for k in order[:3]
+        )
 
     rows = [
         (
