@@ -160,3 +160,71 @@ def test_forecaster_champion_challenger_promote_and_rollback(spark, demo_lake, t
     listed = {line.split()[1]: line.split()[2] for line in out.splitlines()[2:]}
     assert listed == {"2": "rolled", "1": "champion"}  # "rolled back"
     assert "rmspe" in out
+
+
+@pytest.mark.slow  # two recommend runs: the full suite only
+def test_the_recommender_keeps_the_champions_configuration_when_it_wins(spark, demo_lake, tmp_path):
+    """The recommender is refitted on every snapshot, so its champion is a configuration:
+    a search that picks a worse one (the challenger) is fitted beside the champion's on the
+    same split, loses, and the champion's configuration is refitted and published."""
+    from mlflow import MlflowClient
+    from pyspark.sql import functions as F
+
+    from retail_lake.config import load_config
+    from retail_lake.lake import Lake
+    from retail_lake.recommend.job import MODEL_NAME as RECOMMENDER
+    from retail_lake.recommend.job import run as recommend
+    from retail_lake.registry import run_job
+
+    root = copy_lake(demo_lake.root, tmp_path / "lake")
+    lake = Lake(spark, str(root))
+    demo = len(_decisions(lake))
+
+    def config(rank: int, alpha: float, *extra: str):
+        return load_config(
+            "test",
+            [
+                f"paths.root={root}",
+                f"recommend.als.search.rank=[{rank}]",
+                "recommend.als.search.reg_param=[0.1]",
+                f"recommend.als.search.alpha=[{alpha}]",
+                *extra,
+            ],
+        )
+
+    first, _ = run_job(spark, config(48, 5.0), "recommend", recommend)
+    [promoted] = _decisions(lake, demo)
+    assert (promoted["action"], promoted["version"], promoted["reason"]) == (
+        "promoted",
+        "1",
+        "no champion yet",
+    )
+    # A search offering only a small model, and a margin no search could clear.
+    second, _ = run_job(
+        spark,
+        config(4, 2.0, "recommend.require_beat_baselines=false", "models.promotion_margin=0.5"),
+        "recommend",
+        recommend,
+    )
+    kept = _decisions(lake, demo + 1)[-1]
+    assert (kept["run_id"], kept["action"], kept["version"]) == (second.run_id, "kept", "2")
+    assert (kept["champion_before"], kept["champion_after"]) == ("1", "2")
+    assert (
+        "configuration (rank=48,reg_param=0.1,alpha=5) is refitted and published"
+        in (kept["reason"])
+    )
+    metrics = {
+        (r["split"], r["metric"]): r["value"]
+        for r in lake.read("ops.model_metrics").where(F.col("run_id") == second.run_id).collect()
+    }
+    k = 10
+    # What was published is the champion's configuration, with its numbers as `test`; the
+    # search's choice is the challenger, both fitted and scored on the same split.
+    assert metrics[("chosen", "rank")] == 48 and metrics[("challenger", "rank")] == 4
+    assert metrics[("test", f"map@{k}")] == metrics[("champion:1", f"map@{k}")]
+    assert kept["champion_value"] == pytest.approx(metrics[("test", f"map@{k}")])
+    assert kept["challenger_value"] == pytest.approx(metrics[("challenger", f"map@{k}")])
+    run = MlflowClient().get_run(MlflowClient().get_model_version(RECOMMENDER, "2").run_id)
+    assert run.data.params["chosen_rank"] == "48"
+    served = {r["model_version"] for r in lake.read("gold.recommendations").collect()}
+    assert served == {"2"}

@@ -10,6 +10,10 @@ champion's value. A tie keeps the champion. A model with no champion yet (its fi
 or a lake registered before champions existed and whose latest version acts as one) takes the
 challenger.
 
+The recommender is refitted on every snapshot: there the champion is a configuration, and
+`recommend` publishes whichever of the search's choice and the champion's configuration
+wins on the same split (`settle(..., serve=True)`).
+
 Every decision is a row of `ops.model_decisions` (who, what, the two values, why) and tags on
 the MLflow version (`retail_lake.role`, `retail_lake.reason`); the champion's re-computed
 metrics land in `ops.model_metrics` under the split `champion:<version>` beside the
@@ -196,14 +200,18 @@ def challenge(
     return verdict
 
 
-def settle(ctx: JobContext, model_name: str, version: str, verdict: Verdict) -> None:
-    """Tags the new version with its role, moves the alias when it won, and records the
-    decision in ops.model_decisions."""
+def settle(
+    ctx: JobContext, model_name: str, version: str, verdict: Verdict, serve: bool = False
+) -> None:
+    """Tags the new version with its role, moves the alias when it won (or `serve`: a model
+    refitted on every snapshot, whose published version is the winning configuration's),
+    and records the decision in ops.model_decisions."""
     client = _client(ctx.cfg)
-    role = ALIAS if verdict.promote else "challenger"
+    serving = verdict.promote or serve
+    role = ALIAS if serving else "challenger"
     client.set_model_version_tag(model_name, version, ROLE_TAG, role)
     client.set_model_version_tag(model_name, version, REASON_TAG, verdict.reason)
-    if verdict.promote:
+    if serving:
         client.set_registered_model_alias(model_name, ALIAS, version)
         log.info("[%s] %s version %s is the champion", ctx.run_id, model_name, version)
     else:
@@ -220,7 +228,7 @@ def settle(ctx: JobContext, model_name: str, version: str, verdict: Verdict) -> 
         version,
         PROMOTED if verdict.promote else KEPT,
         verdict.champion,
-        version if verdict.promote else verdict.champion,
+        version if serving else verdict.champion,
         verdict.reason,
         verdict,
     )

@@ -29,6 +29,7 @@ from typing import Any
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from retail_lake import champions
 from retail_lake.lake import local_frame
 from retail_lake.ops import MODEL_METRICS
 from retail_lake.publish_rule import Better, Decision, decide, shortfalls
@@ -36,6 +37,7 @@ from retail_lake.recommend import features as feats
 from retail_lake.recommend.abtest import ABTest, assign
 from retail_lake.recommend.als import (
     BASELINES,
+    Params,
     RecommendConfig,
     Split,
     als_top_n,
@@ -509,7 +511,6 @@ def run(ctx: JobContext) -> JobResult:
     model = fit(test.train, chosen, conf)
     test_metrics = evaluate_als(model, test, conf)
     baselines = evaluate_baselines(test, conf)
-    test.unpersist()
     table = _metric_table(results, test_metrics, baselines, chosen.as_dict(), conf.k)
     _log_comparison(ctx, conf, test_metrics, baselines)
     lost = shortfalls(test_metrics, baselines, {"map": Better.HIGHER, "ndcg": Better.HIGHER})
@@ -518,6 +519,7 @@ def run(ctx: JobContext) -> JobResult:
     ]
     decision = decide(lost, conf.require_beat_baselines)
     if decision is Decision.REFUSE:
+        test.unpersist()
         mlflow_run, _ = _log_mlflow(ctx, conf, fingerprint, table)
         out = _metrics_output(ctx, None, mlflow_run, table)
         ctx.lake.write(out.df, ctx.registry[MODEL_METRICS], ctx.run_id, mode="append")
@@ -529,8 +531,11 @@ def run(ctx: JobContext) -> JobResult:
     if decision is Decision.PUBLISH_WITH_WARNING:
         log.warning("[%s] publishing a model that loses to a baseline: %s", ctx.run_id, failures)
 
-    final = fit(_final_train(inter, conf, as_of), chosen, conf)
+    verdict, published = _challenge(ctx, conf, chosen, test_metrics, test, baselines, table)
+    test.unpersist()
+    final = fit(_final_train(inter, conf, as_of), published, conf)
     mlflow_run, version = _log_mlflow(ctx, conf, fingerprint, table, final)
+    champions.settle(ctx, MODEL_NAME, version, verdict, serve=True)
     log.info(
         "[%s] registered %s version %s (evaluation %.0fs)",
         ctx.run_id,
@@ -564,6 +569,102 @@ def run(ctx: JobContext) -> JobResult:
         rows_read={INTERACTIONS: inter.count()},
         cached=[assigned],
     )
+
+
+def _champion_params(ctx: JobContext, current: str) -> Params | None:
+    """The configuration the champion version was fitted with (its MLflow run's chosen_*
+    parameters); None when its run does not record them."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    run_id = client.get_model_version(MODEL_NAME, current).run_id
+    params = client.get_run(run_id).data.params if run_id else {}
+    try:
+        return Params(
+            int(params["chosen_rank"]),
+            float(params["chosen_reg_param"]),
+            float(params["chosen_alpha"]),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+def _challenge(
+    ctx: JobContext,
+    conf: RecommendConfig,
+    chosen: Params,
+    test_metrics: dict[str, float],
+    test: Split,
+    baselines: dict[str, dict[str, float]],
+    table: dict[str, dict[str, float]],
+) -> tuple[champions.Verdict, Params]:
+    """Champion and challenger for a model refitted on every snapshot: the champion is a
+    configuration. The search's choice (the challenger) and the champion's configuration
+    are fitted on the same training lines and scored on the same test period; the
+    challenger is published when it beats the champion's MAP@k by `models.promotion_margin`
+    (or there is no champion, or it is the champion's configuration again); otherwise the
+    champion's configuration is refitted and published (it must beat the baselines too).
+    Returns the verdict and the configuration to publish; `table` gains the champion's
+    metrics (`champion:<version>`), and when the champion's configuration wins its numbers
+    become `test` and `chosen` (the challenger's go to `challenger`)."""
+    k = conf.k
+    found: dict[str, Params] = {}  # the champion's configuration, once read
+
+    def evaluate(current: str) -> tuple[float | None, str, dict[str, float]]:
+        theirs = _champion_params(ctx, current)
+        if theirs is None:
+            return None, "its run records no configuration", {}
+        found["params"] = theirs
+        if theirs == chosen:
+            return test_metrics["map"], "", {}
+        metrics = evaluate_als(fit(test.train, theirs, conf), test, conf)
+        return (
+            metrics["map"],
+            "",
+            {(m if m == "users" else f"{m}@{k}"): v for m, v in metrics.items()},
+        )
+
+    verdict = champions.challenge(
+        ctx, MODEL_NAME, "map", Better.HIGHER, test_metrics["map"], evaluate, table
+    )
+    theirs = found.get("params")
+    if theirs == chosen:
+        # The champion's configuration again: the same model refitted on the newer lines.
+        verdict = dataclasses.replace(
+            verdict,
+            promote=True,
+            reason=f"the champion {verdict.champion}'s configuration ({chosen.label()}) "
+            "again, refitted on the newer data",
+        )
+    if verdict.promote or theirs is None:
+        return verdict, chosen
+    champion_metrics = table[f"champion:{verdict.champion}"]
+    plain = {m.removesuffix(f"@{k}"): v for m, v in champion_metrics.items()}
+    lost = shortfalls(plain, baselines, {"map": Better.HIGHER, "ndcg": Better.HIGHER})
+    if lost:
+        verdict = dataclasses.replace(
+            verdict,
+            promote=True,
+            reason=verdict.reason + f"; but the champion's configuration ({theirs.label()}) "
+            f"no longer beats {lost[0].baseline}: the challenger is published",
+        )
+        return verdict, chosen
+    table["challenger"] = {**table["test"], **chosen.as_dict()}
+    table["test"] = champion_metrics
+    table["chosen"] = theirs.as_dict()
+    verdict = dataclasses.replace(
+        verdict,
+        reason=verdict.reason + f"; the champion's configuration ({theirs.label()}) is "
+        "refitted and published",
+    )
+    log.info(
+        "[%s] the champion's configuration (%s) is refitted and published; the search's "
+        "choice (%s) is recorded as the challenger",
+        ctx.run_id,
+        theirs.label(),
+        chosen.label(),
+    )
+    return verdict, theirs
 
 
 def _require_users(split: Split, what: str) -> None:
