@@ -14,13 +14,9 @@ Quality numbers, not timings: the test profile's two-fit ALS search keeps it to 
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+from real_lake import landed  # bench/ is on the path of a bench run
 
 
 def main() -> None:
@@ -37,17 +33,9 @@ def main() -> None:
     from retail_lake.pipeline import run_single
     from retail_lake.session import build_session
 
-    source = SHARED / "online_retail"
-    if not source.exists():
-        raise SystemExit(f"{source} is missing: the real Online Retail file is needed")
-    work = Path(tempfile.mkdtemp(prefix="retail-lake-ab-"))
-    try:
-        landing = work / "landing"
-        landing.mkdir()
-        (landing / "online_retail").symlink_to(source)
+    with landed("online_retail") as lake_items:
         overrides = [
-            f"paths.root={work / 'lake'}",
-            f"paths.landing={landing}",
+            *lake_items,
             f"recommend.as_of={args.as_of}",
             f"recommend.ab_test.salt={args.salt}",
             f"recommend.ab_test.shares={args.shares}",
@@ -80,8 +68,6 @@ def main() -> None:
             )
         print("\nseconds:", {k: round(v, 1) for k, v in seconds.items()})
         spark.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

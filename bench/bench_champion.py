@@ -12,13 +12,9 @@ test metrics, then what `retail-lake models` shows.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+from real_lake import landed  # bench/ is on the path of a bench run
 
 
 def main() -> None:
@@ -36,17 +32,9 @@ def main() -> None:
     from retail_lake.pipeline import run_single
     from retail_lake.session import build_session
 
-    source = SHARED / "rossmann"
-    if not source.exists():
-        raise SystemExit(f"{source} is missing: the real Rossmann files are needed")
-    work = Path(tempfile.mkdtemp(prefix="retail-lake-champion-"))
-    try:
-        landing = work / "landing"
-        landing.mkdir()
-        (landing / "rossmann").symlink_to(source)
+    with landed("rossmann") as lake_items:
         base = [
-            f"paths.root={work / 'lake'}",
-            f"paths.landing={landing}",
+            *lake_items,
             f"features.max_store={args.stores}",
             f"forecast.epochs={args.epochs}",
         ]
@@ -83,8 +71,6 @@ def main() -> None:
         cli.main(["models", "--profile", args.profile, *[x for o in base for x in ("--set", o)]])
         print("\nseconds:", {k: round(v, 1) for k, v in seconds.items()})
         spark.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

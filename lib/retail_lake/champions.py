@@ -73,19 +73,30 @@ def _versions(client, model_name: str) -> list[Any]:
 def champion(cfg: Config, model_name: str) -> str | None:
     """The version scorers use: the `champion` alias; with no alias (a lake registered before
     champions existed) the latest registered version; None when nothing is registered."""
+    return _champion_of(_client(cfg), model_name)
+
+
+def _champion_of(client, model_name: str, versions: list[Any] | None = None) -> str | None:
+    """`champion` with a client at hand (and the model's versions, when already listed)."""
     from mlflow.exceptions import MlflowException
 
-    client = _client(cfg)
     try:
         return str(client.get_model_version_by_alias(model_name, ALIAS).version)
     except MlflowException:
         pass
-    versions = _versions(client, model_name)
+    versions = _versions(client, model_name) if versions is None else versions
     if not versions:
         return None
     latest = str(max(int(v.version) for v in versions))
     log.info("%s has no champion alias: its latest version %s serves", model_name, latest)
     return latest
+
+
+def run_params(cfg: Config, model_name: str, version: str) -> dict[str, str]:
+    """The MLflow parameters of the run that registered `version` of `model_name`."""
+    client = _client(cfg)
+    run_id = client.get_model_version(model_name, version).run_id
+    return dict(client.get_run(run_id).data.params) if run_id else {}
 
 
 def serving(cfg: Config, model_name: str, trained_by: str) -> str:
@@ -270,7 +281,8 @@ def move(model_name: str, version: str, reason: str, rollback: bool) -> Callable
         if not reason.strip():
             raise ModelsError(f"models {action}: give a --reason (it is recorded)")
         client = _client(ctx.cfg)
-        known = {str(v.version) for v in _versions(client, model_name)}
+        versions = _versions(client, model_name)
+        known = {str(v.version) for v in versions}
         if not known:
             raise ModelsError(f"models {action}: no registered model named {model_name!r}")
         if version not in known:
@@ -278,7 +290,7 @@ def move(model_name: str, version: str, reason: str, rollback: bool) -> Callable
                 f"models {action}: {model_name} has no version {version!r} (registered: "
                 f"{', '.join(sorted(known, key=int))})"
             )
-        current = champion(ctx.cfg, model_name)
+        current = _champion_of(client, model_name, versions)
         if version == current:
             raise ModelsError(f"models {action}: version {version} already is the champion")
         if rollback and current is not None and int(version) > int(current):
@@ -319,11 +331,11 @@ def listing(cfg: Config, model_name: str | None = None) -> list[dict[str, Any]]:
         versions = _versions(client, name)
         if model_name and not versions:
             raise ModelsError(f"no registered model named {model_name!r}")
-        serving = champion(cfg, name) if versions else None
+        current = _champion_of(client, name, versions) if versions else None
         for mv in sorted(versions, key=lambda v: -int(v.version)):
             metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
             role = mv.tags.get(ROLE_TAG) or "-"
-            if str(mv.version) == serving:
+            if str(mv.version) == current:
                 role = ALIAS
             elif role == ALIAS:
                 role = "former champion"

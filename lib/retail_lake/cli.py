@@ -584,14 +584,8 @@ def cmd_models(args: argparse.Namespace, cfg: Config) -> int:
         return 0
 
     def shown(test: dict[str, float]) -> str:
-        order = sorted(
-            test,
-            key=lambda k: (
-                k not in _SHOWN_FIRST,
-                _SHOWN_FIRST.index(k) if k in _SHOWN_FIRST else 0,
-                k,
-            ),
-        )
+        rank = {k: i for i, k in enumerate(_SHOWN_FIRST)}
+        order = sorted(test, key=lambda k: (rank.get(k, len(rank)), k))
         return " ".join(
             f"{k} {test[k]:.0f}" if float(test[k]).is_integer() else f"{k} {test[k]:.4f}"
             for k in order[:3]

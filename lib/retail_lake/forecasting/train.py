@@ -194,11 +194,13 @@ def _champion_metrics(
     test_start: date,
     conf: ForecastConfig,
     scored: DataFrame,
+    days: float,
 ) -> tuple[float | None, str, dict[str, float]]:
     """The champion `current` re-evaluated on the challenger's test windows, with its own
     store levels, as `forecast` scores it: (its gate metric, why not when it cannot be
-    scored, its metrics). Where it knows fewer stores, both are judged on the store-days it
-    scores (the challenger's metrics on those days are added as `challenger:common`)."""
+    scored, its metrics). Where it judges fewer store-days than the challenger's `days` (it
+    knows fewer stores), both are judged on the store-days it scores (the challenger's
+    metrics on those days are added as `challenger_<metric>`)."""
     _, weights, prep = load_registered(ctx.cfg, current)
     theirs, ours = prep["shape"], conf.shape
     for key in ("lookback", "horizon"):
@@ -211,18 +213,17 @@ def _champion_metrics(
     theirs_scored = score_windows(ctx.spark, rows, weights, f"{MODEL_NAME}:{current}", theirs)
     theirs_scored = theirs_scored.cache()
     try:
-        days = theirs_scored.count()
-        if days == 0:
+        try:
+            metrics = error_metrics(theirs_scored)
+        except JobError:
             return None, "it knows none of the stores in the test windows", {}
-        metrics = error_metrics(theirs_scored)
-        if days < scored.count():
+        if metrics["days"] < days:
             common = scored.join(theirs_scored.select(STORE, DATE), [STORE, DATE], "left_semi")
             mine = error_metrics(common)
             metrics = {**metrics, **{f"challenger_{k}": v for k, v in mine.items()}}
     finally:
         theirs_scored.unpersist()
-    metric = conf.gate_metrics[0]
-    return metrics[metric], "", metrics
+    return metrics[conf.gate_metrics[0]], "", metrics
 
 
 def run(ctx: JobContext) -> JobResult:
@@ -390,7 +391,9 @@ def run(ctx: JobContext) -> JobResult:
         metric,
         Better.LOWER,
         model[metric],
-        lambda current: _champion_metrics(ctx, current, windows, test_start, conf, scored),
+        lambda current: _champion_metrics(
+            ctx, current, windows, test_start, conf, scored, model["days"]
+        ),
         table,
     )
     scored.unpersist()

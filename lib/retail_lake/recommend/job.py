@@ -574,11 +574,7 @@ def run(ctx: JobContext) -> JobResult:
 def _champion_params(ctx: JobContext, current: str) -> Params | None:
     """The configuration the champion version was fitted with (its MLflow run's chosen_*
     parameters); None when its run does not record them."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    run_id = client.get_model_version(MODEL_NAME, current).run_id
-    params = client.get_run(run_id).data.params if run_id else {}
+    params = champions.run_params(ctx.cfg, MODEL_NAME, current)
     try:
         return Params(
             int(params["chosen_rank"]),
@@ -706,13 +702,12 @@ def recommendations(
     pidx: DataFrame,
     products: DataFrame,
     as_of: date,
-    test: ABTest | None = None,
+    ab: ABTest,
 ) -> tuple[DataFrame, DataFrame]:
     """gold.recommendations rows and gold.recommendation_assignments' (customer, bucket,
     variant): ALS for the customers in the interactions who are in the `als` variant, the
     popularity list (their purchases masked) for those in the `popularity` variant, and the
     popularity list for the other customers seen by the snapshot, whatever their variant."""
-    test = test or ABTest.from_config({})
     end = F.lit(as_of + timedelta(days=1)).cast("timestamp")
     seen = (
         customers.where(F.col("first_seen_at") < end)
@@ -720,7 +715,7 @@ def recommendations(
         .unionByName(inter.select(CUSTOMER))
         .distinct()
     )
-    assigned = assign(seen, test).persist()
+    assigned = assign(seen, ab).persist()
     users = (
         inter.select(CUSTOMER, F.col(CUSTOMER_IDX).alias(USER))
         .distinct()
@@ -751,7 +746,7 @@ def recommendations(
     fallback = fallback.join(stand_in, on=USER, how="inner").withColumn(
         "source", F.lit("popularity")
     )
-    if test.active:
+    if ab.active:
         # The control: the same popularity list, each customer's own purchases masked.
         als = als.unionByName(
             popularity_top_n(popularity, control, conf.top_n, exclude, conf.batch_size)
