@@ -9,7 +9,7 @@ import pytest
 from retail_lake.catalog import update_readme
 from retail_lake.config import ConfigError
 from retail_lake.contracts import Col, ContractError, TableContract
-from retail_lake.demo import HISTORY, generate, online_retail_history
+from retail_lake.demo import HISTORY, fashion_sample, generate, online_retail_history
 from retail_lake.quality import load_suite
 from retail_lake.registry import CONTRACTS
 
@@ -83,6 +83,28 @@ def test_bundled_demo_data_is_what_the_generator_writes(tmp_path):
     for path in generate(tmp_path):
         rel = path.relative_to(tmp_path)
         assert path.read_bytes() == (bundled / rel).read_bytes(), f"{rel} differs"
+
+
+def test_the_demo_images_are_the_first_images_of_fashion_mnist(tmp_path):
+    """The bundled Fashion-MNIST sample is what demo_data/fashion_mnist/SOURCE.md states: the
+    first 4,000 training and 1,000 test records of the full files, headers saying so, and the
+    bytes the generator writes from them."""
+    import gzip
+
+    full = shared_data("fashion_mnist")
+    bundled = REPO / "lib" / "retail_lake" / "demo_data" / "fashion_mnist"
+    for path in fashion_sample(full, tmp_path):
+        assert path.read_bytes() == (bundled / path.name).read_bytes(), f"{path.name} differs"
+    for prefix, n in (("train", 4000), ("t10k", 1000)):
+        for kind, record, header in (("images-idx3", 784, 16), ("labels-idx1", 1, 8)):
+            name = f"{prefix}-{kind}-ubyte.gz"
+            mine = gzip.decompress((bundled / name).read_bytes())
+            theirs = gzip.decompress((full / name).read_bytes())
+            assert int.from_bytes(mine[4:8], "big") == n, name
+            assert len(mine) == header + n * record, name
+            # The same header otherwise (magic, image size) and the same leading records.
+            assert mine[:4] + mine[8:header] == theirs[:4] + theirs[8:header], name
+            assert mine[header:] == theirs[header : header + n * record], name
 
 
 def test_the_demo_history_is_the_selection_its_source_describes(tmp_path):

@@ -193,14 +193,17 @@ def test_future_windows_read_observed_lookback_and_planned_horizon_days(spark):
 
 
 # ----------------------------------------------------------------------------- network inputs
-def _batch(n_windows: int, lookback: int, horizon: int, seed: int = 0) -> dict:
+def _batch(n_windows: int, lookback: int, horizon: int, seed: int = 0, log_sd: float = 0.0) -> dict:
     rng = np.random.default_rng(seed)
     n = lookback + horizon
     dow = ((np.arange(n) % 7) + 1)[None].repeat(n_windows, 0).astype(np.float32)
     opened = (dow != 7).astype(np.float32)
     promo = (rng.uniform(size=(n_windows, n)) < 0.4).astype(np.float32)
-    # Sales follow the weekday and the promotion, with 2% noise: learnable.
+    # Sales follow the weekday and the promotion, with 2% noise: learnable; log_sd adds
+    # log-normal noise no input explains (what the P10..P90 interval must cover).
     eur = 6000 * (1 + 0.1 * dow) * (1 + 0.3 * promo) * rng.uniform(0.98, 1.02, (n_windows, n))
+    if log_sd:
+        eur = eur * np.exp(rng.normal(0.0, log_sd, (n_windows, n)))
     sales = np.where(opened > 0, np.log1p(eur), 0)
     return {
         "sales": sales.astype(np.float32),
@@ -266,6 +269,63 @@ def test_forecast_task_learns_and_reports_percentage_errors():
     # Unseen windows of the same pattern: errors of a few percent.
     assert 0 < sums["mape"] / sums["count"] < 0.1
     assert 0 < np.sqrt(sums["mspe"] / sums["count"]) < 0.1
+
+
+def test_the_interval_head_leaves_the_point_forecast_alone():
+    torch = pytest.importorskip("torch")
+    from retail_lake.forecasting.network import QUANTILES, pinball
+
+    torch.manual_seed(0)
+    lookback, horizon = 14, 7
+    net = ForecastTask(lookback, horizon, hidden=16).build()
+    p = prepare(_batch(16, lookback, horizon, log_sd=0.2), lookback, horizon)
+    point, low, high = net.quantiles(p["past"], p["future"])
+    assert torch.equal(point, net(p["past"], p["future"]))
+    assert bool((low < point).all()) and bool((point < high).all())
+    # The pinball losses reach only the spread head: every other weight gets no gradient,
+    # so the point forecast trains exactly as it would without the interval.
+    (pinball(low, p["target"], QUANTILES[0], p["mask"])
+     + pinball(high, p["target"], QUANTILES[1], p["mask"])).backward()  # fmt: skip
+    touched = {
+        name
+        for name, weight in net.named_parameters()
+        if weight.grad is not None and bool(weight.grad.abs().sum() > 0)
+    }
+    # (The spread's first layer has none yet either: its output layer starts at zero.)
+    assert touched == {"spread.2.weight", "spread.2.bias"}
+    # The pinball loss itself: under-forecasting costs q, over-forecasting 1 - q.
+    target, mask = torch.tensor([[1.0, 1.0]]), torch.ones(1, 2)
+    assert float(pinball(torch.tensor([[0.0, 2.0]]), target, 0.9, mask)) == pytest.approx(
+        (0.9 * 1 + 0.1 * 1) / 2
+    )
+
+
+def test_the_interval_learns_the_noise_it_must_cover():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    lookback, horizon, sd = 14, 7, 0.15
+    task = ForecastTask(lookback, horizon, hidden=16)
+    net = task.build()
+    train = {k: torch.as_tensor(v) for k, v in _batch(512, lookback, horizon, log_sd=sd).items()}
+    unseen = _batch(512, lookback, horizon, seed=1, log_sd=sd)
+    untrained = task.evaluate(net, unseen, "cpu")
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(300):
+        optimizer.zero_grad()
+        task.batch_loss(net, train, "cpu").backward()
+        optimizer.step()
+    sums = task.evaluate(net, unseen, "cpu")
+    below, above = sums["below_p10"] / sums["count"], sums["above_p90"] / sums["count"]
+    # The untrained interval (0.1 either side of an untrained point) misses most days; the
+    # trained one leaves about a tenth below and a tenth above on windows it never saw.
+    assert untrained["below_p10"] + untrained["above_p90"] > 0.5 * untrained["count"]
+    assert 0.05 < below < 0.16 and 0.05 < above < 0.16, (below, above)
+    # Its width is the noise's: a normal's P10..P90 spans 2 x 1.2816 sd in log sales.
+    p = prepare(unseen, lookback, horizon)
+    with torch.no_grad():
+        _, low, high = net.quantiles(p["past"], p["future"])
+    width = float(((high - low) * p["mask"]).sum() / p["mask"].sum())
+    assert width == pytest.approx(2 * 1.2816 * sd, rel=0.2)
 
 
 # ----------------------------------------------------------------------------- baselines

@@ -53,6 +53,39 @@ def test_merge_twice_keeps_one_row_per_key_and_second_run_changes_nothing(spark,
     )
 
 
+def test_a_table_made_by_an_older_release_gains_the_contracts_new_nullable_columns(spark, lake):
+    import dataclasses
+
+    day = date(2015, 1, 1)
+    lake.write(rows(spark, [(1, day, 10, 2015)]), SALES, "run-1")
+    # A later release's contract adds a nullable column (at the end, as forecasts gained
+    # their interval): the first write adds it; the rows already there hold null.
+    meta = SALES.columns[4:]
+    newer = dataclasses.replace(
+        SALES, columns=(*SALES.columns[:4], Col("note", "string", "a new column"), *meta)
+    )
+    added = spark.createDataFrame([(2, day, 20, 2015, "new")], f"{SCHEMA}, note string")
+    result = lake.write(added, newer, "run-2")
+    assert (result.inserted, result.updated, result.deleted) == (1, 0, 0)
+    table = lake.read(SALES.name)
+    assert table.schema["note"].metadata.get("comment") == "a new column"
+    assertDataFrameEqual(
+        table.select("store", "note"),
+        spark.createDataFrame([(1, None), (2, "new")], "store int, note string"),
+    )
+    # The same rows again commit nothing: the column is added once.
+    version = lake.version(SALES.name)
+    assert lake.write(added, newer, "run-3").skipped and lake.version(SALES.name) == version
+    # A new column that may not be null cannot be given to the rows already there.
+    required = dataclasses.replace(
+        newer, columns=(*newer.columns[:5], Col("must", "int", "required", False), *meta)
+    )
+    must = spark.createDataFrame([(3, day, 30, 2015, "x", 1)], f"{SCHEMA}, note string, must int")
+    with pytest.raises(ContractError, match=r"lacks the column\(s\) \['must'\], which may not"):
+        lake.write(must, required, "run-4")
+    assert lake.version(SALES.name) == version
+
+
 def test_a_first_load_keeps_rows_another_writer_committed_after_the_table_was_created(spark, lake):
     from retail_lake.lake import with_metadata
 

@@ -46,6 +46,7 @@ RETAIL_TABLES = (
     "gold.recommendation_assignments",
     "bronze.fashion_mnist_raw",
     "silver.product_images",
+    "gold.product_image_predictions",
     "bronze.places_raw",
     "silver.places",
     "bronze.countries_raw",
@@ -101,9 +102,13 @@ def check_skeleton(
     inputs = meta[0]["input_versions"]
     assert inputs["gold.sales_windows"] == lake.data_version("gold.sales_windows")
     assert all_forecasts.where(~F.col("forecast").between(0, 1e6)).count() == 0
+    # The 80% interval on every row, around the forecast (0 on closed days, below).
+    p10, p90, point = F.col("forecast_p10"), F.col("forecast_p90"), F.col("forecast")
+    assert all_forecasts.where(p10.isNull() | p90.isNull()).count() == 0
+    assert all_forecasts.where(~((p10 <= point) & (point <= p90))).count() == 0
     # Closed days are forecast 0; actuals are the silver sales.
     closed = features.where(~F.col("open")).select("store", "date")
-    assert forecasts.join(closed, on=["store", "date"]).where(F.col("forecast") != 0).count() == 0
+    assert forecasts.join(closed, on=["store", "date"]).where(p90 != 0).count() == 0
     assert (
         forecasts.join(features, on=["store", "date"])
         .where(F.col("actual") != F.col("sales"))
@@ -142,6 +147,15 @@ def check_skeleton(
     }
     rmspe = metrics[("test", "rmspe")]
     assert rmspe["model_version"] == "1" and 0 < rmspe["value"] < 0.5
+    # The interval's coverage the training run measured is what the published backtest rows
+    # show on the same open days with sales (scored again by `forecast`).
+    judged = forecasts.join(features.where("open AND sales > 0"), ["store", "date"], "left_semi")
+    inside = judged.where((p10 <= F.col("actual")) & (F.col("actual") <= p90)).count()
+    coverage = metrics[("test", "coverage_p10_p90")]["value"]
+    assert inside / judged.count() == pytest.approx(coverage, abs=1e-9)
+    assert metrics[("test", "below_p10")]["value"] + metrics[("test", "above_p90")][
+        "value"
+    ] == pytest.approx(1 - coverage, abs=1e-9)
     for baseline in ("seasonal_naive", "weekday_promo_median"):
         assert rmspe["value"] < metrics[(f"baseline:{baseline}", "rmspe")]["value"], baseline
     # The training run read gold at the versions it recorded.
@@ -192,9 +206,11 @@ def test_demo_pipeline_end_to_end(spark, demo_lake):
         "gold.similar_products": 3545 * 10,
         # Every customer seen by the snapshot has a variant (all als: no A/B test by default).
         "gold.recommendation_assignments": 2232,
-        # 200 + 100 Fashion-MNIST images; Luxembourg's 172 GeoNames places, all 252 countries.
-        "bronze.fashion_mnist_raw": 300,
-        "silver.product_images": 300,
+        # 4,000 + 1,000 Fashion-MNIST images, each classified once by the CNN (version 1);
+        # Luxembourg's 172 GeoNames places, all 252 countries.
+        "bronze.fashion_mnist_raw": 5000,
+        "silver.product_images": 5000,
+        "gold.product_image_predictions": 5000,
         "bronze.places_raw": 172,
         "silver.places": 172,
         "bronze.countries_raw": 252,
@@ -226,6 +242,35 @@ def test_demo_pipeline_end_to_end(spark, demo_lake):
         .collect()
     }
     assert rmspe["test"] < 0.95 * rmspe["baseline:weekday_promo_median"]
+    # The P10..P90 interval after the test profile's short training: about 80% of the test
+    # days inside (an interval of zero width would hold none, one of every value all).
+    coverage = (
+        lake.read("ops.model_metrics")
+        .where("model_name = 'sales_forecaster' AND split = 'test'")
+        .where("metric = 'coverage_p10_p90'")
+        .first()["value"]
+    )
+    assert 0.6 < coverage < 0.95
+    # The CNN, trained in the pipeline on the bundled images (2 epochs on the test profile),
+    # is the champion and is well ahead of both baselines on the 1,000 test images (measured
+    # 0.78 against 0.67 for the nearest centroid; a network that learned nothing sits at
+    # the majority class's 0.10).
+    accuracy = {
+        r["split"]: (r["value"], r["model_version"])
+        for r in lake.read("ops.model_metrics")
+        .where("model_name = 'product_image_classifier' AND metric = 'accuracy'")
+        .collect()
+    }
+    assert accuracy["test"][1] == "1"
+    assert accuracy["test"][0] > accuracy["baseline:nearest_centroid"][0] + 0.05
+    assert accuracy["baseline:nearest_centroid"][0] > accuracy["baseline:majority_class"][0]
+    predictions = lake.read("gold.product_image_predictions")
+    assert predictions.where("model_version != '1'").count() == 0
+    test_images = predictions.where("split = 'test'")
+    assert test_images.count() == 1000
+    # The scored table agrees with the accuracy the training run recorded on the same images.
+    hits = test_images.where(F.col("predicted_label") == F.col("label")).count()
+    assert hits / 1000 == pytest.approx(accuracy["test"][0], abs=1e-9)
 
 
 @pytest.mark.slow
@@ -242,11 +287,12 @@ def test_demo_pipeline_rerun_commits_nothing_and_skips_every_unit(spark, demo_la
     assert {"silver.quarantine", "gold.sales_forecasts"} <= compacted
     assert "silver.transactions" not in compacted  # two files: left as they are
     assert [r["status"] for r in demo_lake.pipeline_runs] == ["succeeded", "succeeded"]
-    # Cleanse, features, score_locations and forecast skipped every unit of work: nothing
+    # Cleanse, features, score_locations, forecast and classify_images skipped every unit: nothing
     # that shapes them changed (train_forecaster and recommend reused their registered
     # models: the forecasts' lineage names one model version, checked above).
     first, second = demo_lake.unit_states
     assert first == [
+        ("classify_images", "built"),
         ("cleanse fashion_mnist", "built"),
         ("cleanse geonames_countries", "built"),
         ("cleanse geonames_places", "built"),
@@ -267,7 +313,11 @@ def test_demo_pipeline_rerun_commits_nothing_and_skips_every_unit(spark, demo_la
         F.col("parent_run_id") == demo_lake.pipeline_runs[1]["run_id"]
     )
     trained = {r["job"]: r["versions_written"] for r in again.collect()}
-    assert (trained["recommend"], trained["train_forecaster"]) == (None, None)
+    assert (
+        trained["recommend"],
+        trained["train_forecaster"],
+        trained["train_image_classifier"],
+    ) == (None, None, None)
     # So the re-run recorded no second set of held-out metrics.
     huff = lake.read("ops.model_metrics").where(F.col("model_name") == "huff")
     assert huff.select("run_id").distinct().count() == 1

@@ -301,6 +301,42 @@ def online_retail_history(full_file: Path, out: Path) -> Path:
     return path
 
 
+FASHION = "fashion_mnist"
+# The demo's product images: the first this many training and test images of Fashion-MNIST
+# (MIT licence). Enough for the CNN to beat its baselines in a short run (bench/RESULTS.md).
+FASHION_TRAIN, FASHION_TEST = 4000, 1000
+
+
+def _idx_head(data: bytes, n: int) -> bytes:
+    """The first `n` records of an IDX file (its header rewritten to say `n`)."""
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    if n > shape[0]:
+        raise ValueError(f"the IDX file holds {shape[0]} records, fewer than {n}")
+    record = int(np.prod(shape[1:], dtype=np.int64)) if dims > 1 else 1
+    head = 4 + 4 * dims
+    return data[:4] + n.to_bytes(4, "big") + data[8:head] + data[head : head + n * record]
+
+
+def fashion_sample(
+    full_folder: Path, out: Path, train: int = FASHION_TRAIN, test: int = FASHION_TEST
+) -> list[Path]:
+    """Writes `out`/fashion_mnist/ with the first `train` training and `test` test images and
+    their labels from the full Fashion-MNIST files in `full_folder` (gzip -9, no timestamp:
+    the same bytes each time)."""
+    folder = out / FASHION
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for prefix, n in (("train", train), ("t10k", test)):
+        for kind in ("images-idx3", "labels-idx1"):
+            name = f"{prefix}-{kind}-ubyte.gz"
+            data = gzip.decompress((full_folder / name).read_bytes())
+            path = folder / name
+            path.write_bytes(gzip.compress(_idx_head(data, n), compresslevel=9, mtime=0))
+            written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="regenerate the bundled demo data")
     parser.add_argument("--out", default=str(Path(__file__).parent / "demo_data"))
@@ -311,8 +347,16 @@ def main(argv: list[str] | None = None) -> int:
         help="write only the Online Retail history, from the full file "
         "(../shared/data/online_retail/online_retail.csv.gz)",
     )
+    parser.add_argument(
+        "--fashion-from",
+        metavar="FASHION_MNIST_FOLDER",
+        help="write only the Fashion-MNIST sample, from the full files "
+        "(../shared/data/fashion_mnist)",
+    )
     args = parser.parse_args(argv)
-    if args.history_from:
+    if args.fashion_from:
+        written = fashion_sample(Path(args.fashion_from), Path(args.out))
+    elif args.history_from:
         written = [online_retail_history(Path(args.history_from), Path(args.out))]
     else:
         written = generate(Path(args.out), args.stores)

@@ -15,6 +15,7 @@ already there (same keys and content hashes), for the same reason.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 WRITE_MODES = ("merge", "replace_where", "overwrite", "append")
 # How many times a write is made in all when other commits to its table keep conflicting.
 WRITE_ATTEMPTS = 5
+# Data tables whose columns this process has compared with a contract: (location, columns).
+_COLUMNS_CHECKED: set[tuple[str, tuple[str, ...]]] = set()
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 # The merge source's marker of a row to delete (see `retire` in `Lake.write`).
 RETIRE = "_retire"
@@ -471,6 +474,8 @@ class Lake:
         # The contract check before creating anything.
         rows = with_metadata(df, contract, run_id, extra_columns)
         created = self.ensure(contract)
+        if not created:
+            self._add_new_columns(contract)
         started = time.monotonic()
         before = 0 if created else self.version(contract.name)
         # Every commit carries the run id (DESCRIBE HISTORY's userMetadata): the write's own
@@ -499,6 +504,45 @@ class Lake:
             time.monotonic() - started,
         )
         return result
+
+    def _add_new_columns(self, contract: TableContract) -> None:
+        """Adds the nullable contract columns that the table, made by an older release,
+        lacks: at the end, with their comments, null in the rows already there (a metadata
+        commit before the write's own). Checked once per table and process.
+
+        Raises:
+            ContractError: a missing column may not be null (the table must be rebuilt).
+        """
+        location = self.location(contract.name)
+        checked = (location, tuple(c.name for c in contract.columns))
+        if checked in _COLUMNS_CHECKED:
+            return
+        try:
+            _, snapshot = self._snapshot(contract.name)
+            fields = json.loads(snapshot.metadata().schemaString())["fields"]
+            present = {f["name"] for f in fields}
+        except Exception as exc:  # py4j: an internal API that may change
+            log.debug("reading the schema of %s from its log: %s", contract.name, exc)
+            present = set(self.spark.read.format("delta").load(location).columns)
+        missing = [c for c in contract.columns if c.name not in present]
+        required = [c.name for c in missing if not c.nullable]
+        if required:
+            raise ContractError(
+                f"{contract.name}: the table at {location} lacks the column(s) {required}, "
+                f"which may not be null, so they cannot be added to its rows: it was made by "
+                f"an older release; rebuild it (remove the table and run its job again)"
+            )
+        if missing:
+            added = ", ".join(
+                f"`{c.name}` {c.type} COMMENT {sql_string(c.comment)}" for c in missing
+            )
+            log.info(
+                "%s: adding column(s) %s (null in the rows already there)",
+                contract.name,
+                ", ".join(c.name for c in missing),
+            )
+            self.spark.sql(f"ALTER TABLE delta.`{location}` ADD COLUMNS ({added})")
+        _COLUMNS_CHECKED.add(checked)
 
     def _write_existing(
         self,

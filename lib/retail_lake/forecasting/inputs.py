@@ -34,4 +34,4 @@ N_FUTURE = 5 + 7 + 3 + 2 + N_STATIC + 1
 ROW_COLUMNS = ("level", "customers_level", "static", "profile")
 # Changes whenever the network's inputs or layers change: part of the training fingerprint,
 # so a model registered by an older version is never reused for this one.
-NETWORK_VERSION = 2
+NETWORK_VERSION = 3  # 3: the P10/P90 head

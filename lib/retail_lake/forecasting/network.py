@@ -13,6 +13,12 @@ profile: its median log sales by weekday and promo state over the training perio
 horizon day's sales or customers. The output is log(1 + sales) relative to the store's level
 for each horizon day, as a correction to the profile (the last layer starts at zero, so an
 untrained network forecasts the store's weekday x promo median); closed days are forecast 0.
+
+Beside the point forecast, a second head gives each day's 10th and 90th percentiles (P10,
+P90) as distances below and above it, trained with the pinball (quantile) loss. It reads
+the decoder's states detached from the graph, so the quantiles never change what the point
+forecast learns. Quantiles of log sales are quantiles of sales: the interval maps to EUR
+through the same expm1.
 """
 
 from __future__ import annotations
@@ -141,9 +147,16 @@ def prepare(batch: Mapping[str, Any], lookback: int, horizon: int) -> dict[str, 
     }
 
 
+# The interval's quantiles: P10 and P90, an 80% interval.
+QUANTILES = (0.1, 0.9)
+# The quantile head starts at this distance (log units) on either side of the point.
+_START_SPREAD = 0.1
+
+
 class Forecaster(nn.Module):
     """Encoder-decoder LSTM: (past, future) -> (B, H) log sales relative to the level, as a
-    correction to the store's profile at each day (the last future column)."""
+    correction to the store's profile at each day (the last future column); `quantiles`
+    gives the P10 and P90 as well."""
 
     def __init__(self, hidden: int = 64, layers: int = 1) -> None:
         super().__init__()
@@ -155,28 +168,66 @@ class Forecaster(nn.Module):
         # Start from the profile: training learns what the weekday x promo median misses.
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
+        # Made after the point forecast's layers, so their initial weights (drawn in order
+        # from the seeded generator) are the ones a network without it would get.
+        self.spread = nn.Sequential(
+            nn.Linear(hidden + N_FUTURE, hidden), nn.ReLU(), nn.Linear(hidden, len(QUANTILES))
+        )
+        nn.init.zeros_(self.spread[-1].weight)
+        nn.init.constant_(self.spread[-1].bias, math.log(math.expm1(_START_SPREAD)))
 
-    def forward(self, past, future):
+    def _decode(self, past, future):
         _, state = self.encoder(past)
         out, _ = self.decoder(future, state)
-        correction = self.head(torch.cat([out, future], dim=-1)).squeeze(-1)
-        return future[..., -1] + correction
+        return torch.cat([out, future], dim=-1)
+
+    def forward(self, past, future):
+        return self.point(self._decode(past, future), future)
+
+    def point(self, decoded, future):
+        return future[..., -1] + self.head(decoded).squeeze(-1)
+
+    def quantiles(self, past, future):
+        """(point, P10, P90), each (B, H) log sales relative to the level. The P10 and P90
+        are the point less and plus a positive spread read from detached states: training
+        them moves only the spread head."""
+        decoded = self._decode(past, future)
+        point = self.point(decoded, future)
+        below, above = nn.functional.softplus(self.spread(decoded.detach())).unbind(-1)
+        return point, point.detach() - below, point.detach() + above
+
+
+def pinball(pred, target, q: float, mask):
+    """The mean pinball (quantile) loss of `pred` as the `q` quantile, over `mask`."""
+    diff = target - pred
+    loss = torch.maximum(q * diff, (q - 1) * diff) * mask
+    return loss.sum() / mask.sum().clamp(min=1.0)
 
 
 def build_network(hidden: int = 64, layers: int = 1) -> Forecaster:
     return Forecaster(hidden, layers)
 
 
-def forecast_eur(net, prepared: Mapping[str, Any]):
-    """Forecast sales (EUR) per horizon day; 0 on closed days."""
-    rel = net(prepared["past"], prepared["future"])
+def _eur(rel, prepared: Mapping[str, Any]):
     eur = torch.expm1(rel + prepared["level"]).clamp(min=0.0)
     return torch.where(prepared["open"] > 0, eur, torch.zeros_like(eur))
 
 
+def forecast_eur(net, prepared: Mapping[str, Any]):
+    """Forecast sales (EUR) per horizon day; 0 on closed days."""
+    return _eur(net(prepared["past"], prepared["future"]), prepared)
+
+
+def interval_eur(net, prepared: Mapping[str, Any]):
+    """(forecast, P10, P90) in EUR per horizon day; 0 on closed days."""
+    return tuple(_eur(rel, prepared) for rel in net.quantiles(prepared["past"], prepared["future"]))
+
+
 class ForecastTask:
-    """The forecaster's `training.loop.Task`: masked MSE on log sales; validation reports the
-    squared and absolute percentage errors over open days with sales (RMSPE = sqrt(mspe))."""
+    """The forecaster's `training.loop.Task`: masked MSE on log sales for the point forecast,
+    plus the pinball loss of the P10 and P90 (which train only the spread head); validation
+    reports the squared and absolute percentage errors over open days with sales (RMSPE =
+    sqrt(mspe)), and how many of those days fall below the P10, above the P90."""
 
     name = "sales_forecaster"
     monitor = "mspe"
@@ -190,23 +241,34 @@ class ForecastTask:
 
     def batch_loss(self, net, batch, device):
         p = {k: v.to(device) for k, v in prepare(batch, self.lookback, self.horizon).items()}
-        pred = net(p["past"], p["future"])
+        pred, low, high = net.quantiles(p["past"], p["future"])
         err = (pred - p["target"]) ** 2 * p["mask"]
-        return err.sum() / p["mask"].sum().clamp(min=1.0)
+        point = err.sum() / p["mask"].sum().clamp(min=1.0)
+        q_low, q_high = QUANTILES
+        return (
+            point
+            + pinball(low, p["target"], q_low, p["mask"])
+            + pinball(high, p["target"], q_high, p["mask"])
+        )
 
     def evaluate(self, net, data, device) -> dict[str, float]:
         if not len(data["level"]):
-            return {"count": 0.0, "mspe": 0.0, "mape": 0.0, "mse_log": 0.0}
+            return {
+                "count": 0.0, "mspe": 0.0, "mape": 0.0, "mse_log": 0.0,
+                "below_p10": 0.0, "above_p90": 0.0,
+            }  # fmt: skip
         p = {k: v.to(device) for k, v in prepare(data, self.lookback, self.horizon).items()}
-        eur = forecast_eur(net, p)
+        rel, low, high = net.quantiles(p["past"], p["future"])
+        eur = _eur(rel, p)
         mask = p["mask"] > 0
         pct = torch.where(
             mask, (p["sales"] - eur) / p["sales"].clamp(min=1.0), torch.zeros_like(eur)
         )
-        rel = net(p["past"], p["future"])
         return {
             "count": float(mask.sum()),
             "mspe": float((pct**2).sum()),
             "mape": float(pct.abs().sum()),
             "mse_log": float((((rel - p["target"]) ** 2) * p["mask"]).sum()),
+            "below_p10": float((mask & (p["target"] < low)).sum()),
+            "above_p90": float((mask & (p["target"] > high)).sum()),
         }

@@ -41,6 +41,9 @@ SCORED = T.StructType(
         T.StructField(STORE, T.IntegerType(), False),
         T.StructField(DATE, T.DateType(), False),
         T.StructField("forecast", T.DoubleType(), False),
+        # The 80% interval; null from a model registered before the network had one.
+        T.StructField("forecast_p10", T.DoubleType(), True),
+        T.StructField("forecast_p90", T.DoubleType(), True),
         T.StructField("sales", T.IntegerType(), False),
         T.StructField("open", T.BooleanType(), False),
     ]
@@ -149,15 +152,25 @@ def model_rows(windows: DataFrame, store_levels: DataFrame) -> DataFrame:
 
 
 def _network(key: str, weights: bytes, hidden: int, layers: int):
+    """(the network, whether it has the interval head): a model registered before the
+    network had one (NETWORK_VERSION 2) scores its point forecast alone."""
     import torch
 
     from retail_lake.forecasting.network import build_network
 
     if key not in _MODELS:
         net = build_network(hidden, layers)
-        net.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
+        loaded = net.load_state_dict(
+            torch.load(io.BytesIO(weights), weights_only=True), strict=False
+        )
+        lacking = [k for k in loaded.missing_keys if not k.startswith("spread.")]
+        if lacking or loaded.unexpected_keys:
+            raise ValueError(
+                f"{key}: weights that do not fit the network (missing {lacking}, "
+                f"unexpected {loaded.unexpected_keys})"
+            )
         net.eval()
-        _MODELS[key] = net
+        _MODELS[key] = (net, not loaded.missing_keys)
     return _MODELS[key]
 
 
@@ -181,10 +194,10 @@ def score_windows(
     def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
 
-        from retail_lake.forecasting.network import forecast_eur, prepare
+        from retail_lake.forecasting.network import forecast_eur, interval_eur, prepare
 
         torch.set_num_threads(1)
-        net = _network(key, shared.value, hidden, layers)
+        net, has_interval = _network(key, shared.value, hidden, layers)
         for pdf in batches:
             if pdf.empty:
                 continue
@@ -195,14 +208,22 @@ def score_windows(
             batch["profile"] = np.stack(pdf["profile"].to_numpy()).astype(np.float32)
             with torch.no_grad():
                 p = prepare(batch, lookback, horizon)
-                eur = forecast_eur(net, p).numpy().astype(np.float64)
+                if has_interval:
+                    eur, low, high = (
+                        x.numpy().astype(np.float64).reshape(-1) for x in interval_eur(net, p)
+                    )
+                else:
+                    eur = forecast_eur(net, p).numpy().astype(np.float64).reshape(-1)
+                    low = high = pd.Series([None] * eur.size, dtype=object)
             starts = np.array([pd.Timestamp(d) for d in pdf["forecast_start"]])
             days = np.arange(horizon)
             yield pd.DataFrame(
                 {
                     STORE: np.repeat(pdf[STORE].to_numpy(dtype=np.int32), horizon),
                     DATE: [(s + pd.Timedelta(days=int(j))).date() for s in starts for j in days],
-                    "forecast": eur.reshape(-1),
+                    "forecast": eur,
+                    "forecast_p10": low,
+                    "forecast_p90": high,
                     "sales": np.rint(np.expm1(batch["sales"][:, lookback:]))
                     .astype(np.int32)
                     .reshape(-1),
@@ -225,6 +246,27 @@ def error_metrics(scored: DataFrame) -> dict[str, float]:
     if not row["n"]:
         raise JobError("no open days with sales to evaluate on")
     return {"rmspe": float(row["rmspe"]), "mape": float(row["mape"]), "days": float(row["n"])}
+
+
+def interval_metrics(scored: DataFrame) -> dict[str, float]:
+    """How the P10..P90 interval held on the open days with non-zero sales: the share of
+    days inside it (`coverage_p10_p90`; 0.8 for a calibrated interval), below the P10 and
+    above the P90, and its mean width relative to the sales. Empty for a model without the
+    interval."""
+    judged = scored.where(F.col("open") & (F.col("sales") > 0) & F.col("forecast_p10").isNotNull())
+    sales, low, high = F.col("sales"), F.col("forecast_p10"), F.col("forecast_p90")
+    row = judged.agg(
+        F.avg(((low <= sales) & (sales <= high)).cast("double")).alias("coverage_p10_p90"),
+        F.avg((sales < low).cast("double")).alias("below_p10"),
+        F.avg((sales > high).cast("double")).alias("above_p90"),
+        F.avg((high - low) / sales).alias("interval_width"),
+        F.count(F.lit(1)).alias("n"),
+    ).first()
+    if not row["n"]:
+        return {}
+    return {
+        k: float(row[k]) for k in ("coverage_p10_p90", "below_p10", "above_p90", "interval_width")
+    }
 
 
 def future_windows(
@@ -333,6 +375,8 @@ def run(ctx: JobContext) -> JobResult:
         STORE,
         DATE,
         "forecast",
+        "forecast_p10",
+        "forecast_p90",
         F.col("sales").alias("actual"),
         F.lit(MODEL_NAME).alias("model_name"),
         F.lit(version).alias("model_version"),
@@ -392,6 +436,8 @@ def run(ctx: JobContext) -> JobResult:
                         STORE,
                         DATE,
                         "forecast",
+                        "forecast_p10",
+                        "forecast_p90",
                         F.lit(None).cast("int").alias("actual"),
                         F.lit(MODEL_NAME).alias("model_name"),
                         F.lit(version).alias("model_version"),

@@ -109,6 +109,17 @@ GOLD = [
             Col(STORE, "int", "Rossmann store number", False),
             Col(DATE, "date", "forecast day", False),
             Col("forecast", "double", "forecast turnover (EUR); 0 on closed days", False),
+            Col(
+                "forecast_p10",
+                "double",
+                "10th percentile of the turnover (EUR): the 80% interval's lower end; 0 on "
+                "closed days; null from a model registered before the network had one",
+            ),
+            Col(
+                "forecast_p90",
+                "double",
+                "90th percentile of the turnover (EUR): the 80% interval's upper end",
+            ),
             Col("actual", "int", "observed turnover when known (backtest), else null"),
             *MODEL_LINEAGE,
             *meta_columns(),

@@ -34,6 +34,7 @@ from retail_lake.forecasting.inputs import (
 from retail_lake.forecasting.score import (
     MODEL_NAME,
     error_metrics,
+    interval_metrics,
     levels,
     load_registered,
     model_rows,
@@ -319,7 +320,7 @@ def run(ctx: JobContext) -> JobResult:
     scored = score_windows(
         ctx.spark, test_rows, weights, f"{MODEL_NAME}:{ctx.run_id}", conf.shape
     ).cache()
-    model = error_metrics(scored)
+    model = {**error_metrics(scored), **interval_metrics(scored)}
     baselines = {
         name: error_metrics(fn(features, test_start, last_day)) for name, fn in BASELINES.items()
     }
@@ -330,6 +331,7 @@ def run(ctx: JobContext) -> JobResult:
             "rmspe": float(np.sqrt(best["val_mspe"])),
             "mape": best["val_mape"],
             "epoch": best["epoch"],
+            **{k: best[f"val_{k}"] for k in ("below_p10", "above_p90") if f"val_{k}" in best},
         },
         "train": {
             "loss": trained.history[-1]["train_loss"],
@@ -402,12 +404,14 @@ def run(ctx: JobContext) -> JobResult:
         ctx, MODEL_NAME, print_, trained, table, params, prep, net=net, input_example=None
     )
     log.info(
-        "[%s] registered %s version %s (test RMSPE %.4f, MAPE %.4f)",
+        "[%s] registered %s version %s (test RMSPE %.4f, MAPE %.4f; P10..P90 covers %.1f%% of "
+        "the test days)",
         ctx.run_id,
         MODEL_NAME,
         version,
         model["rmspe"],
         model["mape"],
+        100 * model.get("coverage_p10_p90", float("nan")),
     )
     champions.settle(ctx, MODEL_NAME, version, verdict)
     training_job.clear_checkpoints(trained)

@@ -138,7 +138,9 @@ def run(ctx: JobContext) -> JobResult:
     Reads silver.product_images and scores every image with the `product_image_classifier`
     champion (`retail_lake.champions`); merges the predictions into gold.product_image_predictions
     on image and model, so scoring the same images with the same version again changes
-    nothing.
+    nothing. Skipped as a unit of work (`JobContext.unchanged`) when the champion's version,
+    the images' version, the settings and the code are those of its last successful run and
+    nobody wrote to the predictions since.
 
     Args:
         ctx: the run's context, given by the runner.
@@ -163,6 +165,9 @@ def run(ctx: JobContext) -> JobResult:
     """
     require_images(ctx, "classify_images")
     version, weights, prep = load_registered(ctx.cfg)
+    unit = "classify_images"
+    if ctx.unchanged(unit, (SILVER_TABLE,), {"model_version": version}, dated=False):
+        return JobResult()
     images = ctx.read(SILVER_TABLE)
     scored = score_images(ctx.spark, images, weights, f"{MODEL_NAME}:{version}", prep["shape"])
     # The table scored now, and (prefixed train:) the tables the model was trained on.
@@ -189,6 +194,6 @@ def run(ctx: JobContext) -> JobResult:
         ctx.versions_read[SILVER_TABLE],
     )
     return JobResult(
-        outputs=[Output(PREDICTIONS_TABLE, out, mode="merge")],
+        outputs=[Output(PREDICTIONS_TABLE, out, mode="merge", unit=unit)],
         rows_read={SILVER_TABLE: n_images},
     )
