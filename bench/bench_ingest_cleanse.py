@@ -4,6 +4,10 @@ Spark read-CSV / write-Parquet of the same file, side by side in one Spark sessi
     python bench/bench_ingest_cleanse.py                     # 1x (the real file) and 10x
     python bench/bench_ingest_cleanse.py --sizes 1 --repeats 3
     python bench/bench_ingest_cleanse.py --quick             # smoke run on a small sample
+    python bench/bench_ingest_cleanse.py --sizes 10 --repeats 1 --floor
+
+`--floor` adds a third side: the least any bronze -> silver layering on Delta costs, with
+none of the project's rules (`floor` below): what the aim of issue 16 is measured against.
 
 Sizes are multiples of the real file's 541,909 rows. 1x is the real file itself
 (../shared/data/online_retail); any other size is generated (seeded, cached under the
@@ -261,6 +265,51 @@ def bare(spark, source: Path, out: Path) -> float:
     return time.perf_counter() - t0
 
 
+def floor(spark, source: Path, root: Path) -> Stages:
+    """The least a bronze -> silver layering on Delta costs, with none of the rules: Spark's
+    CSV reader (text columns, the file's name; no line numbers, no broken-line quarantine)
+    appended to a bronze Delta table, then bronze typed with casts (no quarantine of what
+    does not parse), the customer id hashed (SHA-256, no key), exact duplicates dropped
+    (a hash aggregation) and written as a silver Delta table with the Change Data Feed on;
+    no gates, no conservation counts, no MERGE, no ops records."""
+    from pyspark.sql import functions as F
+
+    stages = Stages()
+    bronze, silver = str(root / "bronze"), str(root / "silver")
+    with stages.timed("floor: CSV -> bronze Delta append"):
+        (
+            spark.read.csv(str(source), header=True)
+            .withColumn("_source_file", F.input_file_name())
+            .withColumn("_ingested_at", F.current_timestamp())
+            .write.format("delta")
+            .mode("append")
+            .save(bronze)
+        )
+    with stages.timed("floor: bronze -> typed, hashed, deduplicated silver Delta"):
+        typed = (
+            spark.read.format("delta")
+            .load(bronze)
+            .select(
+                F.col("InvoiceNo").alias("invoice_no"),
+                F.col("StockCode").alias("stock_code"),
+                F.trim("Description").alias("description"),
+                F.col("Quantity").cast("int").alias("quantity"),
+                F.to_timestamp("InvoiceDate", "yyyy-MM-dd HH:mm:ss").alias("invoice_ts"),
+                F.col("UnitPrice").cast("decimal(12,3)").alias("unit_price"),
+                F.sha2(F.col("CustomerID"), 256).alias("customer_token"),
+                F.col("Country").alias("country"),
+            )
+        )
+        (
+            typed.dropDuplicates()
+            .write.format("delta")
+            .option("delta.enableChangeDataFeed", "true")
+            .mode("overwrite")
+            .save(silver)
+        )
+    return stages
+
+
 def retail_lake(spark, landing: Path, root: Path, probe: Probe) -> Stages:
     """Ingest then cleanse into a fresh lake root through run_job; the stages it took."""
     from retail_lake.cleanse import run as cleanse
@@ -328,6 +377,11 @@ def main() -> None:
         default=[],
         help="also run retail-lake with these bench-only patches, side by side",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run the rule-free bronze -> silver layering on Delta, side by side",
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows when piped to a file
     if args.quick:
@@ -376,7 +430,9 @@ def main() -> None:
         source = sources[size]
         rows = REAL_ROWS if source == REAL_FILE else count_lines(source)
         landing = landing_for(source, f"x{size:g}")
-        sides = ["bare", "ours", *(["tried"] if args.tries else [])]
+        sides = [
+            "bare", "ours", *(["tried"] if args.tries else []), *(["floor"] if args.floor else [])
+        ]  # fmt: skip
         secs: dict[str, list[float]] = {side: [] for side in sides}
         for i in range(1, n + 1):
             out = scratch / f"bare-x{size:g}-{i}.parquet"
@@ -386,6 +442,15 @@ def main() -> None:
                     secs[side].append(bare(spark, source, out))
                     shutil.rmtree(out, ignore_errors=True)
                     print(f"{size:g}x run {i}: bare {secs[side][-1]:.1f}s")
+                    continue
+                if side == "floor":
+                    root = scratch / f"floor-x{size:g}-{i}"
+                    t0 = time.perf_counter()
+                    stages = floor(spark, source, root)
+                    secs[side].append(time.perf_counter() - t0)
+                    print(f"{size:g}x run {i}: floor {secs[side][-1]:.1f}s")
+                    print_stages(stages, secs[side][-1])
+                    shutil.rmtree(root, ignore_errors=True)
                     continue
                 root = scratch / f"lake-x{size:g}-{i}-{side}"
                 label = "retail-lake" if side == "ours" else f"retail-lake + {args.tries}"
@@ -401,6 +466,12 @@ def main() -> None:
                 shutil.rmtree(root, ignore_errors=True)
         median = {side: statistics.median(v) for side, v in secs.items()}
         summary.append((size, rows, median["bare"], median["ours"], n))
+        if args.floor:
+            print(
+                f"{size:g}x medians: bare {median['bare']:.1f}s, floor {median['floor']:.1f}s "
+                f"({median['floor'] / median['bare']:.2f}x bare), retail-lake "
+                f"{median['ours']:.1f}s ({median['ours'] / median['floor']:.2f}x the floor)"
+            )
         if args.tries:
             print(
                 f"{size:g}x medians: retail-lake {median['ours']:.1f}s, with {args.tries} "

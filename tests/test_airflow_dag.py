@@ -39,7 +39,10 @@ def test_default_steps_fan_out_after_features_and_forecast_waits_for_its_model()
         "recommend": ("features",),
         "train_forecaster": ("features",),
         "forecast": ("train_forecaster",),
-        "maintain": ("score_locations", "recommend", "forecast"),
+        # The CNN needs only the cleansed images: it trains beside the features.
+        "train_image_classifier": ("cleanse",),
+        "classify_images": ("train_image_classifier",),
+        "maintain": ("score_locations", "recommend", "forecast", "classify_images"),
     }
 
 
