@@ -180,11 +180,13 @@ def score_windows(
     weights: bytes,
     key: str,
     shape: Mapping[str, int],
+    offsets: tuple[float, float] = (0.0, 0.0),
 ) -> DataFrame:
     """Forecasts per store and day (SCORED) for windows from `model_rows`.
 
-    shape: lookback, horizon, hidden, layers of the network. `sales` is the actual turnover
-    of the forecast day (known in a backtest).
+    shape: lookback, horizon, hidden, layers of the network. offsets: the interval's
+    calibration (`network.calibration`; a registered model's `interval_offsets`). `sales` is
+    the actual turnover of the forecast day (known in a backtest).
     """
     shared = spark.sparkContext.broadcast(weights)
     lookback, horizon = int(shape["lookback"]), int(shape["horizon"])
@@ -210,7 +212,8 @@ def score_windows(
                 p = prepare(batch, lookback, horizon)
                 if has_interval:
                     eur, low, high = (
-                        x.numpy().astype(np.float64).reshape(-1) for x in interval_eur(net, p)
+                        x.numpy().astype(np.float64).reshape(-1)
+                        for x in interval_eur(net, p, offsets)
                     )
                 else:
                     eur = forecast_eur(net, p).numpy().astype(np.float64).reshape(-1)
@@ -299,6 +302,12 @@ def _lineage(inputs: Mapping[str, int]) -> F.Column:
     )
 
 
+def interval_offsets(prep: Mapping[str, Any]) -> tuple[float, float]:
+    """A registered model's interval calibration (none recorded: no offsets)."""
+    low, high = prep.get("interval_offsets") or (0.0, 0.0)
+    return float(low), float(high)
+
+
 def load_registered(cfg, version: str | None = None) -> tuple[str, bytes, dict[str, Any]]:
     """(version, weights, preprocessing) of the registered forecaster (its champion by default)."""
     from retail_lake.champions import serving
@@ -370,7 +379,8 @@ def run(ctx: JobContext) -> JobResult:
     key = f"{MODEL_NAME}:{version}"
     # The tables the model was trained on, prefixed train:.
     trained_on = {f"train:{k}": int(v) for k, v in prep["input_versions"].items()}
-    scored = score_windows(ctx.spark, rows, weights, key, shape)
+    offsets = interval_offsets(prep)
+    scored = score_windows(ctx.spark, rows, weights, key, shape, offsets)
     out = scored.select(
         STORE,
         DATE,
@@ -432,7 +442,7 @@ def run(ctx: JobContext) -> JobResult:
                     t: ctx.versions_read[t] for t in (STORE_DAY_FEATURES, STORE_DAY_PLANS, STORES)
                 }
                 out = out.unionByName(
-                    score_windows(ctx.spark, future, weights, key, shape).select(
+                    score_windows(ctx.spark, future, weights, key, shape, offsets).select(
                         STORE,
                         DATE,
                         "forecast",

@@ -35,6 +35,7 @@ from retail_lake.forecasting.score import (
     MODEL_NAME,
     error_metrics,
     interval_metrics,
+    interval_offsets,
     levels,
     load_registered,
     model_rows,
@@ -211,7 +212,9 @@ def _champion_metrics(
         windows.where(F.col("forecast_start") == F.lit(test_start)),
         stored_levels(ctx.spark, prep["store_levels"]),
     )
-    theirs_scored = score_windows(ctx.spark, rows, weights, f"{MODEL_NAME}:{current}", theirs)
+    theirs_scored = score_windows(
+        ctx.spark, rows, weights, f"{MODEL_NAME}:{current}", theirs, interval_offsets(prep)
+    )
     theirs_scored = theirs_scored.cache()
     try:
         try:
@@ -315,12 +318,19 @@ def run(ctx: JobContext) -> JobResult:
         print_=print_,
     )
     weights = state_to_bytes(trained.state)
+    from retail_lake.forecasting.network import calibration, prepare
+
+    net = training_job.network_from(task, trained.state)
+    offsets = calibration(net, prepare(_arrays(val_pdf), conf.lookback, conf.test_days))
 
     test_rows = rows.where(F.col("forecast_start") == F.lit(test_start))
-    scored = score_windows(
-        ctx.spark, test_rows, weights, f"{MODEL_NAME}:{ctx.run_id}", conf.shape
-    ).cache()
+    key = f"{MODEL_NAME}:{ctx.run_id}"
+    scored = score_windows(ctx.spark, test_rows, weights, key, conf.shape, offsets).cache()
     model = {**error_metrics(scored), **interval_metrics(scored)}
+    # The interval as trained, before its calibration on the validation period.
+    uncalibrated = interval_metrics(
+        score_windows(ctx.spark, test_rows, weights, f"{key}:raw", conf.shape)
+    )
     baselines = {
         name: error_metrics(fn(features, test_start, last_day)) for name, fn in BASELINES.items()
     }
@@ -332,7 +342,10 @@ def run(ctx: JobContext) -> JobResult:
             "mape": best["val_mape"],
             "epoch": best["epoch"],
             **{k: best[f"val_{k}"] for k in ("below_p10", "above_p90") if f"val_{k}" in best},
+            "interval_offset_p10": offsets[0],
+            "interval_offset_p90": offsets[1],
         },
+        "test:uncalibrated": uncalibrated,
         "train": {
             "loss": trained.history[-1]["train_loss"],
             "windows": float(trained.rows),
@@ -357,6 +370,7 @@ def run(ctx: JobContext) -> JobResult:
         "test_start": test_start.isoformat(),
         "validation_start": val_start.isoformat(),
         "shape": conf.shape,
+        "interval_offsets": list(offsets),
         "store_levels": {
             str(r[STORE]): [r["level"], r["customers_level"], *r["profile"]]
             for r in store_levels.collect()
@@ -399,7 +413,6 @@ def run(ctx: JobContext) -> JobResult:
         table,
     )
     scored.unpersist()
-    net = training_job.network_from(task, trained.state)
     mlflow_run, version = training_job.record(
         ctx, MODEL_NAME, print_, trained, table, params, prep, net=net, input_example=None
     )
