@@ -300,20 +300,31 @@ def test_the_interval_head_leaves_the_point_forecast_alone():
     )
 
 
-def test_the_interval_learns_the_noise_it_must_cover():
-    torch = pytest.importorskip("torch")
+def _noisy_fit(sd: float, steps: int, spread: bool):
+    """(task, network) trained for `steps` full-batch steps on 512 windows with log-normal
+    noise of `sd`; `spread`: whether the interval head trains too (else it stays as built)."""
+    import torch
+
     torch.manual_seed(0)
-    lookback, horizon, sd = 14, 7, 0.15
-    task = ForecastTask(lookback, horizon, hidden=16)
+    task = ForecastTask(14, 7, hidden=16)
     net = task.build()
-    train = {k: torch.as_tensor(v) for k, v in _batch(512, lookback, horizon, log_sd=sd).items()}
-    unseen = _batch(512, lookback, horizon, seed=1, log_sd=sd)
-    untrained = task.evaluate(net, unseen, "cpu")
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
-    for _ in range(300):
+    train = {k: torch.as_tensor(v) for k, v in _batch(512, 14, 7, log_sd=sd).items()}
+    weights = [w for name, w in net.named_parameters() if spread or not name.startswith("spread.")]
+    optimizer = torch.optim.Adam(weights, lr=0.01)
+    for _ in range(steps):
         optimizer.zero_grad()
         task.batch_loss(net, train, "cpu").backward()
         optimizer.step()
+    return task, net
+
+
+def test_the_interval_learns_the_noise_it_must_cover():
+    torch = pytest.importorskip("torch")
+    lookback, horizon, sd = 14, 7, 0.15
+    unseen = _batch(512, lookback, horizon, seed=1, log_sd=sd)
+    untrained = ForecastTask(lookback, horizon, hidden=16)
+    untrained = untrained.evaluate(untrained.build(), unseen, "cpu")
+    task, net = _noisy_fit(sd, 300, spread=True)
     sums = task.evaluate(net, unseen, "cpu")
     below, above = sums["below_p10"] / sums["count"], sums["above_p90"] / sums["count"]
     # The untrained interval (0.1 either side of an untrained point) misses most days; the
@@ -332,21 +343,11 @@ def test_calibration_on_held_out_windows_makes_a_narrow_interval_hold():
     torch = pytest.importorskip("torch")
     from retail_lake.forecasting.network import calibration, interval_eur
 
-    torch.manual_seed(0)
     lookback, horizon, sd = 14, 7, 0.15
-    task = ForecastTask(lookback, horizon, hidden=16)
-    net = task.build()
     # The point forecast learns the pattern, but the interval is left as it starts (0.1
     # either side): far too narrow for noise of sd 0.15, as a trained interval is on weeks
     # noisier than those it trained on.
-    train = {k: torch.as_tensor(v) for k, v in _batch(512, lookback, horizon, log_sd=sd).items()}
-    optimizer = torch.optim.Adam(
-        [w for name, w in net.named_parameters() if not name.startswith("spread.")], lr=0.01
-    )
-    for _ in range(200):
-        optimizer.zero_grad()
-        task.batch_loss(net, train, "cpu").backward()
-        optimizer.step()
+    _, net = _noisy_fit(sd, 200, spread=False)
     held_out = prepare(_batch(512, lookback, horizon, seed=1, log_sd=sd), lookback, horizon)
     unseen = prepare(_batch(512, lookback, horizon, seed=2, log_sd=sd), lookback, horizon)
     low_offset, high_offset = calibration(net, held_out)
