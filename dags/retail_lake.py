@@ -109,6 +109,20 @@ with DAG(
         application_args=JOB_ARGS,
         **SUBMIT,
     )
+    train_image_classifier = SparkSubmitOperator(
+        task_id="train_image_classifier",
+        name="retail-lake train_image_classifier",
+        application=f"{PROJECT}/jobs/train_image_classifier.py",
+        application_args=JOB_ARGS,
+        **SUBMIT,
+    )
+    classify_images = SparkSubmitOperator(
+        task_id="classify_images",
+        name="retail-lake classify_images",
+        application=f"{PROJECT}/jobs/classify_images.py",
+        application_args=JOB_ARGS,
+        **SUBMIT,
+    )
     maintain = SparkSubmitOperator(
         task_id="maintain",
         name="retail-lake maintain",
@@ -118,9 +132,11 @@ with DAG(
     )
 
     ingest >> cleanse
-    cleanse >> features
+    cleanse >> [features, train_image_classifier]
     features >> [score_locations, recommend, train_forecaster]
     train_forecaster >> forecast
+    train_image_classifier >> classify_images
     score_locations >> maintain
     recommend >> maintain
     forecast >> maintain
+    classify_images >> maintain
