@@ -311,10 +311,17 @@ def _noisy_fit(sd: float, steps: int, spread: bool):
     train = {k: torch.as_tensor(v) for k, v in _batch(512, 14, 7, log_sd=sd).items()}
     weights = [w for name, w in net.named_parameters() if spread or not name.startswith("spread.")]
     optimizer = torch.optim.Adam(weights, lr=0.01)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        task.batch_loss(net, train, "cpu").backward()
-        optimizer.step()
+    # One thread: beside the suite's Spark jobs two would contend for the two cores (31 s
+    # against 2 s for the same steps).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(steps):
+            optimizer.zero_grad()
+            task.batch_loss(net, train, "cpu").backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     return task, net
 
 
