@@ -346,6 +346,9 @@ def test_a_model_losing_to_a_baseline_is_recorded_not_published(spark, fashion_l
     with pytest.raises(JobError, match=r"does not beat its baselines on the test images: .*"):
         run_job(spark, cfg, "train_image_classifier", train)
     assert _registered(cfg) == before
+    # No checkpoint is left to resume: the next run trains afresh, not to the same refusal.
+    checkpoints = Path(cfg.root) / "checkpoints" / "product_image_classifier"
+    assert checkpoints.is_dir() and not any(checkpoints.iterdir())
     failed = job_runs(spark, cfg).orderBy("started_at").collect()[-1]
     assert (failed["job"], failed["status"]) == ("train_image_classifier", "failed")
     assert "accuracy" in failed["error"] and "vs nearest_centroid" in failed["error"]

@@ -276,14 +276,21 @@ def reject(
     lost: Sequence[Shortfall],
     period: str,
 ) -> None:
-    """Records a model that lost to a baseline (no version) and fails the job."""
+    """Records a model that lost to a baseline (no version), removes its checkpoints and
+    fails the job.
+
+    The checkpoints are there to resume a training that died; one that finished and lost
+    would only be resumed to the same refusal, so the next run trains afresh (training is
+    not bit-reproducible: a new run may win)."""
     mlflow_run, _ = record(ctx, model_name, print_, trained, table, params, prep)
     out = metrics_output(ctx, model_name, None, mlflow_run, table)
     ctx.lake.write(out.df, ctx.registry[MODEL_METRICS], ctx.run_id, mode="append")
+    clear_checkpoints(trained)
     raise JobError(
         f"{model_name}: the model does not beat its baselines on {period}: "
         + "; ".join(describe(lost))
-        + f". Not published; the numbers are in {MODEL_METRICS} (run {ctx.run_id}) and MLflow."
+        + f". Not published; the numbers are in {MODEL_METRICS} (run {ctx.run_id}) and MLflow;"
+        " the next run trains afresh."
     )
 
 
