@@ -14,6 +14,18 @@ from retail_lake.forecasting.windows import WindowError, WindowSpec, window_star
 D0 = date(2015, 1, 1)  # a Thursday
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The networks here train on one torch thread: beside the suite's Spark jobs two threads
+    contend for the two cores (a training of 2 s took 24-31 s in the suite)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def day_rows(store: int, days: list[int], sales=None, promo_days=()) -> list[dict]:
     """Feature-table rows for `store` on D0 + each offset; sales default to 100 * (offset + 1),
     0 on Sundays (closed)."""
@@ -311,17 +323,10 @@ def _noisy_fit(sd: float, steps: int, spread: bool):
     train = {k: torch.as_tensor(v) for k, v in _batch(512, 14, 7, log_sd=sd).items()}
     weights = [w for name, w in net.named_parameters() if spread or not name.startswith("spread.")]
     optimizer = torch.optim.Adam(weights, lr=0.01)
-    # One thread: beside the suite's Spark jobs two would contend for the two cores (31 s
-    # against 2 s for the same steps).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for _ in range(steps):
-            optimizer.zero_grad()
-            task.batch_loss(net, train, "cpu").backward()
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        task.batch_loss(net, train, "cpu").backward()
+        optimizer.step()
     return task, net
 
 
