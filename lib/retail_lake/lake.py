@@ -533,16 +533,19 @@ class Lake:
                 f"an older release; rebuild it (remove the table and run its job again)"
             )
         if missing:
-            added = ", ".join(
-                f"`{c.name}` {c.type} COMMENT {sql_string(c.comment)}" for c in missing
-            )
-            log.info(
-                "%s: adding column(s) %s (null in the rows already there)",
-                contract.name,
-                ", ".join(c.name for c in missing),
-            )
-            self.spark.sql(f"ALTER TABLE delta.`{location}` ADD COLUMNS ({added})")
+            self.add_columns(contract, missing)
         _COLUMNS_CHECKED.add(checked)
+
+    def add_columns(self, contract: TableContract, columns: Sequence[Any]) -> None:
+        """Adds `columns` (contract `Col`s the table lacks) at the end of the table, with
+        their comments, null in the rows already there: one metadata commit."""
+        added = ", ".join(f"`{c.name}` {c.type} COMMENT {sql_string(c.comment)}" for c in columns)
+        log.info(
+            "%s: adding column(s) %s (null in the rows already there)",
+            contract.name,
+            ", ".join(c.name for c in columns),
+        )
+        self.spark.sql(f"ALTER TABLE delta.`{self.location(contract.name)}` ADD COLUMNS ({added})")
 
     def _write_existing(
         self,

@@ -51,7 +51,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from retail_lake.config import Config
-from retail_lake.contracts import Registry, TableContract, sql_string
+from retail_lake.contracts import Registry, TableContract
 from retail_lake.data_docs import DataDocs
 from retail_lake.driver_writes import append_rows, driver_table
 from retail_lake.lake import Lake, WriteResult, arrow_rows, local_frame, with_metadata
@@ -430,9 +430,7 @@ def _add_missing_columns(lake: Lake, contract: TableContract, driver: Any | None
     missing = [c for c in contract.columns if c.name not in present]
     if not missing:
         return False
-    added = ", ".join(f"`{c.name}` {c.type} COMMENT {sql_string(c.comment)}" for c in missing)
-    log.info("%s: adding column(s) %s", contract.name, ", ".join(c.name for c in missing))
-    lake.spark.sql(f"ALTER TABLE delta.`{location}` ADD COLUMNS ({added})")
+    lake.add_columns(contract, missing)
     return True
 
 
