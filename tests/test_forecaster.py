@@ -3,6 +3,7 @@ never span a gap, the network never seeing a horizon day's sales, and the two ba
 
 from __future__ import annotations
 
+import math
 from datetime import date, timedelta
 
 import numpy as np
@@ -257,6 +258,98 @@ def test_the_network_never_sees_a_horizon_days_sales_or_customers():
     assert before["mask"][:, :6].min() == 1.0
     with pytest.raises(ValueError, match="window column sales has 20 days, expected 21"):
         prepare({**batch, "sales": batch["sales"][:, :-1]}, lookback, horizon)
+
+
+def test_each_horizon_day_knows_its_neighbours():
+    """The decoder reads the days in order; the neighbour inputs tell each day what the next
+    and the previous day hold, how far the closed days are and how long school is out."""
+    torch = pytest.importorskip("torch")
+    from retail_lake.forecasting.network import N_FUTURE, N_FUTURE_V3, N_STATIC, neighbour_features
+
+    lookback, horizon = 14, 14
+    batch = _batch(1, lookback, horizon)
+    # A state holiday (closed) on horizon day 4 (a Friday), school out from horizon day 6
+    # to the end.
+    holiday, school_from = lookback + 4, lookback + 6
+    batch["state_holiday"][0, holiday] = 1.0
+    batch["open"][0, holiday] = 0.0
+    batch["school_holiday"][0, school_from:] = 1.0
+    got = neighbour_features({k: torch.as_tensor(v) for k, v in batch.items()}, lookback)[0]
+    n = lookback + horizon
+    flags = ("open", "promo", "state_holiday", "school_holiday")
+    for j in range(horizon):
+        i = lookback + j
+        expected = []
+        for f in flags:
+            expected += [batch[f][0, min(i + 1, n - 1)], batch[f][0, i - 1]]
+        closed = [k for k in range(n) if batch["open"][0, k] == 0]
+        since = min([i - k for k in closed if k <= i] + [7])
+        until = min([k - i for k in closed if k >= i] + [7])
+        run = 0
+        while run < 42 and i - run >= 0 and batch["school_holiday"][0, i - run] > 0:
+            run += 1
+        expected += [since / 7, until / 7, run / 42]
+        np.testing.assert_allclose(got[j].numpy(), expected, rtol=1e-6, err_msg=f"day {j}")
+    # The day before the holiday sees it coming; a Saturday sees the Sunday.
+    assert got[3, 4] == 1.0 and got[3, 0] == 0.0  # state holiday next, closed next
+    assert got[4, 9] == 0.0  # the holiday itself is 0 days from a closed day
+    # The whole input: the neighbours sit before the store's attributes and the profile,
+    # which stays last; a version-3 network reads the same without them.
+    p = prepare(batch, lookback, horizon)
+    old = prepare(batch, lookback, horizon, neighbours=False)
+    assert p["future"].shape[-1] == N_FUTURE and old["future"].shape[-1] == N_FUTURE_V3
+    width = N_FUTURE - N_FUTURE_V3
+    cut = N_FUTURE_V3 - N_STATIC - 1
+    assert torch.equal(p["future"][0, :, cut : cut + width], got)
+    assert torch.equal(p["future"][..., :cut], old["future"][..., :cut])
+    assert torch.equal(p["future"][..., cut + width :], old["future"][..., cut:])
+
+
+def test_the_percentage_loss_is_what_the_gate_judges():
+    """`rmspe` is (1 - forecast / sales)^2 on open days with sales: 10% over costs 0.01,
+    10% under 0.01 too, and the same log distance above costs more than below."""
+    torch = pytest.importorskip("torch")
+    from retail_lake.forecasting.network import point_loss
+
+    target = torch.tensor([[1.0, 2.0, 3.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    over = target + math.log(1.1)
+    under = target + math.log(0.9)
+    assert float(point_loss(over, target, mask)) == pytest.approx(0.01, rel=1e-5)
+    assert float(point_loss(under, target, mask)) == pytest.approx(0.01, rel=1e-5)
+    up, down = target + 0.2, target - 0.2
+    assert float(point_loss(up, target, mask)) > float(point_loss(down, target, mask))
+    assert float(point_loss(up, target, mask, "mse_log")) == pytest.approx(0.04, rel=1e-5)
+    # A masked day counts for nothing, however wrong.
+    wild = target.clone()
+    wild[0, 2] += 50.0
+    assert float(point_loss(wild, target, mask)) == 0.0
+    with pytest.raises(ValueError, match="forecast.loss must be one of rmspe, mse_log"):
+        ForecastTask(14, 7, loss="mae")
+
+
+def test_a_forecaster_registered_before_the_neighbours_still_scores():
+    """A version-3 model (no neighbour inputs) loads with its own width and forecasts what
+    it forecast when it was trained."""
+    torch = pytest.importorskip("torch")
+    from retail_lake.forecasting.network import N_FUTURE_V3, build_network, forecast_eur
+    from retail_lake.forecasting.score import _network, state_to_bytes
+
+    torch.manual_seed(3)
+    lookback, horizon = 14, 7
+    old = build_network(16, 1, N_FUTURE_V3)
+    torch.nn.init.normal_(old.head[-1].weight, std=0.1)  # not the untrained profile forecast
+    batch = _batch(4, lookback, horizon)
+    with torch.no_grad():
+        expected = forecast_eur(old, prepare(batch, lookback, horizon, neighbours=False))
+    net, has_interval = _network("v3-test", state_to_bytes(old.state_dict()), 16, 1)
+    assert has_interval and not net.neighbours
+    with torch.no_grad():
+        got = forecast_eur(net, prepare(batch, lookback, horizon, net.neighbours))
+    assert torch.equal(got, expected)
+    assert ForecastTask(lookback, horizon, hidden=16).build().neighbours
+    with pytest.raises(ValueError, match="future inputs"):
+        build_network(16, 1, 5)
 
 
 def test_forecast_task_learns_and_reports_percentage_errors():

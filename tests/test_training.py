@@ -3,8 +3,9 @@
 In process (one rank, `LocalComm`, no launch): the loop converges and checkpoints every
 epoch; a run interrupted by a lost rank resumes from its checkpoint on the same learning-rate
 curve, and a finished run launched again does nothing; early stopping stops after `patience`
-epochs without improvement; the cosine schedule's rates; config accepts every backend. (The
-publish gate is tested in test_publish_rule.py.)
+epochs without improvement, counted from the first epoch that may be kept; the cosine
+schedule's rates; config accepts every backend. (The publish gate is tested in
+test_publish_rule.py.)
 
 Launched on 2 ranks (marked `horovod` and `slow`): Horovod and Spark's TorchDistributor
 train the same model to the same metric, Horovod's ranks read disjoint shards and end with
@@ -193,6 +194,18 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(converte
     again = _fit(LocalComm(), converted, **settings)
     assert again["steps"] == 0 and again["stopped_early"] is True
     assert again["history"] == chief["history"]
+
+
+def test_epochs_before_keep_from_are_never_kept_and_patience_counts_from_it(converted):
+    # The same frozen run as above, with keep_from 3: epochs 1 and 2 are not candidates, so
+    # epoch 3 is the first best and the patience of 2 ends the run after epoch 5.
+    settings = {"epochs": 8, "learning_rate": 0.0, "patience": 2, "keep_from": 3}
+    chief = _fit(LocalComm(), converted, **settings)
+    assert [h["epoch"] for h in chief["history"]] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert chief["stopped_early"] is True and chief["steps"] == 5 * STEPS
+    # Past the last epoch it means the last epoch: that one is kept.
+    params = LoopParams(epochs=3, steps=1, batch_size=1, learning_rate=0.0, keep_from=7)
+    assert loop.keep_from(params) == 3
 
 
 def test_the_cosine_schedule_decays_from_the_base_rate_over_the_epochs():

@@ -7,12 +7,17 @@ per-day arrays. The encoder reads the lookback days: sales and customers (log, r
 the store's level), open, promo, holidays, weekday. The decoder reads the horizon days'
 covariates known in advance (open, promo, holidays, Promo2, calendar), the store's
 attributes, two seasonal hints computed from the lookback only (the same weekday's sales
-a week before the horizon, and the lookback's mean for that weekday) and the store's
-profile: its median log sales by weekday and promo state over the training period
-(`score.levels`), read at each horizon day's weekday and planned promo. It never sees a
+a week before the horizon, and the lookback's mean for that weekday), what surrounds each
+day (`neighbour_features`: the decoder reads the days in order, so without them it would
+not know on a Saturday that Monday is a holiday) and the store's profile: its median log
+sales by weekday and promo state over the training period (`score.levels`), read at each
+horizon day's weekday and planned promo. It never sees a
 horizon day's sales or customers. The output is log(1 + sales) relative to the store's level
 for each horizon day, as a correction to the profile (the last layer starts at zero, so an
 untrained network forecasts the store's weekday x promo median); closed days are forecast 0.
+The point forecast trains on the squared percentage error (`ForecastTask`, loss `rmspe`,
+the metric it is judged on, which weighs a forecast above the sales more than one below it
+by the same amount) or on the squared error of log sales (`mse_log`).
 
 Beside the point forecast, a second head gives each day's 10th and 90th percentiles (P10,
 P90) as distances below and above it, trained with the pinball (quantile) loss. It reads
@@ -36,7 +41,10 @@ from torch import nn
 from retail_lake.forecasting.inputs import (  # noqa: F401 (part of this module's API)
     ASSORTMENTS,
     DAY_COLUMNS,
+    LOSSES,
     N_FUTURE,
+    N_FUTURE_V3,
+    N_NEIGHBOURS,
     N_PAST,
     N_PROFILE,
     N_STATIC,
@@ -66,12 +74,49 @@ def _one_hot_weekday(dow):
     return torch.nn.functional.one_hot((dow.long() - 1).clamp(0, 6), 7).float()
 
 
-def prepare(batch: Mapping[str, Any], lookback: int, horizon: int) -> dict[str, Any]:
+def _days_since(hit, cap: int):
+    """Per day of (B, n) booleans: days since the last True at or before it (0 on a True
+    day), at most `cap` (also before the first True)."""
+    index = torch.arange(hit.shape[-1], dtype=torch.float32).expand_as(hit)
+    last = torch.where(hit, index, torch.full_like(index, -float(cap)))
+    return (index - torch.cummax(last, dim=-1).values).clamp(max=cap)
+
+
+# Flags whose next and previous day the decoder reads (`neighbour_features`).
+NEIGHBOUR_FLAGS = ("open", "promo", "state_holiday", "school_holiday")
+# Caps (days) of the distances to a closed day and of a run of school holidays.
+_CLOSED_CAP, _SCHOOL_CAP = 7, 42
+
+
+def neighbour_features(t: Mapping[str, Any], lookback: int):
+    """(B, H, N_NEIGHBOURS) for the horizon days of windows `t` (tensors of whole windows):
+    each NEIGHBOUR_FLAGS' value on the next and on the previous day (the window's last day
+    counts as its own next day), the days since and until a closed day (at most 7, over 7),
+    and how many school-holiday days in a row end at the day (at most 42, over 42). All are
+    known in advance: a horizon day's sales and customers are never read."""
+    parts = []
+    for flag in NEIGHBOUR_FLAGS:
+        v = t[flag]
+        parts.append(torch.cat([v[:, 1:], v[:, -1:]], dim=1))
+        parts.append(torch.cat([v[:, :1], v[:, :-1]], dim=1))
+    closed = t["open"] <= 0
+    parts.append(_days_since(closed, _CLOSED_CAP) / _CLOSED_CAP)
+    parts.append(_days_since(closed.flip(-1), _CLOSED_CAP).flip(-1) / _CLOSED_CAP)
+    parts.append(_days_since(t["school_holiday"] <= 0, _SCHOOL_CAP) / _SCHOOL_CAP)
+    out = torch.stack(parts, dim=-1)[:, lookback:]
+    assert out.shape[-1] == N_NEIGHBOURS
+    return out
+
+
+def prepare(
+    batch: Mapping[str, Any], lookback: int, horizon: int, neighbours: bool = True
+) -> dict[str, Any]:
     """Network inputs and targets from a batch of windows (tensors or numpy arrays).
 
-    Returns past (B, L, N_PAST), future (B, H, N_FUTURE), target (B, H: log sales relative
-    to the level), mask (B, H: open days with sales, the days the metric judges), sales
-    (B, H: EUR) and open (B, H).
+    Returns past (B, L, N_PAST), future (B, H, N_FUTURE; N_FUTURE_V3 without the
+    `neighbours`, as networks of NETWORK_VERSION 3 read it), target (B, H: log sales
+    relative to the level), mask (B, H: open days with sales, the days the metric judges),
+    sales (B, H: EUR) and open (B, H).
     """
     t = {
         k: (
@@ -132,6 +177,7 @@ def prepare(batch: Mapping[str, Any], lookback: int, horizon: int) -> dict[str, 
             (t["day_of_month"][:, future_slice] / 31.0)[..., None],
             same_day[..., None],
             weekday_mean[..., None],
+            *([neighbour_features(t, lookback)] if neighbours else []),
             static,
             profile_day[..., None],
         ],
@@ -160,12 +206,12 @@ class Forecaster(nn.Module):
     correction to the store's profile at each day (the last future column); `quantiles`
     gives the P10 and P90 as well."""
 
-    def __init__(self, hidden: int = 64, layers: int = 1) -> None:
+    def __init__(self, hidden: int = 64, layers: int = 1, future: int = N_FUTURE) -> None:
         super().__init__()
         self.encoder = nn.LSTM(N_PAST, hidden, num_layers=layers, batch_first=True)
-        self.decoder = nn.LSTM(N_FUTURE, hidden, num_layers=layers, batch_first=True)
+        self.decoder = nn.LSTM(future, hidden, num_layers=layers, batch_first=True)
         self.head = nn.Sequential(
-            nn.Linear(hidden + N_FUTURE, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+            nn.Linear(hidden + future, hidden), nn.ReLU(), nn.Linear(hidden, 1)
         )
         # Start from the profile: training learns what the weekday x promo median misses.
         nn.init.zeros_(self.head[-1].weight)
@@ -173,7 +219,7 @@ class Forecaster(nn.Module):
         # Made after the point forecast's layers, so their initial weights (drawn in order
         # from the seeded generator) are the ones a network without it would get.
         self.spread = nn.Sequential(
-            nn.Linear(hidden + N_FUTURE, hidden), nn.ReLU(), nn.Linear(hidden, len(QUANTILES))
+            nn.Linear(hidden + future, hidden), nn.ReLU(), nn.Linear(hidden, len(QUANTILES))
         )
         nn.init.zeros_(self.spread[-1].weight)
         nn.init.constant_(self.spread[-1].bias, math.log(math.expm1(_START_SPREAD)))
@@ -198,6 +244,11 @@ class Forecaster(nn.Module):
         below, above = nn.functional.softplus(self.spread(decoded.detach())).unbind(-1)
         return point, point.detach() - below, point.detach() + above
 
+    @property
+    def neighbours(self) -> bool:
+        """Whether it reads `neighbour_features` (NETWORK_VERSION 4 on) or not (3)."""
+        return self.decoder.input_size == N_FUTURE
+
 
 def pinball(pred, target, q: float, mask):
     """The mean pinball (quantile) loss of `pred` as the `q` quantile, over `mask`."""
@@ -206,8 +257,13 @@ def pinball(pred, target, q: float, mask):
     return loss.sum() / mask.sum().clamp(min=1.0)
 
 
-def build_network(hidden: int = 64, layers: int = 1) -> Forecaster:
-    return Forecaster(hidden, layers)
+def build_network(hidden: int = 64, layers: int = 1, future: int = N_FUTURE) -> Forecaster:
+    """A fresh network; `future=N_FUTURE_V3` builds one that loads a version-3 model."""
+    if future not in (N_FUTURE, N_FUTURE_V3):
+        raise ValueError(
+            f"a forecaster reads {N_FUTURE} or {N_FUTURE_V3} future inputs, not {future}"
+        )
+    return Forecaster(hidden, layers, future)
 
 
 def _eur(rel, prepared: Mapping[str, Any]):
@@ -247,8 +303,27 @@ def calibration(net, prepared: Mapping[str, Any]) -> tuple[float, float]:
     )
 
 
+# Log units a forecast may exceed the sales by in the percentage loss before it saturates
+# (e^3 = 20 times the sales), so a wild early step cannot overflow.
+_MAX_OVER = 3.0
+
+
+def point_loss(pred, target, mask, loss: str = "rmspe"):
+    """The point forecast's mean loss over `mask` (log sales relative to the level):
+    `rmspe`, the squared percentage error (1 - forecast / sales)^2, or `mse_log`, the
+    squared error of log sales."""
+    diff = pred - target
+    if loss == "rmspe":
+        err = (1.0 - torch.exp(diff.clamp(max=_MAX_OVER))) ** 2
+    elif loss == "mse_log":
+        err = diff**2
+    else:
+        raise ValueError(f"forecast.loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+    return (err * mask).sum() / mask.sum().clamp(min=1.0)
+
+
 class ForecastTask:
-    """The forecaster's `training.loop.Task`: masked MSE on log sales for the point forecast,
+    """The forecaster's `training.loop.Task`: the point loss (`point_loss`) for the forecast,
     plus the pinball loss of the P10 and P90 (which train only the spread head); validation
     reports the squared and absolute percentage errors over open days with sales (RMSPE =
     sqrt(mspe)), and how many of those days fall below the P10, above the P90."""
@@ -257,8 +332,13 @@ class ForecastTask:
     monitor = "mspe"
     higher_is_better = False
 
-    def __init__(self, lookback: int, horizon: int, hidden: int = 64, layers: int = 1) -> None:
+    def __init__(
+        self, lookback: int, horizon: int, hidden: int = 64, layers: int = 1, loss: str = "rmspe"
+    ) -> None:
+        if loss not in LOSSES:
+            raise ValueError(f"forecast.loss must be one of {', '.join(LOSSES)}, not {loss!r}")
         self.lookback, self.horizon, self.hidden, self.layers = lookback, horizon, hidden, layers
+        self.loss = loss
 
     def build(self):
         return build_network(self.hidden, self.layers)
@@ -266,11 +346,9 @@ class ForecastTask:
     def batch_loss(self, net, batch, device):
         p = {k: v.to(device) for k, v in prepare(batch, self.lookback, self.horizon).items()}
         pred, low, high = net.quantiles(p["past"], p["future"])
-        err = (pred - p["target"]) ** 2 * p["mask"]
-        point = err.sum() / p["mask"].sum().clamp(min=1.0)
         q_low, q_high = QUANTILES
         return (
-            point
+            point_loss(pred, p["target"], p["mask"], self.loss)
             + pinball(low, p["target"], q_low, p["mask"])
             + pinball(high, p["target"], q_high, p["mask"])
         )

@@ -153,16 +153,18 @@ def model_rows(windows: DataFrame, store_levels: DataFrame) -> DataFrame:
 
 def _network(key: str, weights: bytes, hidden: int, layers: int):
     """(the network, whether it has the interval head): a model registered before the
-    network had one (NETWORK_VERSION 2) scores its point forecast alone."""
+    network had one (NETWORK_VERSION 2) scores its point forecast alone; one registered
+    before the neighbours (3) is built with the inputs it was trained on (its decoder's
+    width tells) and reads them without (`network.Forecaster.neighbours`)."""
     import torch
 
     from retail_lake.forecasting.network import build_network
 
     if key not in _MODELS:
-        net = build_network(hidden, layers)
-        loaded = net.load_state_dict(
-            torch.load(io.BytesIO(weights), weights_only=True), strict=False
-        )
+        state = torch.load(io.BytesIO(weights), weights_only=True)
+        decoder = state.get("decoder.weight_ih_l0")
+        net = build_network(hidden, layers, *([] if decoder is None else [decoder.shape[1]]))
+        loaded = net.load_state_dict(state, strict=False)
         lacking = [k for k in loaded.missing_keys if not k.startswith("spread.")]
         if lacking or loaded.unexpected_keys:
             raise ValueError(
@@ -209,7 +211,7 @@ def score_windows(
             batch["customers_level"] = pdf["customers_level"].to_numpy(dtype=np.float32)
             batch["profile"] = np.stack(pdf["profile"].to_numpy()).astype(np.float32)
             with torch.no_grad():
-                p = prepare(batch, lookback, horizon)
+                p = prepare(batch, lookback, horizon, net.neighbours)
                 if has_interval:
                     eur, low, high = (
                         x.numpy().astype(np.float64).reshape(-1)

@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from retail_lake import champions
 from retail_lake.forecasting.inputs import (
     DAY_COLUMNS,
+    LOSSES,
     N_PROFILE,
     NETWORK_VERSION,
     ROW_COLUMNS,
@@ -68,6 +69,9 @@ class ForecastConfig:
     learning_rate: float
     patience: int
     weight_decay: float
+    lr_schedule: str
+    keep_from_epoch: int
+    loss: str
     max_train_windows: int
     gate_metrics: tuple[str, ...]
     require_beat_baselines: bool
@@ -75,10 +79,15 @@ class ForecastConfig:
     @classmethod
     def from_config(cls, s: dict[str, Any]) -> ForecastConfig:
         """Reads `cfg["forecast"]`; a JobError for an unknown gate metric."""
+        from retail_lake.training.loop import LR_SCHEDULES
+
         gate = tuple(s["gate_metrics"])
         unknown = [m for m in gate if m not in METRICS]
         if unknown:
             raise JobError(f"forecast.gate_metrics: unknown {unknown} (known: {list(METRICS)})")
+        for key, known in (("loss", LOSSES), ("lr_schedule", LR_SCHEDULES)):
+            if s[key] not in known:
+                raise JobError(f"forecast.{key}: {s[key]!r} is not one of {', '.join(known)}")
         return cls(
             test_days=int(s["test_days"]),
             validation_days=int(s["validation_days"]),
@@ -90,6 +99,9 @@ class ForecastConfig:
             learning_rate=float(s["learning_rate"]),
             patience=int(s["patience"]),
             weight_decay=float(s["weight_decay"]),
+            lr_schedule=str(s["lr_schedule"]),
+            keep_from_epoch=int(s["keep_from_epoch"]),
+            loss=str(s["loss"]),
             max_train_windows=int(s["max_train_windows"]),
             gate_metrics=gate,
             require_beat_baselines=bool(s["require_beat_baselines"]),
@@ -299,7 +311,7 @@ def run(ctx: JobContext) -> JobResult:
         )
     from retail_lake.forecasting.network import ForecastTask
 
-    task = ForecastTask(conf.lookback, conf.test_days, conf.hidden, conf.layers)
+    task = ForecastTask(conf.lookback, conf.test_days, conf.hidden, conf.layers, conf.loss)
     n_days = conf.lookback + conf.test_days
     trained = training_job.train(
         ctx,
@@ -314,6 +326,8 @@ def run(ctx: JobContext) -> JobResult:
             "learning_rate": conf.learning_rate,
             "patience": conf.patience,
             "weight_decay": conf.weight_decay,
+            "lr_schedule": conf.lr_schedule,
+            "keep_from": conf.keep_from_epoch,
         },
         print_=print_,
     )
@@ -334,7 +348,10 @@ def run(ctx: JobContext) -> JobResult:
     baselines = {
         name: error_metrics(fn(features, test_start, last_day)) for name, fn in BASELINES.items()
     }
-    best = min(trained.history, key=lambda h: h.get("val_mspe", np.inf))
+    first = min(conf.keep_from_epoch, len(trained.history))
+    best = min(
+        (h for h in trained.history if h["epoch"] >= first), key=lambda h: h.get("val_mspe", np.inf)
+    )
     table: dict[str, dict[str, float]] = {
         "test": model,
         "validation": {

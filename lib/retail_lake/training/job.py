@@ -130,8 +130,8 @@ def train(
 ) -> Trained:
     """Converts `rows` with Petastorm and trains `task` on the configured backend.
 
-    hyper: epochs, batch_size, learning_rate, patience and optionally weight_decay and
-    lr_schedule (`training.loop.LR_SCHEDULES`).
+    hyper: epochs, batch_size, learning_rate, patience and optionally weight_decay,
+    lr_schedule (`training.loop.LR_SCHEDULES`) and keep_from (`training.loop.LoopParams`).
     """
     training = ctx.cfg["training"]
     backend, num_proc = training["backend"], int(training["num_proc"])
@@ -149,6 +149,7 @@ def train(
         patience=int(hyper.get("patience", 0)),
         weight_decay=float(hyper.get("weight_decay", 0.0)),
         lr_schedule=str(hyper.get("lr_schedule", "constant")),
+        keep_from=int(hyper.get("keep_from", 1)),
         checkpoint_dir=folder,
     )
     log.info(

@@ -76,6 +76,10 @@ class LoopParams:
     # (1 + cos(pi (e - 1) / epochs)) / 2, a function of the epoch alone, so a resumed run
     # continues on the same curve.
     lr_schedule: str = "constant"
+    # The first epoch whose weights may be kept as the best (at most `epochs`): under a
+    # decaying rate the early epochs swing too much for one validation period to choose
+    # among them. Patience counts from it too.
+    keep_from: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -230,6 +234,11 @@ def _state_numpy(net) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
 
 
+def keep_from(params: LoopParams) -> int:
+    """The first epoch that may be kept as the best: `keep_from`, at most the last."""
+    return max(1, min(params.keep_from, params.epochs))
+
+
 def _improved(value: float, best: float | None, higher: bool) -> bool:
     if best is None:
         return True
@@ -346,7 +355,9 @@ def fit(
             }
             history.append(metrics)
             watched = metrics.get(f"val_{task.monitor}", metrics["train_loss"])
-            if _improved(watched, best, task.higher_is_better):
+            if epoch < keep_from(params):
+                pass
+            elif _improved(watched, best, task.higher_is_better):
                 best, stale = watched, 0
                 best_state = _state_numpy(plain) if comm.rank == 0 else None
             else:
