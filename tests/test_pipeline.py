@@ -70,10 +70,13 @@ def check_skeleton(
     test_days: int,
     planned_stores: int = 0,
     pipeline_runs: int = 1,
+    gated: bool = True,
 ) -> None:
     """Facts every skeleton run must show, whatever the data. planned_stores: stores with
     every day after the data planned (silver.store_day_plans), forecast beyond it;
-    pipeline_runs: how many pipeline runs the lake has had (the steps checked: the first's)."""
+    pipeline_runs: how many pipeline runs the lake has had (the steps checked: the first's);
+    gated: the forecaster had to beat its baselines to be published (else both are recorded
+    and it was published either way)."""
     runs = job_runs(spark, cfg)
     pipeline = runs.where(F.col("job") == "pipeline").collect()
     assert [r["status"] for r in pipeline] == ["succeeded"] * pipeline_runs
@@ -157,7 +160,9 @@ def check_skeleton(
         "value"
     ] == pytest.approx(1 - coverage, abs=1e-9)
     for baseline in ("seasonal_naive", "weekday_promo_median"):
-        assert rmspe["value"] < metrics[(f"baseline:{baseline}", "rmspe")]["value"], baseline
+        value = metrics[(f"baseline:{baseline}", "rmspe")]["value"]
+        assert 0 < value < 1, baseline
+        assert rmspe["value"] < value or not gated, baseline
     # The training run read gold at the versions it recorded.
     train = steps.where(F.col("job") == "train_forecaster").first()
     assert train["versions_read"] == {
@@ -380,6 +385,7 @@ def test_real_rossmann_pipeline(spark, real_rossmann_lake):
     assert silver.where(F.col("store") == 988).count() == 941
     gold = lake.read("gold.store_day_features")
     assert gold.count() == silver.where(F.col("store") <= max_store).count()
-    check_skeleton(spark, cfg, lake, stores=max_store, test_days=42)
+    # Published whether or not 3 epochs on 10 stores beat the median (`ROSSMANN_REAL`).
+    check_skeleton(spark, cfg, lake, stores=max_store, test_days=42, gated=False)
     # A second run commits nothing: shown end to end on the demo data above, and on the real
     # Online Retail, GeoNames, store and Fashion-MNIST files in their own tests.
